@@ -1,0 +1,15 @@
+//! revpulse pipelines: the event model (SPEC §2) and the differential
+//! dataflow operators that maintain the metric families (SPEC §3).
+//!
+//! Map: [`event`] decodes and validates input, [`upsert`] turns each topic
+//! into a collection of current versions, one module per metric family
+//! ([`rar`] …) turns those into [`row`]s, and [`dataflow`] wires it all up.
+
+pub mod dataflow;
+pub mod event;
+pub mod fixed;
+pub mod rar;
+pub mod row;
+pub mod time;
+pub mod types;
+pub mod upsert;

@@ -1,0 +1,203 @@
+//! Revenue at Risk — SPEC §3.1.
+//!
+//! Per impressions record:
+//! ```text
+//! sess_ai          = impressions × share_ai_snippet × ctr_baseline
+//! zero_click       = sess_ai × ctr_drop_when_ai
+//! lost_leads       = zero_click × lead_cr
+//! lost_sales       = lost_leads × close_rate
+//! rar              = lost_sales × avg_gross
+//! recoverable      = rar × recoverable_share
+//! baseline_revenue = impressions × ctr_baseline × lead_cr × close_rate × avg_gross
+//! ```
+//! summed per tenant × month (of `ts`), with `rar`/`recoverable` also per
+//! channel and per intent cluster; `pressure = rar / baseline_revenue` (0 when
+//! the baseline is 0) and `top_intents`, the 5 intents with the highest `rar`
+//! (ties by name ascending).
+//!
+//! The sums are the *difference type* of the collections (`explode` then
+//! `count_total`), so an update costs O(1) per group however many records the
+//! group holds; retractions of replaced versions subtract exactly.
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Impression;
+use crate::fixed::{ratio, to_f64, to_fixed, Fixed};
+use crate::row::{Cell, RowKey, RowVals, Table};
+use crate::time::{month_of, Day};
+use crate::upsert::Epoch;
+
+/// How many intents `top_intents` lists.
+pub const TOP_INTENTS: usize = 5;
+
+/// The additive RaR measures of a set of impressions records, in fixed point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RarSums {
+    /// Number of contributing records: a group exists while this is non-zero.
+    pub records: i64,
+    pub impressions: i128,
+    pub sess_ai: Fixed,
+    pub zero_click: Fixed,
+    pub lost_leads: Fixed,
+    pub lost_sales: Fixed,
+    pub rar: Fixed,
+    pub recoverable: Fixed,
+    pub baseline_revenue: Fixed,
+}
+
+impl RarSums {
+    /// The contribution of one record; each measure is rounded once.
+    pub fn of(r: &Impression) -> RarSums {
+        let imp = r.impressions.0 as f64;
+        let sess_ai = imp * r.share_ai_snippet.get() * r.ctr_baseline.get();
+        let zero_click = sess_ai * r.ctr_drop_when_ai.get();
+        let lost_leads = zero_click * r.lead_cr.get();
+        let lost_sales = lost_leads * r.close_rate.get();
+        let rar = lost_sales * r.avg_gross.get();
+        let recoverable = rar * r.recoverable_share.get();
+        let baseline = imp * r.ctr_baseline.get() * r.lead_cr.get() * r.close_rate.get() * r.avg_gross.get();
+        RarSums {
+            records: 1,
+            impressions: i128::from(r.impressions.0),
+            sess_ai: to_fixed(sess_ai),
+            zero_click: to_fixed(zero_click),
+            lost_leads: to_fixed(lost_leads),
+            lost_sales: to_fixed(lost_sales),
+            rar: to_fixed(rar),
+            recoverable: to_fixed(recoverable),
+            baseline_revenue: to_fixed(baseline),
+        }
+    }
+
+    fn fields_mut(&mut self) -> [&mut i128; 8] {
+        [
+            &mut self.impressions,
+            &mut self.sess_ai,
+            &mut self.zero_click,
+            &mut self.lost_leads,
+            &mut self.lost_sales,
+            &mut self.rar,
+            &mut self.recoverable,
+            &mut self.baseline_revenue,
+        ]
+    }
+
+    /// `rar / baseline_revenue`, in [0, 1]; 0 when the baseline is 0.
+    pub fn pressure(&self) -> f64 {
+        ratio(self.rar, self.baseline_revenue).clamp(0.0, 1.0)
+    }
+}
+
+impl IsZero for RarSums {
+    fn is_zero(&self) -> bool {
+        *self == RarSums::default()
+    }
+}
+
+impl Semigroup for RarSums {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.records += rhs.records;
+        let mut rhs = rhs.clone();
+        for (a, b) in self.fields_mut().into_iter().zip(rhs.fields_mut()) {
+            *a += *b;
+        }
+    }
+}
+
+impl Monoid for RarSums {
+    fn zero() -> Self {
+        RarSums::default()
+    }
+}
+
+impl Abelian for RarSums {
+    fn negate(&mut self) {
+        self.records = -self.records;
+        for f in self.fields_mut() {
+            *f = -*f;
+        }
+    }
+}
+
+impl Multiply<isize> for RarSums {
+    type Output = RarSums;
+    fn multiply(mut self, rhs: &isize) -> RarSums {
+        let k = *rhs as i128;
+        self.records *= *rhs as i64;
+        for f in self.fields_mut() {
+            *f *= k;
+        }
+        self
+    }
+}
+
+/// The `rar_monthly` value columns.
+pub fn monthly_vals(s: &RarSums, top_intents: Vec<String>) -> RowVals {
+    vec![
+        Cell::U64(u64::try_from(s.impressions).unwrap_or(u64::MAX)),
+        Cell::f64(to_f64(s.sess_ai)),
+        Cell::f64(to_f64(s.zero_click)),
+        Cell::f64(to_f64(s.lost_leads)),
+        Cell::f64(to_f64(s.lost_sales)),
+        Cell::f64(to_f64(s.rar)),
+        Cell::f64(to_f64(s.recoverable)),
+        Cell::f64(to_f64(s.baseline_revenue)),
+        Cell::f64(s.pressure()),
+        Cell::StrArray(top_intents),
+    ]
+}
+
+/// The `rar_by_channel` / `rar_by_intent` value columns.
+pub fn part_vals(s: &RarSums) -> RowVals {
+    vec![Cell::f64(to_f64(s.rar)), Cell::f64(to_f64(s.recoverable))]
+}
+
+/// The 5 highest-`rar` intents of a month from `(intent, rar)` pairs.
+pub fn top_intents<'a>(intents: impl IntoIterator<Item = (&'a str, Fixed)>) -> Vec<String> {
+    let mut v: Vec<(Fixed, &str)> = intents.into_iter().map(|(i, r)| (-r, i)).collect();
+    v.sort_unstable();
+    v.into_iter().take(TOP_INTENTS).map(|(_, i)| i.to_owned()).collect()
+}
+
+fn month_key(tenant: String, month: Day) -> Vec<Cell> {
+    vec![Cell::Str(tenant), Cell::Date(month)]
+}
+
+/// Builds the three RaR tables from the current impressions records.
+pub fn rar<'s>(impressions: VecCollection<'s, Epoch, (String, Impression)>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    let contributions = impressions.map(|(_, r)| {
+        let sums = RarSums::of(&r);
+        (r.tenant_id.0, month_of(r.ts.0), r.channel.0, r.intent_cluster.0, sums)
+    });
+
+    let monthly = contributions.clone().explode(|(t, m, _, _, s)| Some(((t, m), s))).count_total();
+    let by_channel = contributions.clone().explode(|(t, m, c, _, s)| Some(((t, m, c), s))).count_total();
+    let by_intent = contributions.explode(|(t, m, _, i, s)| Some(((t, m, i), s))).count_total();
+
+    // Sorting `(-rar, intent)` ascending is rar descending, ties by name.
+    let top = by_intent
+        .clone()
+        .map(|((t, m, i), s)| ((t, m), (-s.rar, i)))
+        .reduce(|_month, ranked, out| {
+            let top: Vec<String> = ranked.iter().take(TOP_INTENTS).map(|((_, i), _)| i.clone()).collect();
+            out.push((top, 1));
+        });
+
+    let monthly_rows = monthly.join(top).map(|((t, m), (s, top))| {
+        (RowKey { table: Table::RarMonthly, key: month_key(t, m) }, monthly_vals(&s, top))
+    });
+    let channel_rows = by_channel.map(|((t, m, c), s)| {
+        let mut key = month_key(t, m);
+        key.push(Cell::Str(c));
+        (RowKey { table: Table::RarByChannel, key }, part_vals(&s))
+    });
+    let intent_rows = by_intent.map(|((t, m, i), s)| {
+        let mut key = month_key(t, m);
+        key.push(Cell::Str(i));
+        (RowKey { table: Table::RarByIntent, key }, part_vals(&s))
+    });
+    monthly_rows.concat(channel_rows).concat(intent_rows)
+}

@@ -1,0 +1,156 @@
+//! Output rows: the metric tables of SPEC §4, as the dataflow emits them.
+//!
+//! Every metric operator ends in a collection of `(RowKey, RowVals)`; the
+//! ClickHouse sink and `replay --output json` both render rows from this one
+//! description, so column names and order live here and in the migrations
+//! only (a test checks the two agree).
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{format_day, format_minute, Day};
+use crate::types::F64;
+
+/// ClickHouse column types used by metric tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColType {
+    String,
+    Date,
+    DateTime,
+    Float64,
+    UInt64,
+    NullableFloat64,
+    ArrayString,
+}
+
+impl ColType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColType::String => "String",
+            ColType::Date => "Date",
+            ColType::DateTime => "DateTime",
+            ColType::Float64 => "Float64",
+            ColType::UInt64 => "UInt64",
+            ColType::NullableFloat64 => "Nullable(Float64)",
+            ColType::ArrayString => "Array(String)",
+        }
+    }
+}
+
+/// One value of a row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Cell {
+    Str(String),
+    /// Days since the epoch.
+    Date(Day),
+    /// Seconds since the epoch, whole minutes.
+    Minute(u32),
+    F64(F64),
+    U64(u64),
+    NullF64(Option<F64>),
+    StrArray(Vec<String>),
+}
+
+impl Cell {
+    pub fn f64(v: f64) -> Cell {
+        Cell::F64(F64(v))
+    }
+
+    /// The JSON rendering of SPEC §4: dates `YYYY-MM-DD`, minutes
+    /// `YYYY-MM-DDTHH:MM:00Z`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Cell::Str(s) => Value::from(s.as_str()),
+            Cell::Date(d) => Value::from(format_day(*d)),
+            Cell::Minute(m) => Value::from(format_minute(*m)),
+            Cell::F64(v) => Value::from(v.0),
+            Cell::U64(v) => Value::from(*v),
+            Cell::NullF64(v) => v.map_or(Value::Null, |v| Value::from(v.0)),
+            Cell::StrArray(v) => Value::from(v.clone()),
+        }
+    }
+
+    /// The value a deleted row carries in this column.
+    pub fn zero(ty: ColType) -> Cell {
+        match ty {
+            ColType::String => Cell::Str(String::new()),
+            ColType::Date => Cell::Date(0),
+            ColType::DateTime => Cell::Minute(0),
+            ColType::Float64 => Cell::f64(0.0),
+            ColType::UInt64 => Cell::U64(0),
+            ColType::NullableFloat64 => Cell::NullF64(None),
+            ColType::ArrayString => Cell::StrArray(Vec::new()),
+        }
+    }
+}
+
+/// The metric tables (SPEC §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Table {
+    RarMonthly,
+    RarByChannel,
+    RarByIntent,
+}
+
+type Cols = &'static [(&'static str, ColType)];
+
+impl Table {
+    pub const ALL: [Table; 3] = [Table::RarMonthly, Table::RarByChannel, Table::RarByIntent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::RarMonthly => "rar_monthly",
+            Table::RarByChannel => "rar_by_channel",
+            Table::RarByIntent => "rar_by_intent",
+        }
+    }
+
+    pub fn key_columns(self) -> Cols {
+        use ColType::*;
+        match self {
+            Table::RarMonthly => &[("tenant_id", String), ("month", Date)],
+            Table::RarByChannel => &[("tenant_id", String), ("month", Date), ("channel", String)],
+            Table::RarByIntent => &[("tenant_id", String), ("month", Date), ("intent_cluster", String)],
+        }
+    }
+
+    pub fn value_columns(self) -> Cols {
+        use ColType::*;
+        match self {
+            Table::RarMonthly => &[
+                ("impressions", UInt64),
+                ("sess_ai", Float64),
+                ("zero_click", Float64),
+                ("lost_leads", Float64),
+                ("lost_sales", Float64),
+                ("rar", Float64),
+                ("recoverable", Float64),
+                ("baseline_revenue", Float64),
+                ("pressure", Float64),
+                ("top_intents", ArrayString),
+            ],
+            Table::RarByChannel | Table::RarByIntent => &[("rar", Float64), ("recoverable", Float64)],
+        }
+    }
+}
+
+/// The identity of a row: its table and key columns.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowKey {
+    pub table: Table,
+    pub key: Vec<Cell>,
+}
+
+/// The value columns of a row, in [`Table::value_columns`] order.
+pub type RowVals = Vec<Cell>;
+
+/// One current row, as `replay --output json` prints it.
+pub fn row_json(key: &RowKey, vals: &RowVals) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("table".into(), key.table.name().into());
+    let names = key.table.key_columns().iter().chain(key.table.value_columns());
+    for ((name, _), cell) in names.zip(key.key.iter().chain(vals)) {
+        obj.insert((*name).into(), cell.to_json());
+    }
+    serde_json::Value::Object(obj)
+}
