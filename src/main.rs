@@ -1,1 +1,248 @@
-fn main(){}
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use revpulse::config::Config;
+use revpulse::demo::{demo, DemoOptions};
+use revpulse::generate::{write_dir, GenConfig};
+use revpulse::replay;
+use revpulse::runner::{run_pipeline, Shared};
+use revpulse_api::AppState;
+use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
+use revpulse_connectors::kafka::KeyedProducer;
+use revpulse_pipelines::event::Topic;
+use revpulse_pipelines::row::row_json;
+
+/// revpulse: incremental revenue intelligence, Kafka → differential dataflow → ClickHouse.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Write the final metrics to ClickHouse.
+    Clickhouse,
+    /// Print one JSON object per row of the final state.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything on one machine, nothing configured: embedded Kafka, local ClickHouse, live events, API.
+    Demo {
+        /// Live events per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Events of history produced before the live stream.
+        #[arg(long, default_value_t = 20_000)]
+        backlog: usize,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// API listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value_t = 5)]
+        tenants: usize,
+        #[arg(long, default_value_t = 2)]
+        partitions: i32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The production pipeline with the API and metrics.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Runs the dataflow over DIR/<topic>.jsonl and writes the final metrics.
+    Replay {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Clickhouse)]
+        output: Output,
+        /// Timely worker threads.
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Lines per epoch.
+        #[arg(long, default_value_t = 1_000_000)]
+        batch: usize,
+        /// Configuration (for the ClickHouse connection).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Publishes JSONL (FILE or stdin) to a topic, keyed by the upsert key.
+    Produce {
+        #[arg(long)]
+        topic: String,
+        file: Option<PathBuf>,
+        /// bootstrap.servers (default: from --config, else 127.0.0.1:9092).
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Writes a seeded synthetic data set as DIR/<topic>.jsonl.
+    Generate {
+        #[arg(long, default_value = "data")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        tenants: usize,
+    },
+    /// Applies the ClickHouse migrations.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+
+    match cli.command {
+        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed } => demo(
+            DemoOptions { rate, backlog, duration: duration.map(Duration::from_secs), listen, tenants, partitions, seed },
+            Shared::default(),
+        ),
+        Command::Run { config } => run(&Config::load(&config)?),
+        Command::Replay { dir, output, workers, batch, config } => {
+            let (lines, counts) = replay::read_dir(&dir)?;
+            let state = replay::run(lines, workers, batch)?;
+            eprintln!("replayed {} events ({} rejected) into {} rows", counts.valid, counts.rejected, state.len());
+            match output {
+                Output::Json => {
+                    let stdout = std::io::stdout();
+                    let mut out = std::io::BufWriter::new(stdout.lock());
+                    for (k, v) in &state {
+                        serde_json::to_writer(&mut out, &row_json(k, v))?;
+                        std::io::Write::write_all(&mut out, b"\n")?;
+                    }
+                    std::io::Write::flush(&mut out)?;
+                }
+                Output::Clickhouse => {
+                    let cfg = load(config.as_ref())?;
+                    let rt = runtime()?;
+                    rt.block_on(async {
+                        migrate(&cfg.clickhouse).await?;
+                        let sink = ClickHouseSink::new(cfg.clickhouse.clone(), None);
+                        let rows: Vec<_> = state.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                        sink.write(&rows).await?;
+                        anyhow::Ok(())
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        Command::Produce { topic, file, brokers, config } => {
+            let mut cfg = load(config.as_ref())?.kafka;
+            if let Some(b) = brokers {
+                cfg.brokers = b;
+            }
+            produce(&cfg, &topic, file)
+        }
+        Command::Generate { out, events, seed, tenants } => {
+            let counts = write_dir(&out, GenConfig { seed, tenants, ..GenConfig::default() }, events)?;
+            for (t, n) in counts {
+                println!("{}: {n}", out.join(format!("{}.jsonl", t.name())).display());
+            }
+            Ok(())
+        }
+        Command::Migrate { config } => {
+            let cfg = load(config.as_ref())?;
+            let applied = runtime()?.block_on(migrate(&cfg.clickhouse))?;
+            println!("applied {} migration(s): {applied:?}", applied.len());
+            Ok(())
+        }
+    }
+}
+
+fn run(cfg: &Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let shared = Shared::default();
+    rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
+    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
+    let listener = rt.block_on(tokio::net::TcpListener::bind(&cfg.api.listen)).with_context(|| format!("binding {}", cfg.api.listen))?;
+    let state = AppState { ch: sink.client().clone(), metrics: shared.metrics.clone(), readiness: shared.readiness.clone(), keys: Arc::new(cfg.api.keys.clone()) };
+    let app = revpulse_api::router(state, Duration::from_millis(cfg.api.request_timeout_ms));
+    let stop = shared.stop.clone();
+    let api = rt.spawn(revpulse_api::serve(listener, app, async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    revpulse::install_signal_handlers(&rt, &shared);
+    let stats = run_pipeline(cfg, shared.clone(), sink, rt.handle().clone());
+    shared.stop.store(true, Ordering::Relaxed);
+    let _ = rt.block_on(api);
+    stats.map(|_| ())
+}
+
+/// `revpulse produce`: one message per line, keyed by the topic's upsert
+/// key (or `_key` for `{"_key": K, "_tombstone": true}` lines).
+fn produce(cfg: &revpulse_connectors::kafka::KafkaConfig, topic: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let key_field = Topic::from_name(topic).map(Topic::key_field);
+    let producer = KeyedProducer::new(cfg)?;
+    let reader: Box<dyn BufRead> = match &file {
+        Some(p) => Box::new(std::io::BufReader::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?)),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let mut n = 0u64;
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&line).ok();
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+        if parsed.as_ref().and_then(|v| v.get("_tombstone")).and_then(|v| v.as_bool()) == Some(true) {
+            let key = field("_key").context("tombstone line without _key")?;
+            producer.send(topic, key.as_bytes(), None)?;
+        } else {
+            // Lines that do not parse are still published (unkeyed): the pipeline dead-letters them.
+            let key = key_field.and_then(field).unwrap_or_default();
+            producer.send(topic, key.as_bytes(), Some(&line))?;
+        }
+        n += 1;
+        if n % 10_000 == 0 {
+            producer.poll();
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    eprintln!("produced {n} messages to {topic}");
+    Ok(())
+}

@@ -1,1 +1,8 @@
-pub fn _x(){}
+//! revpulse connectors: the Kafka source and dead-letter queue, and the
+//! ClickHouse sink with its migrations. Each connector keeps its
+//! configuration (`config.rs`, documented field by field) apart from its
+//! runtime code.
+
+pub mod clickhouse;
+pub mod kafka;
+pub mod metrics;

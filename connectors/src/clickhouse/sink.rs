@@ -1,0 +1,161 @@
+//! Writes row changes as versioned upserts and reads current state back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clickhouse::Client;
+use revpulse_pipelines::row::{RowKey, RowVals, Table};
+
+use super::rowbinary::{columns, encode_row};
+use super::ClickHouseConfig;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("clickhouse config: {0}")]
+    Config(String),
+    #[error("clickhouse returned malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("sink shut down before the write was acknowledged")]
+    Shutdown,
+}
+
+/// A client for `cfg`, with validation off: RowBinary and client-side `?`
+/// binding work on ClickHouse 18.16 as well as on current releases.
+pub fn client(cfg: &ClickHouseConfig) -> Client {
+    let mut c = Client::default().with_url(&cfg.url).with_database(&cfg.database).with_user(&cfg.user).with_validation(false);
+    if !cfg.password.is_empty() {
+        c = c.with_password(&cfg.password);
+    }
+    c
+}
+
+/// Issues strictly increasing row versions that also increase across
+/// restarts: wall-clock microseconds, bumped past the last one issued.
+#[derive(Debug, Default)]
+pub struct Versioner {
+    last: AtomicU64,
+}
+
+impl Versioner {
+    pub fn next(&self) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let v = now.max(prev + 1);
+            match self.last.compare_exchange_weak(prev, v, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return v,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
+/// The ClickHouse sink.
+pub struct ClickHouseSink {
+    client: Client,
+    cfg: ClickHouseConfig,
+    versions: Versioner,
+    healthy: AtomicBool,
+    metrics: Option<Metrics>,
+}
+
+impl ClickHouseSink {
+    pub fn new(cfg: ClickHouseConfig, metrics: Option<Metrics>) -> Self {
+        ClickHouseSink { client: client(&cfg), cfg, versions: Versioner::default(), healthy: AtomicBool::new(true), metrics }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether the last write (or ping) succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub async fn ping(&self) -> bool {
+        let ok = self.client.query("SELECT 1").fetch_one::<u8>().await.is_ok();
+        self.healthy.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Writes net row changes (sorted by key, as `net_changes` returns them)
+    /// in one INSERT per table, all with one fresh version. Re-writing the
+    /// same changes is harmless: the newer version carries the same values.
+    pub async fn write(&self, rows: &[(RowKey, Option<RowVals>)]) -> Result<(), SinkError> {
+        let version = self.versions.next();
+        for chunk in rows.chunk_by(|a, b| a.0.table == b.0.table) {
+            let table = chunk[0].0.table;
+            let mut buf = Vec::with_capacity(chunk.len() * 64);
+            for (key, vals) in chunk {
+                encode_row(&mut buf, key, vals.as_ref(), version);
+            }
+            let sql = format!("INSERT INTO {} ({}) FORMAT RowBinary", table.name(), columns(table));
+            let mut insert = self.client.insert_formatted_with(sql);
+            insert.send(Bytes::from(buf)).await?;
+            insert.end().await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::write`], retried with capped exponential backoff until it
+    /// succeeds or `stop` is set. Records sink metrics and health.
+    pub async fn write_retrying(&self, rows: &[(RowKey, Option<RowVals>)], stop: &AtomicBool) -> Result<(), SinkError> {
+        let mut delay = Duration::from_millis(self.cfg.retry_initial_ms.max(1));
+        let max = Duration::from_millis(self.cfg.retry_max_ms.max(1));
+        loop {
+            let started = Instant::now();
+            match self.write(rows).await {
+                Ok(()) => {
+                    self.healthy.store(true, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.sink_latency.observe(started.elapsed().as_secs_f64());
+                        m.sunk_rows.inc_by(rows.len() as u64);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.sink_errors.inc();
+                    }
+                    tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = delay.as_millis() as u64, "clickhouse write failed; retrying");
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(SinkError::Shutdown);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
+    }
+
+    /// The current rows of `table` as JSON objects shaped like
+    /// `replay --output json` (with `"table"`), sorted by key columns.
+    pub async fn current_rows(&self, table: Table) -> Result<Vec<serde_json::Value>, SinkError> {
+        let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
+        let vals: Vec<String> = table.value_columns().iter().map(|(n, _)| format!("argMax({n}, version) AS {n}")).collect();
+        let sql = format!(
+            "SELECT {k}, {v} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0 ORDER BY {k}",
+            k = keys.join(", "),
+            v = vals.join(", "),
+            t = table.name(),
+        );
+        let mut cursor = self.client.query_raw(&sql).with_setting("output_format_json_quote_64bit_integers", "0").fetch_bytes("JSONEachRow")?;
+        let bytes = cursor.collect().await?;
+        let mut out = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut obj = serde_json::Map::new();
+            obj.insert("table".into(), table.name().into());
+            if let serde_json::Value::Object(cols) = serde_json::from_slice(line)? {
+                obj.extend(cols);
+            }
+            out.push(serde_json::Value::Object(obj));
+        }
+        Ok(out)
+    }
+}

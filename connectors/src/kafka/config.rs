@@ -1,0 +1,90 @@
+use std::collections::BTreeMap;
+
+use revpulse_pipelines::event::Topic;
+use serde::{Deserialize, Serialize};
+
+/// Kafka topic names of the five inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicNames {
+    /// Impressions (SPEC §2.1).
+    pub impressions: String,
+    /// Sales conversation events (SPEC §2.2).
+    pub conversations: String,
+    /// Outbound/inbound messages and experiment assignments (SPEC §2.3).
+    pub messages: String,
+    /// Payment webhooks (SPEC §2.4).
+    pub payments: String,
+    /// Dealership repair-order updates (SPEC §2.5).
+    pub ro_updates: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            impressions: Topic::Impressions.name().into(),
+            conversations: Topic::Conversations.name().into(),
+            messages: Topic::Messages.name().into(),
+            payments: Topic::Payments.name().into(),
+            ro_updates: Topic::RoUpdates.name().into(),
+        }
+    }
+}
+
+impl TopicNames {
+    pub fn get(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::Impressions => &self.impressions,
+            Topic::Conversations => &self.conversations,
+            Topic::Messages => &self.messages,
+            Topic::Payments => &self.payments,
+            Topic::RoUpdates => &self.ro_updates,
+        }
+    }
+}
+
+/// The Kafka cluster revpulse reads from and dead-letters to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group id under which progress (offsets) is committed.
+    pub group_id: String,
+    /// Input topic names.
+    pub topics: TopicNames,
+    /// Dead-letter topic for rejected messages (SPEC §2.6).
+    pub dlq_topic: String,
+    /// Most messages in one dataflow epoch.
+    pub max_batch_messages: usize,
+    /// Longest wait for messages before an epoch is sealed, in milliseconds.
+    pub max_batch_ms: u64,
+    /// Extra librdkafka properties, applied to the consumer and producer
+    /// (e.g. `security.protocol`, `sasl.mechanism`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "revpulse".into(),
+            topics: TopicNames::default(),
+            dlq_topic: "revpulse.dlq".into(),
+            max_batch_messages: 100_000,
+            max_batch_ms: 100,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}

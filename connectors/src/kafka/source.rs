@@ -1,0 +1,231 @@
+//! The Kafka source: reads the five topics, decodes and validates every
+//! message, hands valid ones to the dataflow and rejected ones to the DLQ.
+//!
+//! Partitions are *assigned*, not subscribed: worker `i` of `n` reads the
+//! partitions at positions `i, i+n, …` of the sorted (topic, partition)
+//! list, so the mapping is deterministic and there are no rebalances to
+//! duplicate or drop work. Every start reads from the beginning of each
+//! partition to rebuild the dataflow state (README "Recovery"); the consumer
+//! group's committed offsets record what ClickHouse has acknowledged (and
+//! drive lag monitoring), and are committed only after that acknowledgement.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use revpulse_pipelines::event::{decode, Event, Topic};
+
+use super::dlq::{DeadLetters, Origin};
+use super::KafkaConfig;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("topic {0:?} does not exist or has no partitions (create it first)")]
+    MissingTopic(String),
+}
+
+/// Next offset to read per (topic, partition): what a commit records.
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    dlq: DeadLetters,
+    topics: HashMap<String, Topic>,
+    metrics: Metrics,
+    positions: Offsets,
+    assigned: Vec<(String, i32)>,
+    healthy: bool,
+    last_lag_check: Option<Instant>,
+}
+
+/// What one poll delivered.
+#[derive(Debug, Default)]
+pub struct Polled {
+    /// Messages read (valid and rejected).
+    pub messages: usize,
+    /// Oldest Kafka timestamp among them (ms since epoch), for freshness.
+    pub oldest_timestamp_ms: Option<i64>,
+}
+
+impl KafkaSource {
+    /// Connects and assigns this worker's share of the input partitions,
+    /// waiting up to `wait` for the topics to exist.
+    pub fn connect(cfg: &KafkaConfig, metrics: Metrics, worker: usize, workers: usize, wait: Duration) -> Result<Self, SourceError> {
+        let consumer: BaseConsumer = cfg
+            .client_config()
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let mut all: Vec<(String, i32)> = Vec::new();
+        let mut topics = HashMap::new();
+        let deadline = Instant::now() + wait;
+        for topic in Topic::ALL {
+            let name = cfg.topics.get(topic).to_owned();
+            topics.insert(name.clone(), topic);
+            loop {
+                let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))?;
+                let partitions: Vec<i32> = md.topics().iter().filter(|t| t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+                if !partitions.is_empty() {
+                    all.extend(partitions.into_iter().map(|p| (name.clone(), p)));
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(SourceError::MissingTopic(name));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        all.sort();
+        let assigned: Vec<(String, i32)> = all.into_iter().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &assigned {
+            tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        tracing::info!(worker, workers, partitions = assigned.len(), "kafka source assigned");
+        Ok(KafkaSource {
+            consumer,
+            dlq: DeadLetters::new(cfg)?,
+            topics,
+            metrics,
+            positions: Offsets::new(),
+            assigned,
+            healthy: true,
+            last_lag_check: None,
+        })
+    }
+
+    /// Whether the last poll reached the broker without a client error.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Reads up to `max` messages, waiting at most `wait` in total. Valid
+    /// messages go to `emit(topic, key, value, offset)`; rejected ones to the
+    /// DLQ. Never fails on bad input.
+    pub fn poll_batch(&mut self, max: usize, wait: Duration, mut emit: impl FnMut(Topic, String, Option<Event>, u64)) -> Polled {
+        let deadline = Instant::now() + wait;
+        let mut polled = Polled::default();
+        let KafkaSource { consumer, dlq, topics, metrics, positions, healthy, .. } = self;
+        let mut ctx = Handler { dlq, topics, metrics, positions, healthy };
+        while polled.messages < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Wait for the first message; after that, close the epoch at the
+            // first short gap so a trickle is not held back.
+            let timeout = if polled.messages == 0 { left } else { left.min(Duration::from_millis(5)) };
+            match consumer.poll(timeout) {
+                Some(result) => ctx.handle(result, &mut polled, &mut emit),
+                None if polled.messages > 0 || left.is_zero() => break,
+                None => {}
+            }
+        }
+        polled
+    }
+
+    /// Positions read so far: committing them covers every message handed out.
+    pub fn positions(&self) -> &Offsets {
+        &self.positions
+    }
+
+    /// Commits `offsets` for the group, after the DLQ has acknowledged every
+    /// dead letter queued so far. Call only once ClickHouse acknowledged the
+    /// writes covering them.
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.dlq.flush(Duration::from_secs(30))?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)
+    }
+
+    /// Refreshes the consumer-lag gauges, at most every `every`.
+    pub fn update_lag(&mut self, every: Duration) {
+        if self.last_lag_check.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_lag_check = Some(Instant::now());
+        for (t, p) in &self.assigned {
+            if let Ok((_low, high)) = self.consumer.fetch_watermarks(t, *p, Duration::from_millis(500)) {
+                let pos = self.positions.get(&(t.clone(), *p)).copied().unwrap_or(0);
+                self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - pos).max(0));
+            }
+        }
+    }
+
+    /// Reads the high watermarks of the assigned partitions: the point up to
+    /// which a start-up catch-up must read.
+    pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
+        let mut out = Offsets::new();
+        for (t, p) in &self.assigned {
+            let (_low, high) = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5))?;
+            out.insert((t.clone(), *p), high);
+        }
+        Ok(out)
+    }
+}
+
+/// The parts of the source a message touches, borrowed apart from the
+/// consumer that lends the message.
+struct Handler<'a> {
+    dlq: &'a DeadLetters,
+    topics: &'a HashMap<String, Topic>,
+    metrics: &'a Metrics,
+    positions: &'a mut Offsets,
+    healthy: &'a mut bool,
+}
+
+impl Handler<'_> {
+    fn handle(
+        &mut self,
+        result: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+        polled: &mut Polled,
+        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+    ) {
+        let msg = match result {
+            Ok(m) => m,
+            Err(e) => {
+                *self.healthy = false;
+                tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
+                return;
+            }
+        };
+        *self.healthy = true;
+        polled.messages += 1;
+        if let Some(ts) = msg.timestamp().to_millis() {
+            polled.oldest_timestamp_ms = Some(polled.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
+        }
+        let topic_name = msg.topic();
+        let Some(&topic) = self.topics.get(topic_name) else { return };
+        let offset = msg.offset();
+        match decode(topic, msg.key(), msg.payload()) {
+            Ok(upsert) => {
+                self.metrics.consumed.with_label_values(&[topic.name()]).inc();
+                emit(topic, upsert.key, upsert.value, offset as u64);
+            }
+            Err(reject) => {
+                self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
+                tracing::warn!(topic = topic_name, partition = msg.partition(), offset, reason = reject.reason.as_str(), detail = %reject.detail, "rejected message sent to the dead-letter topic");
+                let origin = Origin { topic: topic_name, partition: msg.partition(), offset };
+                if let Err(e) = self.dlq.send(&origin, msg.key(), msg.payload(), &reject) {
+                    self.metrics.dlq_errors.inc();
+                    tracing::error!(error = %e, topic = topic_name, offset, "could not queue dead letter");
+                }
+            }
+        }
+        self.positions.insert((topic_name.to_owned(), msg.partition()), offset + 1);
+    }
+
+}

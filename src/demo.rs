@@ -1,0 +1,172 @@
+//! `revpulse demo`: the whole pipeline on one machine, nothing configured.
+//!
+//! librdkafka's in-process mock cluster is the embedded broker (it speaks
+//! the real Kafka protocol on loopback; `kcat -b <bootstrap>` works against
+//! it), a local ClickHouse is started by `scripts/clickhouse.sh` unless one
+//! already answers, and a generator streams realistic events to all five
+//! topics while the pipeline and the API run.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use revpulse_api::{ApiKey, AppState};
+use revpulse_connectors::clickhouse::{migrate, ClickHouseConfig, ClickHouseSink};
+use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer};
+use revpulse_pipelines::event::Topic;
+use revpulse_pipelines::time::MICROS_PER_DAY;
+
+use crate::config::Config;
+use crate::generate::{GenConfig, Generator};
+use crate::runner::{run_pipeline, Shared};
+
+/// Demo knobs (all have defaults).
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Live events per second after the backlog.
+    pub rate: u64,
+    /// Events of history (spread over the last 90 days) produced first.
+    pub backlog: usize,
+    /// Stop after this long (default: until Ctrl-C).
+    pub duration: Option<Duration>,
+    pub listen: String,
+    pub tenants: usize,
+    pub partitions: i32,
+    pub seed: u64,
+}
+
+/// The demo's API key, scoped to every tenant.
+pub const DEMO_KEY: &str = "demo-key";
+
+/// Makes sure a ClickHouse answers at `cfg.url`, starting the repo's local
+/// one if not.
+pub async fn ensure_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<()> {
+    let probe = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
+    if probe.ping().await {
+        return Ok(());
+    }
+    let script = std::env::var("REVPULSE_CLICKHOUSE_SCRIPT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh").to_owned());
+    tracing::info!(script, "starting a local ClickHouse");
+    let status = std::process::Command::new("bash").arg(&script).arg("start").status().with_context(|| format!("running {script}"))?;
+    anyhow::ensure!(status.success(), "{script} start failed");
+    for _ in 0..50 {
+        if probe.ping().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("ClickHouse did not answer at {}", cfg.url)
+}
+
+fn wall_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Produces a backlog of history, then `rate` events per second until stopped.
+fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> anyhow::Result<()> {
+    let producer = KeyedProducer::new(kafka)?;
+    let backlog = opts.backlog.max(1);
+    let start = wall_micros() - 90 * MICROS_PER_DAY;
+    let step = 90 * MICROS_PER_DAY / backlog as i64;
+    let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start, step: step / 2 });
+    let send = |generator: &mut Generator| -> anyhow::Result<()> {
+        let r = generator.next_record();
+        producer.send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;
+        Ok(())
+    };
+    for _ in 0..backlog {
+        send(&mut generator)?;
+    }
+    let tick = Duration::from_millis(100);
+    let per_tick = (opts.rate / 10).max(1);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        generator.set_now(wall_micros().max(generator.now()));
+        for _ in 0..per_tick {
+            send(&mut generator)?;
+        }
+        producer.poll();
+        std::thread::sleep(tick.saturating_sub(t.elapsed()));
+    }
+    producer.flush(Duration::from_secs(5))?;
+    Ok(())
+}
+
+pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut cfg = Config::default();
+    rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;
+    let applied = rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
+    tracing::info!(?applied, "migrations applied");
+
+    let cluster = MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
+    for topic in Topic::ALL {
+        cluster.create_topic(cfg.kafka.topics.get(topic), opts.partitions, 1)?;
+    }
+    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1)?;
+    cfg.kafka.brokers = cluster.bootstrap_servers();
+    cfg.api.keys = vec![ApiKey { key: DEMO_KEY.into(), tenant: "*".into() }];
+    cfg.api.listen = opts.listen.clone();
+
+    // API.
+    let listener = rt.block_on(tokio::net::TcpListener::bind(&cfg.api.listen)).with_context(|| format!("binding {}", cfg.api.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
+    let state = AppState { ch: sink.client().clone(), metrics: shared.metrics.clone(), readiness: shared.readiness.clone(), keys: Arc::new(cfg.api.keys.clone()) };
+    let app = revpulse_api::router(state, Duration::from_millis(cfg.api.request_timeout_ms));
+    let stop = shared.stop.clone();
+    let api = rt.spawn(revpulse_api::serve(listener, app, async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    crate::install_signal_handlers(&rt, &shared);
+    if let Some(d) = opts.duration {
+        let stop = shared.stop.clone();
+        rt.spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Event stream.
+    let gen_kafka = cfg.kafka.clone();
+    let gen_opts = opts.clone();
+    let gen_shared = shared.clone();
+    let generator = std::thread::spawn(move || stream_events(&gen_kafka, &gen_opts, &gen_shared));
+
+    let tenant = "dealer-000";
+    let month = revpulse_pipelines::time::format_day(revpulse_pipelines::time::month_of(wall_micros()));
+    println!(
+        "\nrevpulse demo is running (Ctrl-C to stop)\n\
+         \n  embedded Kafka   {brokers}   (kcat -b {brokers} -L)\
+         \n  ClickHouse       {ch}   database `{db}`\
+         \n  API              http://{addr}   key: {DEMO_KEY}\
+         \n\n  curl -H 'Authorization: Bearer {DEMO_KEY}' 'http://{addr}/v1/tenants/{tenant}/rar?month={m}'\
+         \n  curl http://{addr}/metrics\
+         \n  curl http://{addr}/readyz\
+         \n  clickhouse-client --port {tcp} -q 'SELECT * FROM {db}.rar_monthly_current ORDER BY rar DESC LIMIT 10'\n",
+        brokers = cfg.kafka.brokers,
+        ch = cfg.clickhouse.url,
+        db = cfg.clickhouse.database,
+        m = &month[..7],
+        tcp = std::env::var("REVPULSE_CH_TCP_PORT").unwrap_or_else(|_| "9000".into()),
+    );
+
+    let stats = run_pipeline(&cfg, shared.clone(), sink, rt.handle().clone());
+    shared.stop.store(true, Ordering::Relaxed);
+    match generator.join() {
+        Ok(Err(e)) => tracing::warn!(error = %e, "generator stopped with an error"),
+        Err(_) => tracing::warn!("generator thread panicked"),
+        Ok(Ok(())) => {}
+    }
+    if let Ok(Err(e)) = rt.block_on(api) {
+        tracing::warn!(error = %e, "API server stopped with an error");
+    }
+    let stats = stats?;
+    println!("demo stopped after {} messages in {} epochs", stats.messages, stats.epochs);
+    Ok(())
+}
