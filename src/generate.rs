@@ -56,7 +56,7 @@ impl Default for GenConfig {
             seed: 42,
             tenants: 5,
             start: revpulse_pipelines::time::parse_rfc3339("2026-09-01T00:00:00Z").unwrap_or(0),
-            step: 2 * MICROS_PER_SECOND,
+            step: 60 * MICROS_PER_SECOND,
         }
     }
 }

@@ -81,10 +81,15 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
+        self.apply(&mut c);
+        c
+    }
+
+    /// Sets the brokers and the user's extra properties on `c`.
+    pub(crate) fn apply(&self, c: &mut rdkafka::ClientConfig) {
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        c
     }
 }

@@ -57,13 +57,16 @@ impl KafkaSource {
     /// Connects and assigns this worker's share of the input partitions,
     /// waiting up to `wait` for the topics to exist.
     pub fn connect(cfg: &KafkaConfig, metrics: Metrics, worker: usize, workers: usize, wait: Duration) -> Result<Self, SourceError> {
-        let consumer: BaseConsumer = cfg
-            .client_config()
+        let mut client = rdkafka::ClientConfig::new();
+        // Short fetch waits keep epochs (and so freshness) tight; user
+        // properties below may override any of these.
+        client.set("fetch.wait.max.ms", "10").set("enable.partition.eof", "false");
+        cfg.apply(&mut client);
+        let consumer: BaseConsumer = client
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
             .create()?;
         let mut all: Vec<(String, i32)> = Vec::new();
         let mut topics = HashMap::new();
