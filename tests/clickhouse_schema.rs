@@ -17,7 +17,10 @@ struct Column {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_match_table_definitions_and_are_idempotent() {
     let cfg = common::fresh_clickhouse("schema").await;
-    assert!(migrate(&cfg).await.expect("second run").is_empty(), "nothing left to apply");
+    assert!(
+        migrate(&cfg).await.expect("second run").is_empty(),
+        "nothing left to apply"
+    );
     let sink = ClickHouseSink::new(cfg.clone(), None);
     for table in Table::ALL {
         let cols: Vec<Column> = sink
@@ -29,8 +32,12 @@ async fn migrations_match_table_definitions_and_are_idempotent() {
             .await
             .expect("columns");
         let actual: Vec<(String, String)> = cols.into_iter().map(|c| (c.name, c.ty)).collect();
-        let mut expected: Vec<(String, String)> =
-            table.key_columns().iter().chain(table.value_columns()).map(|(n, t)| ((*n).to_owned(), t.sql().to_owned())).collect();
+        let mut expected: Vec<(String, String)> = table
+            .key_columns()
+            .iter()
+            .chain(table.value_columns())
+            .map(|(n, t)| ((*n).to_owned(), t.sql().to_owned()))
+            .collect();
         expected.push(("version".into(), "UInt64".into()));
         expected.push(("deleted".into(), "UInt8".into()));
         assert_eq!(actual, expected, "table {}", table.name());

@@ -49,9 +49,16 @@ pub struct RarResponse {
     by_channel: Vec<Part>,
 }
 
-pub async fn get_rar(State(s): State<AppState>, Path(tenant): Path<String>, Query(q): Query<RarQuery>) -> Result<Json<RarResponse>, ApiError> {
-    let month = q.month.ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
-    let day = revpulse_pipelines::time::parse_month(&month).ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
+pub async fn get_rar(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(q): Query<RarQuery>,
+) -> Result<Json<RarResponse>, ApiError> {
+    let month = q
+        .month
+        .ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
+    let day = revpulse_pipelines::time::parse_month(&month)
+        .ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
     let first = revpulse_pipelines::time::format_day(day);
     let monthly: Option<Monthly> = s
         .ch
@@ -67,9 +74,8 @@ pub async fn get_rar(State(s): State<AppState>, Path(tenant): Path<String>, Quer
         .fetch_optional()
         .await?;
     let m = monthly.ok_or_else(|| ApiError::not_found("RaR for that tenant and month"))?;
-    let by_channel: Vec<Part> = s
-        .ch
-        .query(
+    let by_channel: Vec<Part> =
+        s.ch.query(
             "SELECT channel, argMax(rar, version) AS r, argMax(recoverable, version) \
              FROM rar_by_channel WHERE tenant_id = ? AND month = toDate(?) \
              GROUP BY channel HAVING argMax(deleted, version) = 0 ORDER BY r DESC, channel",

@@ -3,7 +3,10 @@
 //! Names follow Prometheus conventions: `revpulse_` prefix, `_total` for
 //! counters, base units (`_seconds`).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// All pipeline metric families, registered in one registry.
 #[derive(Clone)]
@@ -36,32 +39,82 @@ pub struct Metrics {
 }
 
 fn buckets() -> Vec<f64> {
-    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let consumed = IntCounterVec::new(Opts::new("revpulse_consumed_total", "Valid input messages consumed, by topic."), &["topic"]);
+        let consumed = IntCounterVec::new(
+            Opts::new(
+                "revpulse_consumed_total",
+                "Valid input messages consumed, by topic.",
+            ),
+            &["topic"],
+        );
         let rejected = IntCounterVec::new(
-            Opts::new("revpulse_rejected_total", "Input messages rejected to the dead-letter topic, by topic and reason."),
+            Opts::new(
+                "revpulse_rejected_total",
+                "Input messages rejected to the dead-letter topic, by topic and reason.",
+            ),
             &["topic", "reason"],
         );
-        let emitted_rows = IntCounter::new("revpulse_emitted_rows_total", "Metric row changes emitted by the dataflow.");
-        let sunk_rows = IntCounter::new("revpulse_sunk_rows_total", "Metric rows acknowledged by ClickHouse.");
-        let sink_errors = IntCounter::new("revpulse_sink_errors_total", "Failed ClickHouse writes (retried).");
-        let sink_latency = Histogram::with_opts(HistogramOpts::new("revpulse_sink_latency_seconds", "Duration of successful ClickHouse writes.").buckets(buckets()));
-        let consumer_lag = IntGaugeVec::new(Opts::new("revpulse_consumer_lag", "Messages behind the partition high watermark."), &["topic", "partition"]);
+        let emitted_rows = IntCounter::new(
+            "revpulse_emitted_rows_total",
+            "Metric row changes emitted by the dataflow.",
+        );
+        let sunk_rows = IntCounter::new(
+            "revpulse_sunk_rows_total",
+            "Metric rows acknowledged by ClickHouse.",
+        );
+        let sink_errors = IntCounter::new(
+            "revpulse_sink_errors_total",
+            "Failed ClickHouse writes (retried).",
+        );
+        let sink_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "revpulse_sink_latency_seconds",
+                "Duration of successful ClickHouse writes.",
+            )
+            .buckets(buckets()),
+        );
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "revpulse_consumer_lag",
+                "Messages behind the partition high watermark.",
+            ),
+            &["topic", "partition"],
+        );
         let freshness = Histogram::with_opts(
-            HistogramOpts::new("revpulse_freshness_seconds", "Kafka message timestamp to its effect being acknowledged by ClickHouse.").buckets(buckets()),
+            HistogramOpts::new(
+                "revpulse_freshness_seconds",
+                "Kafka message timestamp to its effect being acknowledged by ClickHouse.",
+            )
+            .buckets(buckets()),
         );
         let frontier_delay = Histogram::with_opts(
-            HistogramOpts::new("revpulse_frontier_delay_seconds", "Input epoch sealed to the dataflow frontier passing it.").buckets(buckets()),
+            HistogramOpts::new(
+                "revpulse_frontier_delay_seconds",
+                "Input epoch sealed to the dataflow frontier passing it.",
+            )
+            .buckets(buckets()),
         );
-        let sink_in_flight = IntGauge::new("revpulse_sink_in_flight_batches", "Row batches handed to the sink, not yet acknowledged.");
-        let dlq_errors = IntCounter::new("revpulse_dlq_errors_total", "Failed dead-letter deliveries (retried).");
+        let sink_in_flight = IntGauge::new(
+            "revpulse_sink_in_flight_batches",
+            "Row batches handed to the sink, not yet acknowledged.",
+        );
+        let dlq_errors = IntCounter::new(
+            "revpulse_dlq_errors_total",
+            "Failed dead-letter deliveries (retried).",
+        );
         let api_latency = HistogramVec::new(
-            HistogramOpts::new("revpulse_api_request_duration_seconds", "Query API request duration, by route and status.").buckets(buckets()),
+            HistogramOpts::new(
+                "revpulse_api_request_duration_seconds",
+                "Query API request duration, by route and status.",
+            )
+            .buckets(buckets()),
             &["route", "status"],
         );
         // Registration only fails on duplicate names, which the names above rule out.

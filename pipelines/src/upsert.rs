@@ -39,7 +39,10 @@ pub type UpsertMsg<V> = (String, Option<V>, u64);
 /// Applies the SPEC §2 upsert rule to the messages of one key, in arrival
 /// order, starting from the current version `current`. Returns `None` if the
 /// messages leave the current version as it is, else the new current version.
-pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item = Option<V>>) -> Option<Option<V>> {
+pub fn resolve<V: Versioned>(
+    current: Option<&V>,
+    msgs: impl IntoIterator<Item = Option<V>>,
+) -> Option<Option<V>> {
     let mut next: Option<Option<V>> = None;
     for msg in msgs {
         match msg {
@@ -60,51 +63,65 @@ pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item =
 }
 
 /// Maintains the collection of current versions of an upsert stream.
-pub fn upsert<'scope, V>(stream: StreamVec<'scope, Epoch, UpsertMsg<V>>, name: &str) -> VecCollection<'scope, Epoch, (String, V)>
+pub fn upsert<'scope, V>(
+    stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
+    name: &str,
+) -> VecCollection<'scope, Epoch, (String, V)>
 where
     V: ExchangeData + Versioned,
 {
-    let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed().into());
+    let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
     stream
-        .unary_frontier::<CapacityContainerBuilder<Vec<((String, V), Epoch, isize)>>, _, _, _>(exchange, name, |_cap, _info| {
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
-            let mut state: HashMap<String, V> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (cap, mut batch)) = entry.remove_entry();
-                    // Group by key; within a key, arrival order.
-                    batch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-                    let mut session = output.session(&cap);
-                    let mut msgs = batch.into_iter().peekable();
-                    while let Some((key, first, _)) = msgs.next() {
-                        let mut group = vec![first];
-                        while let Some((_, v, _)) = msgs.next_if(|m| m.0 == key) {
-                            group.push(v);
+        .unary_frontier::<CapacityContainerBuilder<Vec<((String, V), Epoch, isize)>>, _, _, _>(
+            exchange,
+            name,
+            |_cap, _info| {
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> =
+                    BTreeMap::new();
+                let mut state: HashMap<String, V> = HashMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap.retain(0), Vec::new()))
+                            .1
+                            .append(data);
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
                         }
-                        let Some(next) = resolve(state.get(&key), group) else { continue };
-                        let prev = match &next {
-                            Some(v) => state.insert(key.clone(), v.clone()),
-                            None => state.remove(&key),
-                        };
-                        if prev == next {
-                            continue;
-                        }
-                        if let Some(p) = prev {
-                            session.give(((key.clone(), p), time, -1));
-                        }
-                        if let Some(n) = next {
-                            session.give(((key, n), time, 1));
+                        let (time, (cap, mut batch)) = entry.remove_entry();
+                        // Group by key; within a key, arrival order.
+                        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+                        let mut session = output.session(&cap);
+                        let mut msgs = batch.into_iter().peekable();
+                        while let Some((key, first, _)) = msgs.next() {
+                            let mut group = vec![first];
+                            while let Some((_, v, _)) = msgs.next_if(|m| m.0 == key) {
+                                group.push(v);
+                            }
+                            let Some(next) = resolve(state.get(&key), group) else {
+                                continue;
+                            };
+                            let prev = match &next {
+                                Some(v) => state.insert(key.clone(), v.clone()),
+                                None => state.remove(&key),
+                            };
+                            if prev == next {
+                                continue;
+                            }
+                            if let Some(p) = prev {
+                                session.give(((key.clone(), p), time, -1));
+                            }
+                            if let Some(n) = next {
+                                session.give(((key, n), time, 1));
+                            }
                         }
                     }
                 }
-            }
-        })
+            },
+        )
         .as_collection()
 }
 
@@ -127,10 +144,22 @@ mod tests {
     #[test]
     fn greatest_ts_since_last_tombstone_wins() {
         assert_eq!(resolve::<V>(None, []), None);
-        assert_eq!(resolve(None, [Some(V(2, "a")), Some(V(1, "b"))]), Some(Some(V(2, "a"))));
-        assert_eq!(resolve(None, [Some(V(2, "a")), Some(V(2, "b"))]), Some(Some(V(2, "b"))));
+        assert_eq!(
+            resolve(None, [Some(V(2, "a")), Some(V(1, "b"))]),
+            Some(Some(V(2, "a")))
+        );
+        assert_eq!(
+            resolve(None, [Some(V(2, "a")), Some(V(2, "b"))]),
+            Some(Some(V(2, "b")))
+        );
         assert_eq!(resolve(Some(&V(5, "cur")), [Some(V(3, "old"))]), None);
-        assert_eq!(resolve(Some(&V(5, "cur")), [None, Some(V(3, "old"))]), Some(Some(V(3, "old"))));
-        assert_eq!(resolve(Some(&V(5, "cur")), [Some(V(9, "new")), None]), Some(None));
+        assert_eq!(
+            resolve(Some(&V(5, "cur")), [None, Some(V(3, "old"))]),
+            Some(Some(V(3, "old")))
+        );
+        assert_eq!(
+            resolve(Some(&V(5, "cur")), [Some(V(9, "new")), None]),
+            Some(None)
+        );
     }
 }

@@ -56,11 +56,19 @@ pub struct Polled {
 impl KafkaSource {
     /// Connects and assigns this worker's share of the input partitions,
     /// waiting up to `wait` for the topics to exist.
-    pub fn connect(cfg: &KafkaConfig, metrics: Metrics, worker: usize, workers: usize, wait: Duration) -> Result<Self, SourceError> {
+    pub fn connect(
+        cfg: &KafkaConfig,
+        metrics: Metrics,
+        worker: usize,
+        workers: usize,
+        wait: Duration,
+    ) -> Result<Self, SourceError> {
         let mut client = rdkafka::ClientConfig::new();
         // Short fetch waits keep epochs (and so freshness) tight; user
         // properties below may override any of these.
-        client.set("fetch.wait.max.ms", "10").set("enable.partition.eof", "false");
+        client
+            .set("fetch.wait.max.ms", "10")
+            .set("enable.partition.eof", "false");
         cfg.apply(&mut client);
         let consumer: BaseConsumer = client
             .set("group.id", &cfg.group_id)
@@ -76,7 +84,12 @@ impl KafkaSource {
             topics.insert(name.clone(), topic);
             loop {
                 let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))?;
-                let partitions: Vec<i32> = md.topics().iter().filter(|t| t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+                let partitions: Vec<i32> = md
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
                 if !partitions.is_empty() {
                     all.extend(partitions.into_iter().map(|p| (name.clone(), p)));
                     break;
@@ -88,13 +101,23 @@ impl KafkaSource {
             }
         }
         all.sort();
-        let assigned: Vec<(String, i32)> = all.into_iter().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
+        let assigned: Vec<(String, i32)> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers.max(1) == worker)
+            .map(|(_, tp)| tp)
+            .collect();
         let mut tpl = TopicPartitionList::new();
         for (t, p) in &assigned {
             tpl.add_partition_offset(t, *p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
-        tracing::info!(worker, workers, partitions = assigned.len(), "kafka source assigned");
+        tracing::info!(
+            worker,
+            workers,
+            partitions = assigned.len(),
+            "kafka source assigned"
+        );
         Ok(KafkaSource {
             consumer,
             dlq: DeadLetters::new(cfg)?,
@@ -115,16 +138,39 @@ impl KafkaSource {
     /// Reads up to `max` messages, waiting at most `wait` in total. Valid
     /// messages go to `emit(topic, key, value, offset)`; rejected ones to the
     /// DLQ. Never fails on bad input.
-    pub fn poll_batch(&mut self, max: usize, wait: Duration, mut emit: impl FnMut(Topic, String, Option<Event>, u64)) -> Polled {
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        mut emit: impl FnMut(Topic, String, Option<Event>, u64),
+    ) -> Polled {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
-        let KafkaSource { consumer, dlq, topics, metrics, positions, healthy, .. } = self;
-        let mut ctx = Handler { dlq, topics, metrics, positions, healthy };
+        let KafkaSource {
+            consumer,
+            dlq,
+            topics,
+            metrics,
+            positions,
+            healthy,
+            ..
+        } = self;
+        let mut ctx = Handler {
+            dlq,
+            topics,
+            metrics,
+            positions,
+            healthy,
+        };
         while polled.messages < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // Wait for the first message; after that, close the epoch at the
             // first short gap so a trickle is not held back.
-            let timeout = if polled.messages == 0 { left } else { left.min(Duration::from_millis(5)) };
+            let timeout = if polled.messages == 0 {
+                left
+            } else {
+                left.min(Duration::from_millis(5))
+            };
             match consumer.poll(timeout) {
                 Some(result) => ctx.handle(result, &mut polled, &mut emit),
                 None if polled.messages > 0 || left.is_zero() => break,
@@ -161,9 +207,15 @@ impl KafkaSource {
         }
         self.last_lag_check = Some(Instant::now());
         for (t, p) in &self.assigned {
-            if let Ok((_low, high)) = self.consumer.fetch_watermarks(t, *p, Duration::from_millis(500)) {
+            if let Ok((_low, high)) =
+                self.consumer
+                    .fetch_watermarks(t, *p, Duration::from_millis(500))
+            {
                 let pos = self.positions.get(&(t.clone(), *p)).copied().unwrap_or(0);
-                self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - pos).max(0));
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[t.as_str(), &p.to_string()])
+                    .set((high - pos).max(0));
             }
         }
     }
@@ -173,7 +225,9 @@ impl KafkaSource {
     pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
         let mut out = Offsets::new();
         for (t, p) in &self.assigned {
-            let (_low, high) = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5))?;
+            let (_low, high) = self
+                .consumer
+                .fetch_watermarks(t, *p, Duration::from_secs(5))?;
             out.insert((t.clone(), *p), high);
         }
         Ok(out)
@@ -211,24 +265,36 @@ impl Handler<'_> {
             polled.oldest_timestamp_ms = Some(polled.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
         }
         let topic_name = msg.topic();
-        let Some(&topic) = self.topics.get(topic_name) else { return };
+        let Some(&topic) = self.topics.get(topic_name) else {
+            return;
+        };
         let offset = msg.offset();
         match decode(topic, msg.key(), msg.payload()) {
             Ok(upsert) => {
-                self.metrics.consumed.with_label_values(&[topic.name()]).inc();
+                self.metrics
+                    .consumed
+                    .with_label_values(&[topic.name()])
+                    .inc();
                 emit(topic, upsert.key, upsert.value, offset as u64);
             }
             Err(reject) => {
-                self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
+                self.metrics
+                    .rejected
+                    .with_label_values(&[topic.name(), reject.reason.as_str()])
+                    .inc();
                 tracing::warn!(topic = topic_name, partition = msg.partition(), offset, reason = reject.reason.as_str(), detail = %reject.detail, "rejected message sent to the dead-letter topic");
-                let origin = Origin { topic: topic_name, partition: msg.partition(), offset };
+                let origin = Origin {
+                    topic: topic_name,
+                    partition: msg.partition(),
+                    offset,
+                };
                 if let Err(e) = self.dlq.send(&origin, msg.key(), msg.payload(), &reject) {
                     self.metrics.dlq_errors.inc();
                     tracing::error!(error = %e, topic = topic_name, offset, "could not queue dead letter");
                 }
             }
         }
-        self.positions.insert((topic_name.to_owned(), msg.partition()), offset + 1);
+        self.positions
+            .insert((topic_name.to_owned(), msg.partition()), offset + 1);
     }
-
 }
