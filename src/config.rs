@@ -33,36 +33,23 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            max_in_flight_batches: 8,
-        }
+        PipelineConfig { max_in_flight_batches: 8 }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    Parse { path: String, source: toml::de::Error },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
     }
 }
 
@@ -74,10 +61,8 @@ mod tests {
     fn empty_file_is_defaults_and_unknown_keys_fail() {
         assert_eq!(toml::from_str::<Config>("").ok(), Some(Config::default()));
         assert!(toml::from_str::<Config>("[kafka]\nbrokerz = \"x\"").is_err());
-        let c: Config = toml::from_str(
-            "[kafka]\nbrokers = \"k:9092\"\n[[api.keys]]\nkey = \"s\"\ntenant = \"*\"",
-        )
-        .unwrap_or_default();
+        let c: Config = toml::from_str("[kafka]\nbrokers = \"k:9092\"\n[[api.keys]]\nkey = \"s\"\ntenant = \"*\"")
+            .unwrap_or_default();
         assert_eq!(c.kafka.brokers, "k:9092");
         assert_eq!(c.api.keys.len(), 1);
     }

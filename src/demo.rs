@@ -44,19 +44,12 @@ pub const DEMO_KEY: &str = "demo-key";
 /// Makes sure a ClickHouse answers at `cfg.url`, starting the repo's local
 /// one if not.
 pub async fn ensure_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<()> {
-    let probe = ClickHouseSink::new(
-        ClickHouseConfig {
-            database: "default".into(),
-            ..cfg.clone()
-        },
-        None,
-    );
+    let probe = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
     if probe.ping().await {
         return Ok(());
     }
-    let script = std::env::var("REVPULSE_CLICKHOUSE_SCRIPT").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh").to_owned()
-    });
+    let script = std::env::var("REVPULSE_CLICKHOUSE_SCRIPT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh").to_owned());
     tracing::info!(script, "starting a local ClickHouse");
     let status = std::process::Command::new("bash")
         .arg(&script)
@@ -74,10 +67,7 @@ pub async fn ensure_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<()> {
 }
 
 fn wall_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// Produces a backlog of history, then `rate` events per second until stopped.
@@ -86,19 +76,10 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
     let backlog = opts.backlog.max(1);
     let start = wall_micros() - 90 * MICROS_PER_DAY;
     let step = 90 * MICROS_PER_DAY / backlog as i64;
-    let mut generator = Generator::new(GenConfig {
-        seed: opts.seed,
-        tenants: opts.tenants,
-        start,
-        step: step / 2,
-    });
+    let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start, step: step / 2 });
     let send = |generator: &mut Generator| -> anyhow::Result<()> {
         let r = generator.next_record();
-        producer.send(
-            kafka.topics.get(r.topic),
-            r.key.as_bytes(),
-            r.payload.as_deref().map(str::as_bytes),
-        )?;
+        producer.send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;
         Ok(())
     };
     for _ in 0..backlog {
@@ -120,28 +101,19 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
 }
 
 pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut cfg = Config::default();
     rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;
-    let applied = rt
-        .block_on(migrate(&cfg.clickhouse))
-        .context("applying ClickHouse migrations")?;
+    let applied = rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations applied");
 
-    let cluster =
-        MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
+    let cluster = MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
     for topic in Topic::ALL {
         cluster.create_topic(cfg.kafka.topics.get(topic), opts.partitions, 1)?;
     }
     cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1)?;
     cfg.kafka.brokers = cluster.bootstrap_servers();
-    cfg.api.keys = vec![ApiKey {
-        key: DEMO_KEY.into(),
-        tenant: "*".into(),
-    }];
+    cfg.api.keys = vec![ApiKey { key: DEMO_KEY.into(), tenant: "*".into() }];
     cfg.api.listen = opts.listen.clone();
 
     // API.
@@ -149,10 +121,7 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(&cfg.api.listen))
         .with_context(|| format!("binding {}", cfg.api.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    let sink = Arc::new(ClickHouseSink::new(
-        cfg.clickhouse.clone(),
-        Some(shared.metrics.clone()),
-    ));
+    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
     let state = AppState {
         ch: sink.client().clone(),
         metrics: shared.metrics.clone(),
@@ -182,8 +151,7 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
     let generator = std::thread::spawn(move || stream_events(&gen_kafka, &gen_opts, &gen_shared));
 
     let tenant = "dealer-000";
-    let month =
-        revpulse_pipelines::time::format_day(revpulse_pipelines::time::month_of(wall_micros()));
+    let month = revpulse_pipelines::time::format_day(revpulse_pipelines::time::month_of(wall_micros()));
     println!(
         "\nrevpulse demo is running (Ctrl-C to stop)\n\
          \n  embedded Kafka   {brokers}   (kcat -b {brokers} -L)\
@@ -211,9 +179,6 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "API server stopped with an error");
     }
     let stats = stats?;
-    println!(
-        "demo stopped after {} messages in {} epochs",
-        stats.messages, stats.epochs
-    );
+    println!("demo stopped after {} messages in {} epochs", stats.messages, stats.epochs);
     Ok(())
 }

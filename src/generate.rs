@@ -28,12 +28,7 @@ const INTENTS: [&str; 8] = [
     "collision_repair",
 ];
 const CAMPAIGNS: [&str; 4] = ["nurture", "tierlift", "churnsave", "service_t48h"];
-const OFFERS: [&str; 4] = [
-    "oil_change_20",
-    "tire_rotation_free",
-    "brake_special",
-    "detail_50",
-];
+const OFFERS: [&str; 4] = ["oil_change_20", "tire_rotation_free", "brake_special", "detail_50"];
 const REGIONS: [&str; 4] = ["us-west", "us-east", "us-central", "us-south"];
 
 /// One message for a topic: upsert key and JSON payload (`None`: tombstone).
@@ -82,15 +77,7 @@ impl Generator {
     pub fn new(cfg: GenConfig) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
         let now = cfg.start;
-        Generator {
-            cfg,
-            rng,
-            now,
-            n: 0,
-            recent: Vec::new(),
-            open_ros: Vec::new(),
-            conversations: BTreeMap::new(),
-        }
+        Generator { cfg, rng, now, n: 0, recent: Vec::new(), open_ros: Vec::new(), conversations: BTreeMap::new() }
     }
 
     /// The event time the next event will carry (roughly).
@@ -134,28 +121,16 @@ impl Generator {
                     let corrected = correct(event, now, &mut self.rng);
                     self.record(corrected)
                 }
-                4..=6 => Record {
-                    topic,
-                    key,
-                    payload: Some(event.to_json()),
-                },
+                4..=6 => Record { topic, key, payload: Some(event.to_json()) },
                 7..=8 => {
                     let mut stale = event;
                     let ts = stale_ts(&stale);
                     set_ts(&mut stale, ts);
-                    Record {
-                        topic,
-                        key,
-                        payload: Some(stale.to_json()),
-                    }
+                    Record { topic, key, payload: Some(stale.to_json()) }
                 }
                 _ => {
                     self.recent.swap_remove(i);
-                    Record {
-                        topic,
-                        key,
-                        payload: None,
-                    }
+                    Record { topic, key, payload: None }
                 }
             };
         }
@@ -177,11 +152,7 @@ impl Generator {
     }
 
     fn record(&self, event: Event) -> Record {
-        Record {
-            topic: event.topic(),
-            key: event.upsert_key().to_owned(),
-            payload: Some(event.to_json()),
-        }
+        Record { topic: event.topic(), key: event.upsert_key().to_owned(), payload: Some(event.to_json()) }
     }
 
     fn impression(&mut self) -> Event {
@@ -213,31 +184,18 @@ impl Generator {
     fn conversation(&mut self) -> Event {
         // Continue a running conversation, or start one.
         let running = (!self.conversations.is_empty() && self.rng.random_bool(0.7))
-            .then(|| {
-                self.conversations
-                    .keys()
-                    .nth(self.rng.random_range(0..self.conversations.len()))
-                    .cloned()
-            })
+            .then(|| self.conversations.keys().nth(self.rng.random_range(0..self.conversations.len())).cloned())
             .flatten();
         let (conversation_id, kind) = match running {
             Some(id) => {
                 let end = self.rng.random_bool(0.2);
-                (
-                    id,
-                    if end {
-                        ConversationKind::Ended
-                    } else {
-                        ConversationKind::Message
-                    },
-                )
+                (id, if end { ConversationKind::Ended } else { ConversationKind::Message })
             }
             None => {
                 let tenant = self.tenant();
                 let subject = self.subject(&tenant);
                 let id = self.id("conv");
-                self.conversations
-                    .insert(id.clone(), (tenant.0, subject, self.now));
+                self.conversations.insert(id.clone(), (tenant.0, subject, self.now));
                 (id, ConversationKind::Started)
             }
         };
@@ -256,12 +214,8 @@ impl Generator {
         }
         if self.rng.random_bool(0.3) {
             facts.property_type = Some(
-                [
-                    PropertyType::SingleFamily,
-                    PropertyType::Condo,
-                    PropertyType::Coop,
-                    PropertyType::Other,
-                ][self.rng.random_range(0..4)],
+                [PropertyType::SingleFamily, PropertyType::Condo, PropertyType::Coop, PropertyType::Other]
+                    [self.rng.random_range(0..4)],
             );
         }
         if self.rng.random_bool(0.3) {
@@ -275,16 +229,12 @@ impl Generator {
         }
         if self.rng.random_bool(0.2) {
             facts.decision_maker = Some(
-                [
-                    DecisionMaker::Primary,
-                    DecisionMaker::Influencer,
-                    DecisionMaker::Researcher,
-                ][self.rng.random_range(0..3)],
+                [DecisionMaker::Primary, DecisionMaker::Influencer, DecisionMaker::Researcher]
+                    [self.rng.random_range(0..3)],
             );
         }
         if self.rng.random_bool(0.5) {
-            facts.sentiment =
-                Signed::new((self.rng.random_range(-1.0..1.0f64) * 100.0).round() / 100.0);
+            facts.sentiment = Signed::new((self.rng.random_range(-1.0..1.0f64) * 100.0).round() / 100.0);
         }
         facts.questions = Some(Count(self.rng.random_range(0..3)));
         facts.technical_questions = Some(Count(self.rng.random_range(0..2)));
@@ -306,11 +256,7 @@ impl Generator {
         let outbound = self.rng.random_bool(0.85);
         let experiment = self.rng.random_bool(0.3);
         // Variant by subject, so a subject stays in one arm.
-        let treatment = subject
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % 2
-            == 0;
+        let treatment = subject.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 2 == 0;
         let status = if experiment && !treatment {
             MessageStatus::HeldOut
         } else if outbound {
@@ -325,36 +271,19 @@ impl Generator {
         } else {
             MessageStatus::Replied
         };
-        let campaign = self
-            .rng
-            .random_bool(0.9)
-            .then(|| Str(CAMPAIGNS[self.rng.random_range(0..CAMPAIGNS.len())].into()));
+        let campaign =
+            self.rng.random_bool(0.9).then(|| Str(CAMPAIGNS[self.rng.random_range(0..CAMPAIGNS.len())].into()));
         Event::Message(Message {
             tenant_id,
             ts: Ts(self.now),
             message_id: Str(self.id("msg")),
             subject_id: Str(subject),
-            direction: if outbound {
-                Direction::Outbound
-            } else {
-                Direction::Inbound
-            },
-            channel: [
-                MessageChannel::Sms,
-                MessageChannel::Email,
-                MessageChannel::Push,
-            ][self.rng.random_range(0..3)],
+            direction: if outbound { Direction::Outbound } else { Direction::Inbound },
+            channel: [MessageChannel::Sms, MessageChannel::Email, MessageChannel::Push][self.rng.random_range(0..3)],
             campaign_id: campaign,
-            offer_id: self
-                .rng
-                .random_bool(0.3)
-                .then(|| Str(OFFERS[self.rng.random_range(0..OFFERS.len())].into())),
+            offer_id: self.rng.random_bool(0.3).then(|| Str(OFFERS[self.rng.random_range(0..OFFERS.len())].into())),
             experiment_id: experiment.then(|| Str("exp-tierlift-q4".into())),
-            variant: experiment.then_some(if treatment {
-                Variant::Treatment
-            } else {
-                Variant::Control
-            }),
+            variant: experiment.then_some(if treatment { Variant::Treatment } else { Variant::Control }),
             status,
             sent_at: (outbound && self.rng.random_bool(0.8))
                 .then(|| Ts(self.now - self.rng.random_range(0..5 * MICROS_PER_MINUTE))),
@@ -369,17 +298,10 @@ impl Generator {
             ts: Ts(self.now),
             payment_id: Str(self.id("pay")),
             subject_id: Str(subject),
-            status: if self.rng.random_bool(0.9) {
-                PaymentStatus::Succeeded
-            } else {
-                PaymentStatus::Failed
-            },
+            status: if self.rng.random_bool(0.9) { PaymentStatus::Succeeded } else { PaymentStatus::Failed },
             amount_cents: Count(self.rng.random_range(2_000..250_000)),
             currency: Str("USD".into()),
-            plan_id: self
-                .rng
-                .random_bool(0.5)
-                .then(|| Str(format!("plan-{}", self.rng.random_range(1..4)))),
+            plan_id: self.rng.random_bool(0.5).then(|| Str(format!("plan-{}", self.rng.random_range(1..4)))),
         })
     }
 
@@ -402,10 +324,7 @@ impl Generator {
             .map(|_| RoLine {
                 code: Str(["LOF", "ROT", "BRK", "DTL", "ALN"][self.rng.random_range(0..5)].into()),
                 amount_cents: Count(self.rng.random_range(3_000..90_000)),
-                offer_id: self
-                    .rng
-                    .random_bool(0.3)
-                    .then(|| Str(OFFERS[self.rng.random_range(0..OFFERS.len())].into())),
+                offer_id: self.rng.random_bool(0.3).then(|| Str(OFFERS[self.rng.random_range(0..OFFERS.len())].into())),
             })
             .collect();
         let ro = RoUpdate {
@@ -413,10 +332,7 @@ impl Generator {
             ts: Ts(self.now),
             ro_id: Str(self.id("ro")),
             subject_id: Str(subject),
-            vin: Some(Str(format!(
-                "1HGCM82633A{:06}",
-                self.rng.random_range(0..1_000_000)
-            ))),
+            vin: Some(Str(format!("1HGCM82633A{:06}", self.rng.random_range(0..1_000_000)))),
             status: RoStatus::Open,
             opened_at: Ts(self.now),
             closed_at: None,
@@ -449,23 +365,15 @@ fn correct(mut e: Event, now: Micros, rng: &mut StdRng) -> Event {
     set_ts(&mut e, ts);
     match &mut e {
         Event::Impression(x) => {
-            x.impressions =
-                Count((x.impressions.0 as f64 * rng.random_range(0.5..1.5)).round() as u64)
+            x.impressions = Count((x.impressions.0 as f64 * rng.random_range(0.5..1.5)).round() as u64)
         }
         Event::Message(x) => {
-            x.status = [
-                MessageStatus::Delivered,
-                MessageStatus::Clicked,
-                MessageStatus::Replied,
-                MessageStatus::Failed,
-            ][rng.random_range(0..4)]
+            x.status = [MessageStatus::Delivered, MessageStatus::Clicked, MessageStatus::Replied, MessageStatus::Failed]
+                [rng.random_range(0..4)]
         }
         Event::Payment(x) => {
-            x.status = if x.status == PaymentStatus::Succeeded {
-                PaymentStatus::Refunded
-            } else {
-                PaymentStatus::Succeeded
-            }
+            x.status =
+                if x.status == PaymentStatus::Succeeded { PaymentStatus::Refunded } else { PaymentStatus::Succeeded }
         }
         Event::RoUpdate(x) => {
             if let Some(l) = x.lines.first_mut() {
@@ -483,20 +391,11 @@ fn correct(mut e: Event, now: Micros, rng: &mut StdRng) -> Event {
 
 /// Writes `events` records to `DIR/<topic>.jsonl` (tombstones as
 /// `{"_key": K, "_tombstone": true}`); returns the count per topic.
-pub fn write_dir(
-    dir: &Path,
-    cfg: GenConfig,
-    events: usize,
-) -> std::io::Result<BTreeMap<Topic, usize>> {
+pub fn write_dir(dir: &Path, cfg: GenConfig, events: usize) -> std::io::Result<BTreeMap<Topic, usize>> {
     std::fs::create_dir_all(dir)?;
     let mut files = BTreeMap::new();
     for t in Topic::ALL {
-        files.insert(
-            t,
-            std::io::BufWriter::new(std::fs::File::create(
-                dir.join(format!("{}.jsonl", t.name())),
-            )?),
-        );
+        files.insert(t, std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{}.jsonl", t.name())))?));
     }
     let mut counts = BTreeMap::new();
     let mut g = Generator::new(cfg);
@@ -505,11 +404,7 @@ pub fn write_dir(
         if let Some(f) = files.get_mut(&r.topic) {
             match &r.payload {
                 Some(p) => writeln!(f, "{p}")?,
-                None => writeln!(
-                    f,
-                    "{}",
-                    serde_json::json!({"_key": r.key, "_tombstone": true})
-                )?,
+                None => writeln!(f, "{}", serde_json::json!({"_key": r.key, "_tombstone": true}))?,
             }
         }
         *counts.entry(r.topic).or_insert(0) += 1;
@@ -534,8 +429,7 @@ mod tests {
             assert_eq!(r, b.next_record());
             match &r.payload {
                 Some(p) => {
-                    let e =
-                        decode_value(r.topic, p.as_bytes()).unwrap_or_else(|e| panic!("{e}: {p}"));
+                    let e = decode_value(r.topic, p.as_bytes()).unwrap_or_else(|e| panic!("{e}: {p}"));
                     assert_eq!(e.upsert_key(), r.key);
                 }
                 None => tombstones += 1,

@@ -16,9 +16,7 @@ use std::sync::atomic::Ordering;
 pub fn install_signal_handlers(rt: &tokio::runtime::Runtime, shared: &runner::Shared) {
     let shared = shared.clone();
     rt.spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             tracing::warn!("cannot install the SIGTERM handler");
             return;
         };

@@ -122,34 +122,21 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,librdkafka=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 
     match cli.command {
-        Command::Demo {
-            rate,
-            backlog,
-            duration,
-            listen,
-            tenants,
-            partitions,
-            seed,
-        } => demo(
+        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed } => demo(
             DemoOptions {
                 rate,
                 backlog,
@@ -162,21 +149,10 @@ fn main() -> anyhow::Result<()> {
             Shared::default(),
         ),
         Command::Run { config } => run(&Config::load(&config)?),
-        Command::Replay {
-            dir,
-            output,
-            workers,
-            batch,
-            config,
-        } => {
+        Command::Replay { dir, output, workers, batch, config } => {
             let (lines, counts) = replay::read_dir(&dir)?;
             let state = replay::run(lines, workers, batch)?;
-            eprintln!(
-                "replayed {} events ({} rejected) into {} rows",
-                counts.valid,
-                counts.rejected,
-                state.len()
-            );
+            eprintln!("replayed {} events ({} rejected) into {} rows", counts.valid, counts.rejected, state.len());
             match output {
                 Output::Json => {
                     let stdout = std::io::stdout();
@@ -201,33 +177,15 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Produce {
-            topic,
-            file,
-            brokers,
-            config,
-        } => {
+        Command::Produce { topic, file, brokers, config } => {
             let mut cfg = load(config.as_ref())?.kafka;
             if let Some(b) = brokers {
                 cfg.brokers = b;
             }
             produce(&cfg, &topic, file)
         }
-        Command::Generate {
-            out,
-            events,
-            seed,
-            tenants,
-        } => {
-            let counts = write_dir(
-                &out,
-                GenConfig {
-                    seed,
-                    tenants,
-                    ..GenConfig::default()
-                },
-                events,
-            )?;
+        Command::Generate { out, events, seed, tenants } => {
+            let counts = write_dir(&out, GenConfig { seed, tenants, ..GenConfig::default() }, events)?;
             for (t, n) in counts {
                 println!("{}: {n}", out.join(format!("{}.jsonl", t.name())).display());
             }
@@ -245,12 +203,8 @@ fn main() -> anyhow::Result<()> {
 fn run(cfg: &Config) -> anyhow::Result<()> {
     let rt = runtime()?;
     let shared = Shared::default();
-    rt.block_on(migrate(&cfg.clickhouse))
-        .context("applying ClickHouse migrations")?;
-    let sink = Arc::new(ClickHouseSink::new(
-        cfg.clickhouse.clone(),
-        Some(shared.metrics.clone()),
-    ));
+    rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
+    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&cfg.api.listen))
         .with_context(|| format!("binding {}", cfg.api.listen))?;
@@ -276,11 +230,7 @@ fn run(cfg: &Config) -> anyhow::Result<()> {
 
 /// `revpulse produce`: one message per line, keyed by the topic's upsert
 /// key (or `_key` for `{"_key": K, "_tombstone": true}` lines).
-fn produce(
-    cfg: &revpulse_connectors::kafka::KafkaConfig,
-    topic: &str,
-    file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn produce(cfg: &revpulse_connectors::kafka::KafkaConfig, topic: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
     let key_field = Topic::from_name(topic).map(Topic::key_field);
     let producer = KeyedProducer::new(cfg)?;
     let reader: Box<dyn BufRead> = match &file {
@@ -296,19 +246,8 @@ fn produce(
             continue;
         }
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&line).ok();
-        let field = |name: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        if parsed
-            .as_ref()
-            .and_then(|v| v.get("_tombstone"))
-            .and_then(|v| v.as_bool())
-            == Some(true)
-        {
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+        if parsed.as_ref().and_then(|v| v.get("_tombstone")).and_then(|v| v.as_bool()) == Some(true) {
             let key = field("_key").context("tombstone line without _key")?;
             producer.send(topic, key.as_bytes(), None)?;
         } else {

@@ -24,10 +24,7 @@ pub struct Line {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("timely: {0}")]
     Timely(String),
 }
@@ -52,22 +49,14 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<Line>, Counts), ReplayError> {
             Err(source) => return Err(ReplayError::Io { path, source }),
         };
         for (i, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
-            let line = line.map_err(|source| ReplayError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let line = line.map_err(|source| ReplayError::Io { path: path.clone(), source })?;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match parse_line(topic, &line) {
                 Ok((key, value)) => {
                     counts.valid += 1;
-                    lines.push(Line {
-                        topic,
-                        key,
-                        value,
-                        seq: i as u64 + 1,
-                    });
+                    lines.push(Line { topic, key, value, seq: i as u64 + 1 });
                 }
                 Err(reject) => {
                     counts.rejected += 1;
@@ -108,8 +97,7 @@ pub fn run(lines: Vec<Line>, workers: usize, batch: usize) -> Result<State, Repl
         for chunk in lines.chunks(batch.max(1)) {
             // Each worker reads a share; the upsert operator routes by key.
             for line in chunk.iter().skip(index).step_by(peers) {
-                df.inputs
-                    .send(line.topic, line.key.clone(), line.value.clone(), line.seq);
+                df.inputs.send(line.topic, line.key.clone(), line.value.clone(), line.seq);
             }
             epoch += 1;
             df.inputs.advance_to(epoch);
@@ -124,8 +112,5 @@ pub fn run(lines: Vec<Line>, workers: usize, batch: usize) -> Result<State, Repl
     for result in guards.join() {
         changes.extend(result.map_err(ReplayError::Timely)?);
     }
-    Ok(net_changes(changes)
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect())
+    Ok(net_changes(changes).into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
 }

@@ -51,10 +51,7 @@ struct SinkBatch {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Writes batches in order, coalescing those that queued up meanwhile, and
@@ -84,18 +81,12 @@ async fn sink_task(
         }
         let rows: Vec<_> = merged.into_iter().collect();
         if !rows.is_empty() && sink.write_retrying(&rows, &shared.abort).await.is_err() {
-            tracing::warn!(
-                rows = rows.len(),
-                "sink aborted with unacknowledged rows; they are re-derived on restart"
-            );
+            tracing::warn!(rows = rows.len(), "sink aborted with unacknowledged rows; they are re-derived on restart");
             return;
         }
         shared.readiness.clickhouse.store(true, Ordering::Relaxed);
         if let Some(ts) = oldest {
-            shared
-                .metrics
-                .freshness
-                .observe(((now_ms() - ts).max(0) as f64) / 1000.0);
+            shared.metrics.freshness.observe(((now_ms() - ts).max(0) as f64) / 1000.0);
         }
         shared.metrics.sink_in_flight.sub(batches);
         if acks.send(offsets).is_err() {
@@ -114,16 +105,9 @@ pub fn run_pipeline(
     let cfg = cfg.clone();
     timely::execute_directly(move |worker| -> anyhow::Result<RunStats> {
         let mut df = build(worker);
-        let mut source = KafkaSource::connect(
-            &cfg.kafka,
-            shared.metrics.clone(),
-            0,
-            1,
-            Duration::from_secs(60),
-        )
-        .context("connecting the Kafka source")?;
-        let (batch_tx, batch_rx) =
-            mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
+        let mut source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), 0, 1, Duration::from_secs(60))
+            .context("connecting the Kafka source")?;
+        let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
         let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Offsets>();
         let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
         let mut stats = RunStats::default();
@@ -137,17 +121,10 @@ pub fn run_pipeline(
         };
 
         while !shared.stop.load(Ordering::Relaxed) {
-            let polled = source.poll_batch(
-                cfg.kafka.max_batch_messages,
-                wait,
-                |topic, key, value, seq| {
-                    df.inputs.send(topic, key, value, seq);
-                },
-            );
-            shared
-                .readiness
-                .kafka
-                .store(source.healthy(), Ordering::Relaxed);
+            let polled = source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
+                df.inputs.send(topic, key, value, seq);
+            });
+            shared.readiness.kafka.store(source.healthy(), Ordering::Relaxed);
             while let Ok(offsets) = ack_rx.try_recv() {
                 commit(&source, &offsets, &mut stats);
             }
@@ -162,18 +139,11 @@ pub fn run_pipeline(
             df.inputs.flush();
             let sealed = Instant::now();
             worker.step_while(|| df.probe.less_than(&epoch));
-            shared
-                .metrics
-                .frontier_delay
-                .observe(sealed.elapsed().as_secs_f64());
+            shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
             let rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
             shared.metrics.emitted_rows.inc_by(rows.len() as u64);
             shared.metrics.sink_in_flight.inc();
-            let batch = SinkBatch {
-                rows,
-                offsets: source.positions().clone(),
-                oldest_ms: polled.oldest_timestamp_ms,
-            };
+            let batch = SinkBatch { rows, offsets: source.positions().clone(), oldest_ms: polled.oldest_timestamp_ms };
             if batch_tx.blocking_send(batch).is_err() {
                 break;
             }
@@ -186,11 +156,7 @@ pub fn run_pipeline(
         if let Err(e) = rt.block_on(sink_handle) {
             tracing::error!(error = %e, "sink task failed");
         }
-        tracing::info!(
-            epochs = stats.epochs,
-            messages = stats.messages,
-            "pipeline stopped"
-        );
+        tracing::info!(epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
         Ok(stats)
     })
 }

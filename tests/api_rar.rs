@@ -17,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn get(addr: std::net::SocketAddr, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await.expect("write");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf);
@@ -55,14 +57,20 @@ async fn rar_route_serves_clickhouse_rows_with_tenant_scoped_keys() {
         .find(|(k, _)| k.table == Table::RarMonthly)
         .map(|(k, v)| {
             let row = row_json(k, v);
-            (row["tenant_id"].as_str().unwrap_or_default().to_owned(), row["month"].as_str().unwrap_or_default()[..7].to_owned(), row)
+            (
+                row["tenant_id"].as_str().unwrap_or_default().to_owned(),
+                row["month"].as_str().unwrap_or_default()[..7].to_owned(),
+                row,
+            )
         })
         .expect("a monthly row");
 
     let path = format!("/v1/tenants/{tenant}/rar?month={month}");
     let (status, body) = get(addr, &path, Some("all")).await;
     assert_eq!(status, 200, "{body}");
-    for col in ["rar", "recoverable", "lost_leads", "lost_sales", "baseline_revenue", "pressure", "top_intents", "impressions"] {
+    for col in
+        ["rar", "recoverable", "lost_leads", "lost_sales", "baseline_revenue", "pressure", "top_intents", "impressions"]
+    {
         assert_eq!(body[col], expected[col], "{col}");
     }
     assert!(body["by_channel"].as_array().is_some_and(|a| !a.is_empty()));

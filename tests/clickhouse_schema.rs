@@ -17,10 +17,7 @@ struct Column {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_match_table_definitions_and_are_idempotent() {
     let cfg = common::fresh_clickhouse("schema").await;
-    assert!(
-        migrate(&cfg).await.expect("second run").is_empty(),
-        "nothing left to apply"
-    );
+    assert!(migrate(&cfg).await.expect("second run").is_empty(), "nothing left to apply");
     let sink = ClickHouseSink::new(cfg.clone(), None);
     for table in Table::ALL {
         let cols: Vec<Column> = sink

@@ -15,7 +15,9 @@ fn queries(v: &Value, out: &mut Vec<String>) {
             for (k, x) in m {
                 match (k.as_str(), x) {
                     ("rawSql", Value::String(s)) => out.push(s.clone()),
-                    ("query", Value::String(s)) if s.trim_start().to_uppercase().starts_with("SELECT") => out.push(s.clone()),
+                    ("query", Value::String(s)) if s.trim_start().to_uppercase().starts_with("SELECT") => {
+                        out.push(s.clone())
+                    }
                     _ => queries(x, out),
                 }
             }

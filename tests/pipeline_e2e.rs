@@ -42,11 +42,7 @@ fn malformed() -> Vec<(Topic, Option<&'static str>, Vec<u8>, &'static str)> {
 
 #[test]
 fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("e2e"));
 
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -54,21 +50,13 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     cfg.kafka.brokers = cluster.bootstrap_servers();
     cfg.kafka.max_batch_messages = 2_000;
     for t in Topic::ALL {
-        cluster
-            .create_topic(cfg.kafka.topics.get(t), 3, 1)
-            .expect("create topic");
+        cluster.create_topic(cfg.kafka.topics.get(t), 3, 1).expect("create topic");
     }
-    cluster
-        .create_topic(&cfg.kafka.dlq_topic, 1, 1)
-        .expect("create dlq");
+    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
 
     // Produce 20k generated events with the bad ones sprinkled in.
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
-    let mut generator = Generator::new(GenConfig {
-        seed: 7,
-        tenants: 3,
-        ..GenConfig::default()
-    });
+    let mut generator = Generator::new(GenConfig { seed: 7, tenants: 3, ..GenConfig::default() });
     let bad = malformed();
     let mut lines: Vec<Line> = Vec::new();
     let mut seq: BTreeMap<Topic, u64> = BTreeMap::new();
@@ -76,54 +64,28 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     for i in 0..total {
         if i % 2_000 == 1_000 {
             let (topic, key, payload, _) = &bad[(i / 2_000) % bad.len()];
-            producer
-                .send(
-                    cfg.kafka.topics.get(*topic),
-                    key.unwrap_or("").as_bytes(),
-                    Some(payload),
-                )
-                .expect("send bad");
+            producer.send(cfg.kafka.topics.get(*topic), key.unwrap_or("").as_bytes(), Some(payload)).expect("send bad");
         }
         let r = generator.next_record();
         producer
-            .send(
-                cfg.kafka.topics.get(r.topic),
-                r.key.as_bytes(),
-                r.payload.as_deref().map(str::as_bytes),
-            )
+            .send(cfg.kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))
             .expect("send");
         let s = seq.entry(r.topic).or_insert(0);
         *s += 1;
-        let value = r
-            .payload
-            .as_deref()
-            .map(|p| decode_value(r.topic, p.as_bytes()).expect("generated events are valid"));
-        lines.push(Line {
-            topic: r.topic,
-            key: r.key.clone(),
-            value,
-            seq: *s,
-        });
+        let value =
+            r.payload.as_deref().map(|p| decode_value(r.topic, p.as_bytes()).expect("generated events are valid"));
+        lines.push(Line { topic: r.topic, key: r.key.clone(), value, seq: *s });
     }
     // All nine bad kinds, at least once.
     for (topic, key, payload, _) in &bad {
-        producer
-            .send(
-                cfg.kafka.topics.get(*topic),
-                key.unwrap_or("").as_bytes(),
-                Some(payload),
-            )
-            .expect("send bad");
+        producer.send(cfg.kafka.topics.get(*topic), key.unwrap_or("").as_bytes(), Some(payload)).expect("send bad");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     let bad_sent = total / 2_000 + bad.len();
 
     // Run the pipeline until everything is consumed, then stop gracefully.
     let shared = Shared::default();
-    let sink = Arc::new(ClickHouseSink::new(
-        ch.clone(),
-        Some(shared.metrics.clone()),
-    ));
+    let sink = Arc::new(ClickHouseSink::new(ch.clone(), Some(shared.metrics.clone())));
     let handle = rt.handle().clone();
     let runner_shared = shared.clone();
     let runner_cfg = cfg.clone();
@@ -131,43 +93,25 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let m = &shared.metrics;
     let seen = || -> usize {
-        let consumed: u64 = Topic::ALL
-            .iter()
-            .map(|t| m.consumed.with_label_values(&[t.name()]).get())
-            .sum();
+        let consumed: u64 = Topic::ALL.iter().map(|t| m.consumed.with_label_values(&[t.name()]).get()).sum();
         let rejected: u64 = Topic::ALL
             .iter()
-            .flat_map(|t| {
-                revpulse_pipelines::event::Reason::ALL
-                    .iter()
-                    .map(move |r| (t, r))
-            })
+            .flat_map(|t| revpulse_pipelines::event::Reason::ALL.iter().map(move |r| (t, r)))
             .map(|(t, r)| m.rejected.with_label_values(&[t.name(), r.as_str()]).get())
             .sum();
         (consumed + rejected) as usize
     };
     while seen() < total + bad_sent {
-        assert!(
-            Instant::now() < deadline,
-            "pipeline consumed only {} of {}",
-            seen(),
-            total + bad_sent
-        );
+        assert!(Instant::now() < deadline, "pipeline consumed only {} of {}", seen(), total + bad_sent);
         std::thread::sleep(Duration::from_millis(50));
     }
     shared.stop.store(true, Ordering::Relaxed);
     let stats = runner.join().expect("runner thread").expect("runner ok");
-    assert!(
-        !stats.committed.is_empty(),
-        "offsets were committed after the sink acknowledged"
-    );
+    assert!(!stats.committed.is_empty(), "offsets were committed after the sink acknowledged");
 
     // ClickHouse holds exactly what a replay of the valid events computes.
-    let expected: Vec<serde_json::Value> = replay::run(lines, 1, 5_000)
-        .expect("replay")
-        .iter()
-        .map(|(k, v)| row_json(k, v))
-        .collect();
+    let expected: Vec<serde_json::Value> =
+        replay::run(lines, 1, 5_000).expect("replay").iter().map(|(k, v)| row_json(k, v)).collect();
     let mut actual = rt.block_on(common::clickhouse_rows(&ch));
     let mut expected = expected;
     let key = |v: &serde_json::Value| v.to_string();
@@ -199,24 +143,15 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
                     .and_then(|h| h.value)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             };
-            assert!(
-                get("revpulse.source.topic").is_some_and(|t| t == "impressions" || t == "messages")
-            );
+            assert!(get("revpulse.source.topic").is_some_and(|t| t == "impressions" || t == "messages"));
             assert!(get("revpulse.source.partition").is_some());
-            assert!(get("revpulse.source.offset")
-                .and_then(|o| o.parse::<i64>().ok())
-                .is_some());
-            *reasons
-                .entry(get("revpulse.reason").unwrap_or_default())
-                .or_default() += 1;
+            assert!(get("revpulse.source.offset").and_then(|o| o.parse::<i64>().ok()).is_some());
+            *reasons.entry(get("revpulse.reason").unwrap_or_default()).or_default() += 1;
         }
     }
     assert_eq!(reasons.values().sum::<usize>(), bad_sent, "{reasons:?}");
     for (_, _, _, reason) in &bad {
-        assert!(
-            reasons.contains_key(*reason),
-            "no DLQ message with reason {reason}: {reasons:?}"
-        );
+        assert!(reasons.contains_key(*reason), "no DLQ message with reason {reason}: {reasons:?}");
     }
     let counted: u64 = reasons
         .keys()

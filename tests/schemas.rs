@@ -10,21 +10,13 @@ use revpulse_pipelines::event::{decode_value, Topic};
 use serde_json::{json, Value};
 
 fn schema(topic: Topic) -> Value {
-    let path = format!(
-        "{}/schemas/json/{}.schema.json",
-        env!("CARGO_MANIFEST_DIR"),
-        topic.name()
-    );
+    let path = format!("{}/schemas/json/{}.schema.json", env!("CARGO_MANIFEST_DIR"), topic.name());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn resolve<'a>(schema: &'a Value, prop: &'a Value) -> &'a Value {
-    match prop
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("#/$defs/"))
-    {
+    match prop.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
         Some(name) => &schema["$defs"][name],
         None => prop,
     }
@@ -72,40 +64,20 @@ fn breakers(schema: &Value, prop: &Value) -> Vec<Value> {
 
 #[test]
 fn schemas_and_decoder_agree() {
-    let mut generator = Generator::new(GenConfig {
-        seed: 3,
-        ..GenConfig::default()
-    });
+    let mut generator = Generator::new(GenConfig { seed: 3, ..GenConfig::default() });
     let mut checked = 0;
     let mut samples: Vec<(Topic, Value)> = Vec::new();
     let validators: Vec<(Topic, jsonschema::Validator)> = Topic::ALL
         .iter()
-        .map(|&t| {
-            (
-                t,
-                jsonschema::options()
-                    .should_validate_formats(true)
-                    .build(&schema(t))
-                    .expect("schema compiles"),
-            )
-        })
+        .map(|&t| (t, jsonschema::options().should_validate_formats(true).build(&schema(t)).expect("schema compiles")))
         .collect();
-    let validator = |t: Topic| {
-        &validators
-            .iter()
-            .find(|(x, _)| *x == t)
-            .expect("validator")
-            .1
-    };
+    let validator = |t: Topic| &validators.iter().find(|(x, _)| *x == t).expect("validator").1;
 
     for _ in 0..3_000 {
         let r = generator.next_record();
         let Some(payload) = r.payload else { continue };
         let value: Value = serde_json::from_str(&payload).expect("generated JSON");
-        assert!(
-            validator(r.topic).is_valid(&value),
-            "schema rejects generated {payload}"
-        );
+        assert!(validator(r.topic).is_valid(&value), "schema rejects generated {payload}");
         assert!(decode_value(r.topic, payload.as_bytes()).is_ok());
         if samples.iter().filter(|(t, _)| *t == r.topic).count() < 3 {
             samples.push((r.topic, value));
@@ -129,13 +101,7 @@ fn schemas_and_decoder_agree() {
             for bad in breakers(&schema, prop) {
                 let mut m = sample.clone();
                 m[name] = bad.clone();
-                mutations.push((
-                    format!(
-                        "{name} = {}",
-                        bad.to_string().chars().take(40).collect::<String>()
-                    ),
-                    m,
-                ));
+                mutations.push((format!("{name} = {}", bad.to_string().chars().take(40).collect::<String>()), m));
             }
         }
         for (what, m) in mutations {
@@ -143,11 +109,7 @@ fn schemas_and_decoder_agree() {
             let by_schema = v.is_valid(&m);
             let by_decoder = decode_value(*topic, text.as_bytes());
             assert!(!by_schema, "{}: schema accepts {what}", topic.name());
-            assert!(
-                by_decoder.is_err(),
-                "{}: decoder accepts {what}",
-                topic.name()
-            );
+            assert!(by_decoder.is_err(), "{}: decoder accepts {what}", topic.name());
             checked += 1;
         }
     }

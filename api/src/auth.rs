@@ -22,10 +22,7 @@ pub struct ApiKey {
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("key", &"<redacted>")
-            .field("tenant", &self.tenant)
-            .finish()
+        f.debug_struct("ApiKey").field("key", &"<redacted>").field("tenant", &self.tenant).finish()
     }
 }
 
@@ -46,12 +43,7 @@ fn scope_of<'a>(keys: &'a [ApiKey], token: &str) -> Option<&'a str> {
     found
 }
 
-pub async fn require_key(
-    State(s): State<AppState>,
-    params: RawPathParams,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_key(State(s): State<AppState>, params: RawPathParams, req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -59,19 +51,13 @@ pub async fn require_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(scope) = token.and_then(|t| scope_of(&s.keys, t)) else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or unknown API key")
-            .into_response();
+        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or unknown API key").into_response();
     };
-    let tenant = params
-        .iter()
-        .find(|(name, _)| *name == "tenant")
-        .map(|(_, v)| v);
+    let tenant = params.iter().find(|(name, _)| *name == "tenant").map(|(_, v)| v);
     match tenant {
-        Some(t) if scope != "*" && scope != t => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this API key may not read that tenant",
-        )
-        .into_response(),
+        Some(t) if scope != "*" && scope != t => {
+            ApiError::new(StatusCode::FORBIDDEN, "this API key may not read that tenant").into_response()
+        }
         _ => next.run(req).await,
     }
 }
@@ -82,16 +68,8 @@ mod tests {
 
     #[test]
     fn scopes() {
-        let keys = vec![
-            ApiKey {
-                key: "a".into(),
-                tenant: "t1".into(),
-            },
-            ApiKey {
-                key: "b".into(),
-                tenant: "*".into(),
-            },
-        ];
+        let keys =
+            vec![ApiKey { key: "a".into(), tenant: "t1".into() }, ApiKey { key: "b".into(), tenant: "*".into() }];
         assert_eq!(scope_of(&keys, "a"), Some("t1"));
         assert_eq!(scope_of(&keys, "b"), Some("*"));
         assert_eq!(scope_of(&keys, "c"), None);

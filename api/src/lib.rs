@@ -33,11 +33,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            listen: "127.0.0.1:8080".into(),
-            keys: Vec::new(),
-            request_timeout_ms: 5_000,
-        }
+        ApiConfig { listen: "127.0.0.1:8080".into(), keys: Vec::new(), request_timeout_ms: 5_000 }
     }
 }
 
@@ -72,16 +68,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
+        ApiError { status, message: message.into() }
     }
     pub fn bad_request(param: &str, why: &str) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid parameter `{param}`: {why}"),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid parameter `{param}`: {why}"))
     }
     pub fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
@@ -97,11 +87,7 @@ impl From<clickhouse::error::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
     }
 }
 
@@ -109,22 +95,14 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let v1 = Router::new()
         .route("/v1/tenants/{tenant}/rar", get(rar::get_rar))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            timeout(req, next, request_timeout)
-        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| timeout(req, next, request_timeout)))
         .with_state(state)
 }
 
@@ -133,42 +111,26 @@ async fn readyz(State(s): State<AppState>) -> Response {
         "kafka": s.readiness.kafka.load(Ordering::Relaxed),
         "clickhouse": s.readiness.clickhouse.load(Ordering::Relaxed),
     });
-    let status = if s.readiness.ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if s.readiness.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
 async fn timeout(req: Request, next: Next, limit: Duration) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "request timed out").into_response()
-        }
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "request timed out").into_response(),
     }
 }
 
 /// Records request latency by route template (never the raw path, which
 /// would carry tenant ids into label values) and status.
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let resp = next.run(req).await;
     s.metrics
@@ -184,7 +146,5 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -54,9 +54,7 @@ pub async fn get_rar(
     Path(tenant): Path<String>,
     Query(q): Query<RarQuery>,
 ) -> Result<Json<RarResponse>, ApiError> {
-    let month = q
-        .month
-        .ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
+    let month = q.month.ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
     let day = revpulse_pipelines::time::parse_month(&month)
         .ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
     let first = revpulse_pipelines::time::format_day(day);

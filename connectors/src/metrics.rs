@@ -4,8 +4,7 @@
 //! counters, base units (`_seconds`).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// All pipeline metric families, registered in one registry.
@@ -39,19 +38,14 @@ pub struct Metrics {
 }
 
 fn buckets() -> Vec<f64> {
-    vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ]
+    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let consumed = IntCounterVec::new(
-            Opts::new(
-                "revpulse_consumed_total",
-                "Valid input messages consumed, by topic.",
-            ),
+            Opts::new("revpulse_consumed_total", "Valid input messages consumed, by topic."),
             &["topic"],
         );
         let rejected = IntCounterVec::new(
@@ -61,30 +55,16 @@ impl Metrics {
             ),
             &["topic", "reason"],
         );
-        let emitted_rows = IntCounter::new(
-            "revpulse_emitted_rows_total",
-            "Metric row changes emitted by the dataflow.",
-        );
-        let sunk_rows = IntCounter::new(
-            "revpulse_sunk_rows_total",
-            "Metric rows acknowledged by ClickHouse.",
-        );
-        let sink_errors = IntCounter::new(
-            "revpulse_sink_errors_total",
-            "Failed ClickHouse writes (retried).",
-        );
+        let emitted_rows =
+            IntCounter::new("revpulse_emitted_rows_total", "Metric row changes emitted by the dataflow.");
+        let sunk_rows = IntCounter::new("revpulse_sunk_rows_total", "Metric rows acknowledged by ClickHouse.");
+        let sink_errors = IntCounter::new("revpulse_sink_errors_total", "Failed ClickHouse writes (retried).");
         let sink_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "revpulse_sink_latency_seconds",
-                "Duration of successful ClickHouse writes.",
-            )
-            .buckets(buckets()),
+            HistogramOpts::new("revpulse_sink_latency_seconds", "Duration of successful ClickHouse writes.")
+                .buckets(buckets()),
         );
         let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "revpulse_consumer_lag",
-                "Messages behind the partition high watermark.",
-            ),
+            Opts::new("revpulse_consumer_lag", "Messages behind the partition high watermark."),
             &["topic", "partition"],
         );
         let freshness = Histogram::with_opts(
@@ -101,14 +81,9 @@ impl Metrics {
             )
             .buckets(buckets()),
         );
-        let sink_in_flight = IntGauge::new(
-            "revpulse_sink_in_flight_batches",
-            "Row batches handed to the sink, not yet acknowledged.",
-        );
-        let dlq_errors = IntCounter::new(
-            "revpulse_dlq_errors_total",
-            "Failed dead-letter deliveries (retried).",
-        );
+        let sink_in_flight =
+            IntGauge::new("revpulse_sink_in_flight_batches", "Row batches handed to the sink, not yet acknowledged.");
+        let dlq_errors = IntCounter::new("revpulse_dlq_errors_total", "Failed dead-letter deliveries (retried).");
         let api_latency = HistogramVec::new(
             HistogramOpts::new(
                 "revpulse_api_request_duration_seconds",

@@ -110,52 +110,37 @@ pub fn build(worker: &mut timely::worker::Worker) -> Dataflow {
 
         let rows = metrics(impressions_cur);
         let probe = capture(rows, sink_state);
-        Dataflow {
-            inputs: Inputs {
-                impressions,
-                conversations,
-                messages,
-                payments,
-                ro_updates,
-            },
-            probe,
-            completed,
-        }
+        Dataflow { inputs: Inputs { impressions, conversations, messages, payments, ro_updates }, probe, completed }
     })
 }
 
 /// Stashes row changes by epoch and releases each epoch, consolidated by
 /// the driver, once the frontier has passed it.
-fn capture(
-    rows: VecCollection<'_, Epoch, (RowKey, RowVals)>,
-    out: Rc<RefCell<Completed>>,
-) -> ProbeHandle<Epoch> {
+fn capture(rows: VecCollection<'_, Epoch, (RowKey, RowVals)>, out: Rc<RefCell<Completed>>) -> ProbeHandle<Epoch> {
     let (probe, rows) = rows.probe();
     let mut stash: BTreeMap<Epoch, Vec<(RowKey, RowVals, isize)>> = BTreeMap::new();
-    rows.inner
-        .sink(Pipeline, "Capture", move |(input, frontier)| {
-            input.for_each(|cap, data| {
-                let batch = stash.entry(*cap.time()).or_default();
-                batch.extend(data.drain(..).map(|((k, v), _t, d)| (k, v, d)));
-            });
-            let mut out = out.borrow_mut();
-            let upto = frontier.frontier().first().copied().unwrap_or(Epoch::MAX);
-            while let Some(entry) = stash.first_entry() {
-                if *entry.key() >= upto {
-                    break;
-                }
-                out.changes.append(&mut entry.remove());
-            }
-            out.frontier = out.frontier.max(upto);
+    rows.inner.sink(Pipeline, "Capture", move |(input, frontier)| {
+        input.for_each(|cap, data| {
+            let batch = stash.entry(*cap.time()).or_default();
+            batch.extend(data.drain(..).map(|((k, v), _t, d)| (k, v, d)));
         });
+        let mut out = out.borrow_mut();
+        let upto = frontier.frontier().first().copied().unwrap_or(Epoch::MAX);
+        while let Some(entry) = stash.first_entry() {
+            if *entry.key() >= upto {
+                break;
+            }
+            out.changes.append(&mut entry.remove());
+        }
+        out.frontier = out.frontier.max(upto);
+    });
     probe
 }
 
 /// The net effect of a set of row changes: per key, its new value, or
 /// `None` when the key no longer has a row. Keys are in sorted order.
 pub fn net_changes(changes: Vec<(RowKey, RowVals, isize)>) -> Vec<(RowKey, Option<RowVals>)> {
-    let mut updates: Vec<((RowKey, RowVals), isize)> =
-        changes.into_iter().map(|(k, v, d)| ((k, v), d)).collect();
+    let mut updates: Vec<((RowKey, RowVals), isize)> = changes.into_iter().map(|(k, v, d)| ((k, v), d)).collect();
     differential_dataflow::consolidation::consolidate(&mut updates);
     let mut net: Vec<(RowKey, Option<RowVals>)> = Vec::new();
     for ((key, vals), diff) in updates {

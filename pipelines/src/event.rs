@@ -22,13 +22,8 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
-        Topic::Impressions,
-        Topic::Conversations,
-        Topic::Messages,
-        Topic::Payments,
-        Topic::RoUpdates,
-    ];
+    pub const ALL: [Topic; 5] =
+        [Topic::Impressions, Topic::Conversations, Topic::Messages, Topic::Payments, Topic::RoUpdates];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -393,10 +388,7 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Reject {
-            reason,
-            detail: detail.into(),
-        }
+        Reject { reason, detail: detail.into() }
     }
 
     fn from_json(e: serde_json::Error) -> Self {
@@ -415,17 +407,10 @@ impl Reject {
                     ("string_too_long", Reason::StringTooLong),
                     ("bad_timestamp", Reason::BadTimestamp),
                 ];
-                PREFIXES
-                    .iter()
-                    .find(|(p, _)| msg.starts_with(p))
-                    .map(|(_, r)| *r)
-                    .unwrap_or(Reason::WrongType)
+                PREFIXES.iter().find(|(p, _)| msg.starts_with(p)).map(|(_, r)| *r).unwrap_or(Reason::WrongType)
             }
         };
-        Reject {
-            reason,
-            detail: msg,
-        }
+        Reject { reason, detail: msg }
     }
 }
 
@@ -444,44 +429,27 @@ pub fn decode(topic: Topic, key: Option<&[u8]>, payload: Option<&[u8]>) -> Resul
         let key = key
             .filter(|k| !k.is_empty())
             .ok_or_else(|| Reject::new(Reason::MissingKey, "tombstone without a message key"))?;
-        let key = std::str::from_utf8(key)
-            .map_err(|e| Reject::new(Reason::InvalidUtf8, format!("message key: {e}")))?;
-        return Ok(Upsert {
-            key: key.to_owned(),
-            value: None,
-        });
+        let key =
+            std::str::from_utf8(key).map_err(|e| Reject::new(Reason::InvalidUtf8, format!("message key: {e}")))?;
+        return Ok(Upsert { key: key.to_owned(), value: None });
     };
     let event = decode_value(topic, payload)?;
-    Ok(Upsert {
-        key: event.upsert_key().to_owned(),
-        value: Some(event),
-    })
+    Ok(Upsert { key: event.upsert_key().to_owned(), value: Some(event) })
 }
 
 /// Decodes and validates one JSON event of `topic`.
 pub fn decode_value(topic: Topic, payload: &[u8]) -> Result<Event, Reject> {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Reject::new(
-            Reason::PayloadTooLarge,
-            format!("{} bytes > {MAX_PAYLOAD_BYTES}", payload.len()),
-        ));
+        return Err(Reject::new(Reason::PayloadTooLarge, format!("{} bytes > {MAX_PAYLOAD_BYTES}", payload.len())));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Reject::new(Reason::InvalidUtf8, e.to_string()))?;
+    let text = std::str::from_utf8(payload).map_err(|e| Reject::new(Reason::InvalidUtf8, e.to_string()))?;
     let event = match topic {
-        Topic::Impressions => {
-            Event::Impression(serde_json::from_str(text).map_err(Reject::from_json)?)
-        }
-        Topic::Conversations => {
-            Event::Conversation(serde_json::from_str(text).map_err(Reject::from_json)?)
-        }
+        Topic::Impressions => Event::Impression(serde_json::from_str(text).map_err(Reject::from_json)?),
+        Topic::Conversations => Event::Conversation(serde_json::from_str(text).map_err(Reject::from_json)?),
         Topic::Messages => {
             let m: Message = serde_json::from_str(text).map_err(Reject::from_json)?;
             if m.experiment_id.is_some() != m.variant.is_some() {
-                return Err(Reject::new(
-                    Reason::MissingField,
-                    "experiment_id and variant go together",
-                ));
+                return Err(Reject::new(Reason::MissingField, "experiment_id and variant go together"));
             }
             Event::Message(m)
         }
@@ -498,10 +466,7 @@ pub fn decode_value(topic: Topic, payload: &[u8]) -> Result<Event, Reject> {
         Topic::RoUpdates => {
             let r: RoUpdate = serde_json::from_str(text).map_err(Reject::from_json)?;
             if r.status == RoStatus::Closed && r.closed_at.is_none() {
-                return Err(Reject::new(
-                    Reason::MissingField,
-                    "closed_at is required when status is closed",
-                ));
+                return Err(Reject::new(Reason::MissingField, "closed_at is required when status is closed"));
             }
             Event::RoUpdate(r)
         }
@@ -535,72 +500,33 @@ mod tests {
         let t = Topic::Impressions;
         assert_eq!(reason(t, "{"), Reason::InvalidJson);
         assert_eq!(reason(t, "[1,2]"), Reason::WrongType);
-        assert_eq!(
-            reason(t, &IMP.replace(r#""channel":"google_search","#, "")),
-            Reason::MissingField
-        );
-        assert_eq!(
-            reason(t, &IMP.replace("1000", "\"1000\"")),
-            Reason::WrongType
-        );
+        assert_eq!(reason(t, &IMP.replace(r#""channel":"google_search","#, "")), Reason::MissingField);
+        assert_eq!(reason(t, &IMP.replace("1000", "\"1000\"")), Reason::WrongType);
         assert_eq!(reason(t, &IMP.replace("1000", "-5")), Reason::OutOfRange);
         assert_eq!(reason(t, &IMP.replace("1000", "10.5")), Reason::WrongType);
         assert_eq!(reason(t, &IMP.replace("0.4", "1.4")), Reason::OutOfRange);
-        assert_eq!(
-            reason(t, &IMP.replace("2026-11-01T12", "2026-11-01 12")),
-            Reason::BadTimestamp
-        );
-        assert_eq!(
-            reason(
-                t,
-                &IMP.replace("\"ev\"", &format!("\"{}\"", "x".repeat(1025)))
-            ),
-            Reason::StringTooLong
-        );
-        assert_eq!(
-            reason(t, &IMP.replace("\"t1\"", "\"\"")),
-            Reason::OutOfRange
-        );
+        assert_eq!(reason(t, &IMP.replace("2026-11-01T12", "2026-11-01 12")), Reason::BadTimestamp);
+        assert_eq!(reason(t, &IMP.replace("\"ev\"", &format!("\"{}\"", "x".repeat(1025)))), Reason::StringTooLong);
+        assert_eq!(reason(t, &IMP.replace("\"t1\"", "\"\"")), Reason::OutOfRange);
         let too_big = format!("{}{}", IMP, " ".repeat(MAX_PAYLOAD_BYTES));
         assert_eq!(reason(t, &too_big), Reason::PayloadTooLarge);
-        assert_eq!(
-            decode_value(t, b"\xff\xfe").map_err(|r| r.reason),
-            Err(Reason::InvalidUtf8)
-        );
+        assert_eq!(decode_value(t, b"\xff\xfe").map_err(|r| r.reason), Err(Reason::InvalidUtf8));
         // Deep nesting never recurses on the stack: unknown fields are skipped
         // iteratively, known ones fail their type.
         let nest = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(decode_value(
-            t,
-            IMP.replacen('{', &format!("{{\"x\":{nest},"), 1).as_bytes()
-        )
-        .is_ok());
-        assert_eq!(
-            reason(t, &IMP.replace("\"google_search\"", &nest)),
-            Reason::WrongType
-        );
+        assert!(decode_value(t, IMP.replacen('{', &format!("{{\"x\":{nest},"), 1).as_bytes()).is_ok());
+        assert_eq!(reason(t, &IMP.replace("\"google_search\"", &nest)), Reason::WrongType);
         assert_eq!(reason(t, &"[".repeat(100_000)), Reason::WrongType);
         let m = r#"{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","message_id":"m","subject_id":"s","direction":"outbound","channel":"fax","status":"sent"}"#;
         assert_eq!(reason(Topic::Messages, m), Reason::UnknownEnum);
-        let m = m
-            .replace("fax", "sms")
-            .replace(r#""status""#, r#""experiment_id":"x","status""#);
+        let m = m.replace("fax", "sms").replace(r#""status""#, r#""experiment_id":"x","status""#);
         assert_eq!(reason(Topic::Messages, &m), Reason::MissingField);
     }
 
     #[test]
     fn tombstones_need_a_key() {
         let t = decode(Topic::Payments, Some(b"p1"), None).expect("tombstone");
-        assert_eq!(
-            t,
-            Upsert {
-                key: "p1".into(),
-                value: None
-            }
-        );
-        assert_eq!(
-            decode(Topic::Payments, None, None).map_err(|r| r.reason),
-            Err(Reason::MissingKey)
-        );
+        assert_eq!(t, Upsert { key: "p1".into(), value: None });
+        assert_eq!(decode(Topic::Payments, None, None).map_err(|r| r.reason), Err(Reason::MissingKey));
     }
 }

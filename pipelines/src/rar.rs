@@ -58,8 +58,7 @@ impl RarSums {
         let lost_sales = lost_leads * r.close_rate.get();
         let rar = lost_sales * r.avg_gross.get();
         let recoverable = rar * r.recoverable_share.get();
-        let baseline =
-            imp * r.ctr_baseline.get() * r.lead_cr.get() * r.close_rate.get() * r.avg_gross.get();
+        let baseline = imp * r.ctr_baseline.get() * r.lead_cr.get() * r.close_rate.get() * r.avg_gross.get();
         RarSums {
             records: 1,
             impressions: i128::from(r.impressions.0),
@@ -160,10 +159,7 @@ pub fn part_vals(s: &RarSums) -> RowVals {
 pub fn top_intents<'a>(intents: impl IntoIterator<Item = (&'a str, Fixed)>) -> Vec<String> {
     let mut v: Vec<(Fixed, &str)> = intents.into_iter().map(|(i, r)| (-r, i)).collect();
     v.sort_unstable();
-    v.into_iter()
-        .take(TOP_INTENTS)
-        .map(|(_, i)| i.to_owned())
-        .collect()
+    v.into_iter().take(TOP_INTENTS).map(|(_, i)| i.to_owned()).collect()
 }
 
 fn month_key(tenant: String, month: Day) -> Vec<Cell> {
@@ -176,70 +172,31 @@ pub fn rar<'s>(
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let contributions = impressions.map(|(_, r)| {
         let sums = RarSums::of(&r);
-        (
-            r.tenant_id.0,
-            month_of(r.ts.0),
-            r.channel.0,
-            r.intent_cluster.0,
-            sums,
-        )
+        (r.tenant_id.0, month_of(r.ts.0), r.channel.0, r.intent_cluster.0, sums)
     });
 
-    let monthly = contributions
-        .clone()
-        .explode(|(t, m, _, _, s)| Some(((t, m), s)))
-        .count_total();
-    let by_channel = contributions
-        .clone()
-        .explode(|(t, m, c, _, s)| Some(((t, m, c), s)))
-        .count_total();
-    let by_intent = contributions
-        .explode(|(t, m, _, i, s)| Some(((t, m, i), s)))
-        .count_total();
+    let monthly = contributions.clone().explode(|(t, m, _, _, s)| Some(((t, m), s))).count_total();
+    let by_channel = contributions.clone().explode(|(t, m, c, _, s)| Some(((t, m, c), s))).count_total();
+    let by_intent = contributions.explode(|(t, m, _, i, s)| Some(((t, m, i), s))).count_total();
 
     // Sorting `(-rar, intent)` ascending is rar descending, ties by name.
-    let top = by_intent
-        .clone()
-        .map(|((t, m, i), s)| ((t, m), (-s.rar, i)))
-        .reduce(|_month, ranked, out| {
-            let top: Vec<String> = ranked
-                .iter()
-                .take(TOP_INTENTS)
-                .map(|((_, i), _)| i.clone())
-                .collect();
-            out.push((top, 1));
-        });
-
-    let monthly_rows = monthly.join(top).map(|((t, m), (s, top))| {
-        (
-            RowKey {
-                table: Table::RarMonthly,
-                key: month_key(t, m),
-            },
-            monthly_vals(&s, top),
-        )
+    let top = by_intent.clone().map(|((t, m, i), s)| ((t, m), (-s.rar, i))).reduce(|_month, ranked, out| {
+        let top: Vec<String> = ranked.iter().take(TOP_INTENTS).map(|((_, i), _)| i.clone()).collect();
+        out.push((top, 1));
     });
+
+    let monthly_rows = monthly
+        .join(top)
+        .map(|((t, m), (s, top))| (RowKey { table: Table::RarMonthly, key: month_key(t, m) }, monthly_vals(&s, top)));
     let channel_rows = by_channel.map(|((t, m, c), s)| {
         let mut key = month_key(t, m);
         key.push(Cell::Str(c));
-        (
-            RowKey {
-                table: Table::RarByChannel,
-                key,
-            },
-            part_vals(&s),
-        )
+        (RowKey { table: Table::RarByChannel, key }, part_vals(&s))
     });
     let intent_rows = by_intent.map(|((t, m, i), s)| {
         let mut key = month_key(t, m);
         key.push(Cell::Str(i));
-        (
-            RowKey {
-                table: Table::RarByIntent,
-                key,
-            },
-            part_vals(&s),
-        )
+        (RowKey { table: Table::RarByIntent, key }, part_vals(&s))
     });
     monthly_rows.concat(channel_rows).concat(intent_rows)
 }

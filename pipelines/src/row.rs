@@ -110,11 +110,7 @@ impl Table {
         match self {
             Table::RarMonthly => &[("tenant_id", String), ("month", Date)],
             Table::RarByChannel => &[("tenant_id", String), ("month", Date), ("channel", String)],
-            Table::RarByIntent => &[
-                ("tenant_id", String),
-                ("month", Date),
-                ("intent_cluster", String),
-            ],
+            Table::RarByIntent => &[("tenant_id", String), ("month", Date), ("intent_cluster", String)],
         }
     }
 
@@ -133,9 +129,7 @@ impl Table {
                 ("pressure", Float64),
                 ("top_intents", ArrayString),
             ],
-            Table::RarByChannel | Table::RarByIntent => {
-                &[("rar", Float64), ("recoverable", Float64)]
-            }
+            Table::RarByChannel | Table::RarByIntent => &[("rar", Float64), ("recoverable", Float64)],
         }
     }
 }
@@ -154,11 +148,7 @@ pub type RowVals = Vec<Cell>;
 pub fn row_json(key: &RowKey, vals: &RowVals) -> serde_json::Value {
     let mut obj = serde_json::Map::new();
     obj.insert("table".into(), key.table.name().into());
-    let names = key
-        .table
-        .key_columns()
-        .iter()
-        .chain(key.table.value_columns());
+    let names = key.table.key_columns().iter().chain(key.table.value_columns());
     for ((name, _), cell) in names.zip(key.key.iter().chain(vals)) {
         obj.insert((*name).into(), cell.to_json());
     }

@@ -101,9 +101,7 @@ impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = u64::deserialize(d)?;
         if v > MAX_COUNT {
-            return Err(D::Error::custom(format_args!(
-                "out_of_range: {v} > {MAX_COUNT}"
-            )));
+            return Err(D::Error::custom(format_args!("out_of_range: {v} > {MAX_COUNT}")));
         }
         Ok(Count(v))
     }
@@ -134,15 +132,10 @@ impl From<&str> for Str {
 fn check_len<E: serde::de::Error>(s: &str, min: usize, max: usize) -> Result<(), E> {
     // Byte length bounds the char count from above, so most strings skip the count.
     if s.len() > max && s.chars().count() > max {
-        return Err(E::custom(format_args!(
-            "string_too_long: {} chars > {max}",
-            s.chars().count()
-        )));
+        return Err(E::custom(format_args!("string_too_long: {} chars > {max}", s.chars().count())));
     }
     if s.chars().count() < min {
-        return Err(E::custom(format_args!(
-            "out_of_range: string shorter than {min} chars"
-        )));
+        return Err(E::custom(format_args!("out_of_range: string shorter than {min} chars")));
     }
     Ok(())
 }
@@ -176,9 +169,7 @@ impl<'de> Deserialize<'de> for Tenant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if s.chars().count() > MAX_TENANT_CHARS {
-            return Err(D::Error::custom(format_args!(
-                "string_too_long: tenant_id over {MAX_TENANT_CHARS} chars"
-            )));
+            return Err(D::Error::custom(format_args!("string_too_long: tenant_id over {MAX_TENANT_CHARS} chars")));
         }
         check_len::<D::Error>(&s, 1, MAX_TENANT_CHARS)?;
         Ok(Tenant(s))
@@ -198,10 +189,8 @@ impl Serialize for Ts {
 impl<'de> Deserialize<'de> for Ts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_rfc3339(&s).map(Ts).ok_or_else(|| {
-            D::Error::custom(format_args!(
-                "bad_timestamp: {s:?} is not RFC 3339 UTC in 1970..2105"
-            ))
-        })
+        parse_rfc3339(&s)
+            .map(Ts)
+            .ok_or_else(|| D::Error::custom(format_args!("bad_timestamp: {s:?} is not RFC 3339 UTC in 1970..2105")))
     }
 }

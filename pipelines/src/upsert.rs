@@ -39,10 +39,7 @@ pub type UpsertMsg<V> = (String, Option<V>, u64);
 /// Applies the SPEC §2 upsert rule to the messages of one key, in arrival
 /// order, starting from the current version `current`. Returns `None` if the
 /// messages leave the current version as it is, else the new current version.
-pub fn resolve<V: Versioned>(
-    current: Option<&V>,
-    msgs: impl IntoIterator<Item = Option<V>>,
-) -> Option<Option<V>> {
+pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item = Option<V>>) -> Option<Option<V>> {
     let mut next: Option<Option<V>> = None;
     for msg in msgs {
         match msg {
@@ -76,16 +73,11 @@ where
             exchange,
             name,
             |_cap, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> =
-                    BTreeMap::new();
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
                 let mut state: HashMap<String, V> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
-                        pending
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap.retain(0), Vec::new()))
-                            .1
-                            .append(data);
+                        pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
                     });
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {
@@ -144,22 +136,10 @@ mod tests {
     #[test]
     fn greatest_ts_since_last_tombstone_wins() {
         assert_eq!(resolve::<V>(None, []), None);
-        assert_eq!(
-            resolve(None, [Some(V(2, "a")), Some(V(1, "b"))]),
-            Some(Some(V(2, "a")))
-        );
-        assert_eq!(
-            resolve(None, [Some(V(2, "a")), Some(V(2, "b"))]),
-            Some(Some(V(2, "b")))
-        );
+        assert_eq!(resolve(None, [Some(V(2, "a")), Some(V(1, "b"))]), Some(Some(V(2, "a"))));
+        assert_eq!(resolve(None, [Some(V(2, "a")), Some(V(2, "b"))]), Some(Some(V(2, "b"))));
         assert_eq!(resolve(Some(&V(5, "cur")), [Some(V(3, "old"))]), None);
-        assert_eq!(
-            resolve(Some(&V(5, "cur")), [None, Some(V(3, "old"))]),
-            Some(Some(V(3, "old")))
-        );
-        assert_eq!(
-            resolve(Some(&V(5, "cur")), [Some(V(9, "new")), None]),
-            Some(None)
-        );
+        assert_eq!(resolve(Some(&V(5, "cur")), [None, Some(V(3, "old"))]), Some(Some(V(3, "old"))));
+        assert_eq!(resolve(Some(&V(5, "cur")), [Some(V(9, "new")), None]), Some(None));
     }
 }

@@ -16,22 +16,17 @@ type State = BTreeMap<RowKey, RowVals>;
 /// One input message: key and value (`None`: tombstone).
 type Msg = (String, Option<Impression>);
 
-fn impression(
-    key: &str,
-    tenant: u8,
-    month: u8,
-    day_secs: u32,
-    channel: u8,
-    intent: u8,
-    nums: [f64; 7],
-    imps: u64,
-) -> Impression {
+/// Random choices for one version: tenant, month, time slot, channel, intent,
+/// the seven rates/amounts, impressions.
+type Version = (u8, u8, u32, u8, u8, [f64; 7], u64);
+
+fn impression(key: &str, (tenant, month, slot, channel, intent, nums, imps): Version) -> Impression {
     let base = parse_rfc3339(&format!("2026-{:02}-01T00:00:00Z", month + 1)).unwrap_or_default();
     let u = |x: f64| Unit::new(x).unwrap_or_default();
     Impression {
         tenant_id: Tenant(format!("t{tenant}")),
         // Few distinct times, so equal-`ts` ties (decided by arrival) are common.
-        ts: Ts(base + i64::from(day_secs) * 500_000_000_000),
+        ts: Ts(base + i64::from(slot) * 500_000_000_000),
         event_id: Str(key.to_owned()),
         channel: Str(format!("ch{channel}")),
         intent_cluster: Str(format!("intent{intent}")),
@@ -47,18 +42,10 @@ fn impression(
 }
 
 fn arb_msg(key: String) -> impl Strategy<Value = Msg> {
-    let version = (
-        0u8..2,
-        0u8..3,
-        0u32..4,
-        0u8..3,
-        0u8..7,
-        prop::array::uniform7(0.0f64..=1.0),
-        0u64..100_000,
-    );
+    let version = (0u8..2, 0u8..3, 0u32..4, 0u8..3, 0u8..7, prop::array::uniform7(0.0f64..=1.0), 0u64..100_000);
     prop_oneof![
         1 => Just((key.clone(), None)),
-        6 => version.prop_map(move |(t, m, s, c, i, n, imps)| (key.clone(), Some(impression(&key, t, m, s, c, i, n, imps)))),
+        6 => version.prop_map(move |v| (key.clone(), Some(impression(&key, v)))),
     ]
 }
 
@@ -66,45 +53,32 @@ fn arb_msg(key: String) -> impl Strategy<Value = Msg> {
 /// messages keep their order, as on a Kafka partition), with some messages
 /// redelivered, then cut into batches.
 fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
-    let per_key =
-        prop::collection::vec(prop::collection::vec(0u8..1, 1..6), 1..12).prop_flat_map(|keys| {
-            let strategies: Vec<_> = keys
-                .iter()
-                .enumerate()
-                .map(|(k, msgs)| {
-                    prop::collection::vec(arb_msg(format!("e{k}")), msgs.len()..=msgs.len())
-                })
-                .collect();
-            strategies
-        });
-    (
-        per_key,
-        any::<u64>(),
-        prop::collection::vec(1usize..8, 1..10),
-    )
-        .prop_map(|(per_key, seed, cuts)| {
-            let mut queues: Vec<std::collections::VecDeque<Msg>> =
-                per_key.into_iter().map(Into::into).collect();
-            let mut out = Vec::new();
-            let mut rng = seed;
-            while queues.iter().any(|q| !q.is_empty()) {
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let live: Vec<usize> = (0..queues.len())
-                    .filter(|&i| !queues[i].is_empty())
-                    .collect();
-                let q = live[(rng >> 33) as usize % live.len()];
-                if let Some(m) = queues[q].pop_front() {
-                    // Redelivery of the same message right after: harmless by SPEC §2.
-                    if (rng >> 20) % 7 == 0 {
-                        out.push(m.clone());
-                    }
-                    out.push(m);
+    let per_key = prop::collection::vec(prop::collection::vec(0u8..1, 1..6), 1..12).prop_flat_map(|keys| {
+        let strategies: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(k, msgs)| prop::collection::vec(arb_msg(format!("e{k}")), msgs.len()..=msgs.len()))
+            .collect();
+        strategies
+    });
+    (per_key, any::<u64>(), prop::collection::vec(1usize..8, 1..10)).prop_map(|(per_key, seed, cuts)| {
+        let mut queues: Vec<std::collections::VecDeque<Msg>> = per_key.into_iter().map(Into::into).collect();
+        let mut out = Vec::new();
+        let mut rng = seed;
+        while queues.iter().any(|q| !q.is_empty()) {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
+            let q = live[(rng >> 33) as usize % live.len()];
+            if let Some(m) = queues[q].pop_front() {
+                // Redelivery of the same message right after: harmless by SPEC §2.
+                if (rng >> 20) % 7 == 0 {
+                    out.push(m.clone());
                 }
+                out.push(m);
             }
-            (out, cuts)
-        })
+        }
+        (out, cuts)
+    })
 }
 
 // ---- naive recomputation, independent of the pipeline's code ----
@@ -136,10 +110,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
     let mut by_channel: BTreeMap<(String, String, String), [i128; 2]> = BTreeMap::new();
     let mut by_intent: BTreeMap<(String, String, String), [i128; 2]> = BTreeMap::new();
     for r in naive_current(msgs).values() {
-        let month = format!(
-            "{}-01",
-            &revpulse_pipelines::time::format_micros(r.ts.0)[..7]
-        );
+        let month = format!("{}-01", &revpulse_pipelines::time::format_micros(r.ts.0)[..7]);
         let i = r.impressions.0 as f64;
         let sess = i * r.share_ai_snippet.get() * r.ctr_baseline.get();
         let zc = sess * r.ctr_drop_when_ai.get();
@@ -147,11 +118,8 @@ fn naive_rows(msgs: &[Msg]) -> State {
         let ls = ll * r.close_rate.get();
         let rar = ls * r.avg_gross.get();
         let rec = rar * r.recoverable_share.get();
-        let base =
-            i * r.ctr_baseline.get() * r.lead_cr.get() * r.close_rate.get() * r.avg_gross.get();
-        let m = monthly
-            .entry((r.tenant_id.0.clone(), month.clone()))
-            .or_default();
+        let base = i * r.ctr_baseline.get() * r.lead_cr.get() * r.close_rate.get() * r.avg_gross.get();
+        let m = monthly.entry((r.tenant_id.0.clone(), month.clone())).or_default();
         for (slot, v) in m.iter_mut().zip([
             micros(i) / 1_000_000,
             micros(sess),
@@ -164,23 +132,15 @@ fn naive_rows(msgs: &[Msg]) -> State {
         ]) {
             *slot += v;
         }
-        for (map, dim) in [
-            (&mut by_channel, &r.channel),
-            (&mut by_intent, &r.intent_cluster),
-        ] {
-            let e = map
-                .entry((r.tenant_id.0.clone(), month.clone(), dim.0.clone()))
-                .or_default();
+        for (map, dim) in [(&mut by_channel, &r.channel), (&mut by_intent, &r.intent_cluster)] {
+            let e = map.entry((r.tenant_id.0.clone(), month.clone(), dim.0.clone())).or_default();
             e[0] += micros(rar);
             e[1] += micros(rec);
         }
     }
     let f = |x: i128| Cell::F64(revpulse_pipelines::types::F64(x as f64 / 1e6));
-    let date = |s: &str| {
-        Cell::Date(
-            (parse_rfc3339(&format!("{s}T00:00:00Z")).unwrap_or_default() / 86_400_000_000) as i32,
-        )
-    };
+    let date =
+        |s: &str| Cell::Date((parse_rfc3339(&format!("{s}T00:00:00Z")).unwrap_or_default() / 86_400_000_000) as i32);
     let mut out = State::new();
     for ((t, m), s) in &monthly {
         let mut intents: Vec<(i128, String)> = by_intent
@@ -190,11 +150,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
             .collect();
         intents.sort();
         let top: Vec<String> = intents.into_iter().take(5).map(|(_, i)| i).collect();
-        let pressure = if s[7] == 0 {
-            0.0
-        } else {
-            (s[5] as f64 / s[7] as f64).clamp(0.0, 1.0)
-        };
+        let pressure = if s[7] == 0 { 0.0 } else { (s[5] as f64 / s[7] as f64).clamp(0.0, 1.0) };
         let vals = vec![
             Cell::U64(s[0] as u64),
             f(s[1]),
@@ -207,24 +163,12 @@ fn naive_rows(msgs: &[Msg]) -> State {
             Cell::F64(revpulse_pipelines::types::F64(pressure)),
             Cell::StrArray(top),
         ];
-        out.insert(
-            RowKey {
-                table: Table::RarMonthly,
-                key: vec![Cell::Str(t.clone()), date(m)],
-            },
-            vals,
-        );
+        out.insert(RowKey { table: Table::RarMonthly, key: vec![Cell::Str(t.clone()), date(m)] }, vals);
     }
-    for (table, map) in [
-        (Table::RarByChannel, &by_channel),
-        (Table::RarByIntent, &by_intent),
-    ] {
+    for (table, map) in [(Table::RarByChannel, &by_channel), (Table::RarByIntent, &by_intent)] {
         for ((t, m, d), v) in map {
             out.insert(
-                RowKey {
-                    table,
-                    key: vec![Cell::Str(t.clone()), date(m), Cell::Str(d.clone())],
-                },
+                RowKey { table, key: vec![Cell::Str(t.clone()), date(m), Cell::Str(d.clone())] },
                 vec![f(v[0]), f(v[1])],
             );
         }
@@ -247,12 +191,7 @@ fn run_dataflow(workers: usize, batches: Vec<Vec<Msg>>) -> Vec<State> {
             if worker.index() == 0 {
                 for (key, value) in batch {
                     seq += 1;
-                    df.inputs.send(
-                        Topic::Impressions,
-                        key.clone(),
-                        value.clone().map(Event::Impression),
-                        seq,
-                    );
+                    df.inputs.send(Topic::Impressions, key.clone(), value.clone().map(Event::Impression), seq);
                 }
             }
             df.inputs.advance_to(epoch as u64 + 1);
@@ -307,14 +246,7 @@ fn check(workers: usize, msgs: &[Msg], cuts: &[usize]) -> Result<(), TestCaseErr
     for (i, (batch, state)) in batches.iter().zip(&states).enumerate() {
         prefix += batch.len();
         let expected = naive_rows(&msgs[..prefix]);
-        prop_assert_eq!(
-            state,
-            &expected,
-            "after batch {} of {} ({} workers)",
-            i + 1,
-            batches.len(),
-            workers
-        );
+        prop_assert_eq!(state, &expected, "after batch {} of {} ({} workers)", i + 1, batches.len(), workers);
     }
     Ok(())
 }

@@ -17,21 +17,9 @@ pub async fn fresh_clickhouse(name: &str) -> ClickHouseConfig {
     if let Ok(url) = std::env::var("REVPULSE_TEST_CLICKHOUSE_URL") {
         cfg.url = url;
     }
-    ensure_clickhouse(&cfg)
-        .await
-        .expect("a ClickHouse server for integration tests");
-    cfg.database = format!(
-        "rp_test_{name}_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = ClickHouseSink::new(
-        ClickHouseConfig {
-            database: "default".into(),
-            ..cfg.clone()
-        },
-        None,
-    );
+    ensure_clickhouse(&cfg).await.expect("a ClickHouse server for integration tests");
+    cfg.database = format!("rp_test_{name}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+    let admin = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
     admin
         .client()
         .query(&format!("DROP DATABASE IF EXISTS {}", cfg.database))

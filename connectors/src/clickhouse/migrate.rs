@@ -6,53 +6,28 @@ use super::sink::{client, SinkError};
 use super::ClickHouseConfig;
 
 /// Migrations in order: (name, SQL of `;`-terminated statements).
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_rar",
-    include_str!("../../../schemas/clickhouse/0001_rar.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_rar", include_str!("../../../schemas/clickhouse/0001_rar.sql"))];
 
 /// Splits a migration into statements, dropping `--` comment lines.
 pub fn statements(sql: &str) -> Vec<String> {
-    let text: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.split(";\n")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches(';').to_owned())
-        .collect()
+    let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).map(|l| format!("{l}\n")).collect();
+    text.split(";\n").map(str::trim).filter(|s| !s.is_empty()).map(|s| s.trim_end_matches(';').to_owned()).collect()
 }
 
 /// Creates the database and applies every migration not yet recorded in
 /// `schema_migrations`. Every statement is `IF NOT EXISTS`, so a crash
 /// half-way is repaired by the next run. Returns the names applied now.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<String>, SinkError> {
-    if cfg.database.is_empty()
-        || !cfg
-            .database
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-    {
-        return Err(SinkError::Config(format!(
-            "database name {:?} must be [A-Za-z0-9_]+",
-            cfg.database
-        )));
+    if cfg.database.is_empty() || !cfg.database.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return Err(SinkError::Config(format!("database name {:?} must be [A-Za-z0-9_]+", cfg.database)));
     }
     let server: Client = client(cfg).with_database("default");
-    server
-        .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {}", cfg.database))
-        .execute()
-        .await?;
+    server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS {}", cfg.database)).execute().await?;
     let db = client(cfg);
     db.query_raw("CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime) ENGINE = MergeTree ORDER BY name")
         .execute()
         .await?;
-    let applied: Vec<String> = db
-        .query("SELECT name FROM schema_migrations")
-        .fetch_all()
-        .await?;
+    let applied: Vec<String> = db.query("SELECT name FROM schema_migrations").fetch_all().await?;
     let mut now = Vec::new();
     for (name, sql) in MIGRATIONS {
         if applied.iter().any(|a| a == name) {
@@ -61,10 +36,7 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<String>, SinkError> {
         for stmt in statements(sql) {
             db.query_raw(&stmt).execute().await?;
         }
-        db.query("INSERT INTO schema_migrations (name, applied_at) VALUES (?, now())")
-            .bind(*name)
-            .execute()
-            .await?;
+        db.query("INSERT INTO schema_migrations (name, applied_at) VALUES (?, now())").bind(*name).execute().await?;
         now.push((*name).to_owned());
     }
     Ok(now)

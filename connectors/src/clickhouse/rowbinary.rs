@@ -51,11 +51,7 @@ pub fn encode_row(buf: &mut Vec<u8>, key: &RowKey, vals: Option<&RowVals>, versi
     }
     match vals {
         Some(vals) => vals.iter().for_each(|c| cell(buf, c)),
-        None => key
-            .table
-            .value_columns()
-            .iter()
-            .for_each(|(_, ty)| cell(buf, &Cell::zero(*ty))),
+        None => key.table.value_columns().iter().for_each(|(_, ty)| cell(buf, &Cell::zero(*ty))),
     }
     buf.extend_from_slice(&version.to_le_bytes());
     buf.push(u8::from(vals.is_none()));
@@ -63,12 +59,7 @@ pub fn encode_row(buf: &mut Vec<u8>, key: &RowKey, vals: Option<&RowVals>, versi
 
 /// The column list of an insert, in encoding order.
 pub fn columns(table: revpulse_pipelines::row::Table) -> String {
-    let names: Vec<&str> = table
-        .key_columns()
-        .iter()
-        .chain(table.value_columns())
-        .map(|(n, _)| *n)
-        .collect();
+    let names: Vec<&str> = table.key_columns().iter().chain(table.value_columns()).map(|(n, _)| *n).collect();
     format!("{}, version, deleted", names.join(", "))
 }
 

@@ -26,11 +26,8 @@ pub enum SinkError {
 /// A client for `cfg`, with validation off: RowBinary and client-side `?`
 /// binding work on ClickHouse 18.16 as well as on current releases.
 pub fn client(cfg: &ClickHouseConfig) -> Client {
-    let mut c = Client::default()
-        .with_url(&cfg.url)
-        .with_database(&cfg.database)
-        .with_user(&cfg.user)
-        .with_validation(false);
+    let mut c =
+        Client::default().with_url(&cfg.url).with_database(&cfg.database).with_user(&cfg.user).with_validation(false);
     if !cfg.password.is_empty() {
         c = c.with_password(&cfg.password);
     }
@@ -46,17 +43,11 @@ pub struct Versioner {
 
 impl Versioner {
     pub fn next(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let v = now.max(prev + 1);
-            match self
-                .last
-                .compare_exchange_weak(prev, v, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(prev, v, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return v,
                 Err(p) => prev = p,
             }
@@ -94,12 +85,7 @@ impl ClickHouseSink {
     }
 
     pub async fn ping(&self) -> bool {
-        let ok = self
-            .client
-            .query("SELECT 1")
-            .fetch_one::<u8>()
-            .await
-            .is_ok();
+        let ok = self.client.query("SELECT 1").fetch_one::<u8>().await.is_ok();
         self.healthy.store(ok, Ordering::Relaxed);
         ok
     }
@@ -115,11 +101,7 @@ impl ClickHouseSink {
             for (key, vals) in chunk {
                 encode_row(&mut buf, key, vals.as_ref(), version);
             }
-            let sql = format!(
-                "INSERT INTO {} ({}) FORMAT RowBinary",
-                table.name(),
-                columns(table)
-            );
+            let sql = format!("INSERT INTO {} ({}) FORMAT RowBinary", table.name(), columns(table));
             let mut insert = self.client.insert_formatted_with(sql);
             insert.send(Bytes::from(buf)).await?;
             insert.end().await?;
@@ -129,11 +111,7 @@ impl ClickHouseSink {
 
     /// [`Self::write`], retried with capped exponential backoff until it
     /// succeeds or `stop` is set. Records sink metrics and health.
-    pub async fn write_retrying(
-        &self,
-        rows: &[(RowKey, Option<RowVals>)],
-        stop: &AtomicBool,
-    ) -> Result<(), SinkError> {
+    pub async fn write_retrying(&self, rows: &[(RowKey, Option<RowVals>)], stop: &AtomicBool) -> Result<(), SinkError> {
         let mut delay = Duration::from_millis(self.cfg.retry_initial_ms.max(1));
         let max = Duration::from_millis(self.cfg.retry_max_ms.max(1));
         loop {
@@ -167,11 +145,8 @@ impl ClickHouseSink {
     /// `replay --output json` (with `"table"`), sorted by key columns.
     pub async fn current_rows(&self, table: Table) -> Result<Vec<serde_json::Value>, SinkError> {
         let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
-        let vals: Vec<String> = table
-            .value_columns()
-            .iter()
-            .map(|(n, _)| format!("argMax({n}, version) AS {n}"))
-            .collect();
+        let vals: Vec<String> =
+            table.value_columns().iter().map(|(n, _)| format!("argMax({n}, version) AS {n}")).collect();
         let sql = format!(
             "SELECT {k}, {v} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0 ORDER BY {k}",
             k = keys.join(", "),

@@ -60,10 +60,7 @@ impl DeadLetters {
             .set("message.max.bytes", "16777216")
             .set("enable.idempotence", "true")
             .create_with_context(DlqContext::default())?;
-        Ok(DeadLetters {
-            producer,
-            topic: cfg.dlq_topic.clone(),
-        })
+        Ok(DeadLetters { producer, topic: cfg.dlq_topic.clone() })
     }
 
     pub fn topic(&self) -> &str {
@@ -83,29 +80,13 @@ impl DeadLetters {
         // Keep the detail header small: it may quote the payload.
         let detail: String = reject.detail.chars().take(512).collect();
         let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_TOPIC,
-                value: Some(origin.topic),
-            })
-            .insert(Header {
-                key: HEADER_PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: HEADER_OFFSET,
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: HEADER_REASON,
-                value: Some(reject.reason.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_DETAIL,
-                value: Some(&detail),
-            });
+            .insert(Header { key: HEADER_TOPIC, value: Some(origin.topic) })
+            .insert(Header { key: HEADER_PARTITION, value: Some(&partition) })
+            .insert(Header { key: HEADER_OFFSET, value: Some(&offset) })
+            .insert(Header { key: HEADER_REASON, value: Some(reject.reason.as_str()) })
+            .insert(Header { key: HEADER_DETAIL, value: Some(&detail) });
         loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&self.topic).headers(headers.clone());
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers.clone());
             if let Some(k) = key {
                 record = record.key(k);
             }

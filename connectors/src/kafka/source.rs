@@ -66,9 +66,7 @@ impl KafkaSource {
         let mut client = rdkafka::ClientConfig::new();
         // Short fetch waits keep epochs (and so freshness) tight; user
         // properties below may override any of these.
-        client
-            .set("fetch.wait.max.ms", "10")
-            .set("enable.partition.eof", "false");
+        client.set("fetch.wait.max.ms", "10").set("enable.partition.eof", "false");
         cfg.apply(&mut client);
         let consumer: BaseConsumer = client
             .set("group.id", &cfg.group_id)
@@ -101,23 +99,14 @@ impl KafkaSource {
             }
         }
         all.sort();
-        let assigned: Vec<(String, i32)> = all
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % workers.max(1) == worker)
-            .map(|(_, tp)| tp)
-            .collect();
+        let assigned: Vec<(String, i32)> =
+            all.into_iter().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
         let mut tpl = TopicPartitionList::new();
         for (t, p) in &assigned {
             tpl.add_partition_offset(t, *p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
-        tracing::info!(
-            worker,
-            workers,
-            partitions = assigned.len(),
-            "kafka source assigned"
-        );
+        tracing::info!(worker, workers, partitions = assigned.len(), "kafka source assigned");
         Ok(KafkaSource {
             consumer,
             dlq: DeadLetters::new(cfg)?,
@@ -146,31 +135,13 @@ impl KafkaSource {
     ) -> Polled {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
-        let KafkaSource {
-            consumer,
-            dlq,
-            topics,
-            metrics,
-            positions,
-            healthy,
-            ..
-        } = self;
-        let mut ctx = Handler {
-            dlq,
-            topics,
-            metrics,
-            positions,
-            healthy,
-        };
+        let KafkaSource { consumer, dlq, topics, metrics, positions, healthy, .. } = self;
+        let mut ctx = Handler { dlq, topics, metrics, positions, healthy };
         while polled.messages < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // Wait for the first message; after that, close the epoch at the
             // first short gap so a trickle is not held back.
-            let timeout = if polled.messages == 0 {
-                left
-            } else {
-                left.min(Duration::from_millis(5))
-            };
+            let timeout = if polled.messages == 0 { left } else { left.min(Duration::from_millis(5)) };
             match consumer.poll(timeout) {
                 Some(result) => ctx.handle(result, &mut polled, &mut emit),
                 None if polled.messages > 0 || left.is_zero() => break,
@@ -207,15 +178,9 @@ impl KafkaSource {
         }
         self.last_lag_check = Some(Instant::now());
         for (t, p) in &self.assigned {
-            if let Ok((_low, high)) =
-                self.consumer
-                    .fetch_watermarks(t, *p, Duration::from_millis(500))
-            {
+            if let Ok((_low, high)) = self.consumer.fetch_watermarks(t, *p, Duration::from_millis(500)) {
                 let pos = self.positions.get(&(t.clone(), *p)).copied().unwrap_or(0);
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[t.as_str(), &p.to_string()])
-                    .set((high - pos).max(0));
+                self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - pos).max(0));
             }
         }
     }
@@ -225,9 +190,7 @@ impl KafkaSource {
     pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
         let mut out = Offsets::new();
         for (t, p) in &self.assigned {
-            let (_low, high) = self
-                .consumer
-                .fetch_watermarks(t, *p, Duration::from_secs(5))?;
+            let (_low, high) = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5))?;
             out.insert((t.clone(), *p), high);
         }
         Ok(out)
@@ -271,30 +234,19 @@ impl Handler<'_> {
         let offset = msg.offset();
         match decode(topic, msg.key(), msg.payload()) {
             Ok(upsert) => {
-                self.metrics
-                    .consumed
-                    .with_label_values(&[topic.name()])
-                    .inc();
+                self.metrics.consumed.with_label_values(&[topic.name()]).inc();
                 emit(topic, upsert.key, upsert.value, offset as u64);
             }
             Err(reject) => {
-                self.metrics
-                    .rejected
-                    .with_label_values(&[topic.name(), reject.reason.as_str()])
-                    .inc();
+                self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
                 tracing::warn!(topic = topic_name, partition = msg.partition(), offset, reason = reject.reason.as_str(), detail = %reject.detail, "rejected message sent to the dead-letter topic");
-                let origin = Origin {
-                    topic: topic_name,
-                    partition: msg.partition(),
-                    offset,
-                };
+                let origin = Origin { topic: topic_name, partition: msg.partition(), offset };
                 if let Err(e) = self.dlq.send(&origin, msg.key(), msg.payload(), &reject) {
                     self.metrics.dlq_errors.inc();
                     tracing::error!(error = %e, topic = topic_name, offset, "could not queue dead letter");
                 }
             }
         }
-        self.positions
-            .insert((topic_name.to_owned(), msg.partition()), offset + 1);
+        self.positions.insert((topic_name.to_owned(), msg.partition()), offset + 1);
     }
 }
