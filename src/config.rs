@@ -5,11 +5,12 @@ use std::path::Path;
 use revpulse_api::ApiConfig;
 use revpulse_connectors::clickhouse::ClickHouseConfig;
 use revpulse_connectors::kafka::KafkaConfig;
+use revpulse_pipelines::config::MetricsConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything `revpulse run` needs. Every section and field is optional and
 /// defaults to a local single-machine setup.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Kafka source and dead-letter topic.
@@ -18,6 +19,8 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// Query API.
     pub api: ApiConfig,
+    /// Metric family settings (weights, windows).
+    pub metrics: MetricsConfig,
     /// Dataflow and sink tuning.
     pub pipeline: PipelineConfig,
 }

@@ -81,7 +81,7 @@ enum Command {
         /// Lines per epoch.
         #[arg(long, default_value_t = 1_000_000)]
         batch: usize,
-        /// Configuration (for the ClickHouse connection).
+        /// Configuration (metric settings; the ClickHouse connection).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -150,8 +150,9 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Run { config } => run(&Config::load(&config)?),
         Command::Replay { dir, output, workers, batch, config } => {
+            let cfg = load(config.as_ref())?;
             let (lines, counts) = replay::read_dir(&dir)?;
-            let state = replay::run(lines, workers, batch)?;
+            let state = replay::run(lines, &cfg.metrics, workers, batch)?;
             eprintln!("replayed {} events ({} rejected) into {} rows", counts.valid, counts.rejected, state.len());
             match output {
                 Output::Json => {
@@ -164,7 +165,6 @@ fn main() -> anyhow::Result<()> {
                     std::io::Write::flush(&mut out)?;
                 }
                 Output::Clickhouse => {
-                    let cfg = load(config.as_ref())?;
                     let rt = runtime()?;
                     rt.block_on(async {
                         migrate(&cfg.clickhouse).await?;

@@ -5,6 +5,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use revpulse_pipelines::config::MetricsConfig;
 use revpulse_pipelines::dataflow::{build, net_changes};
 use revpulse_pipelines::event::{decode_value, Event, Reject, Topic};
 use revpulse_pipelines::row::{RowKey, RowVals};
@@ -88,10 +89,11 @@ pub fn parse_line(topic: Topic, line: &[u8]) -> Result<(String, Option<Event>), 
 
 /// Runs `lines` through the dataflow on `workers` threads, `batch` lines
 /// per epoch, and returns the final state.
-pub fn run(lines: Vec<Line>, workers: usize, batch: usize) -> Result<State, ReplayError> {
+pub fn run(lines: Vec<Line>, cfg: &MetricsConfig, workers: usize, batch: usize) -> Result<State, ReplayError> {
     let lines = Arc::new(lines);
+    let cfg = cfg.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-        let mut df = build(worker);
+        let mut df = build(worker, &cfg);
         let (index, peers) = (worker.index(), worker.peers());
         let mut epoch = 0;
         for chunk in lines.chunks(batch.max(1)) {

@@ -104,7 +104,7 @@ pub fn run_pipeline(
 ) -> anyhow::Result<RunStats> {
     let cfg = cfg.clone();
     timely::execute_directly(move |worker| -> anyhow::Result<RunStats> {
-        let mut df = build(worker);
+        let mut df = build(worker, &cfg.metrics);
         let mut source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), 0, 1, Duration::from_secs(60))
             .context("connecting the Kafka source")?;
         let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));

@@ -34,7 +34,7 @@ async fn rar_route_serves_clickhouse_rows_with_tenant_scoped_keys() {
     let dir = std::env::temp_dir().join(format!("revpulse-api-{}", std::process::id()));
     write_dir(&dir, GenConfig::default(), 10_000).expect("generate");
     let (lines, _) = replay::read_dir(&dir).expect("read");
-    let state = replay::run(lines, 1, 100_000).expect("replay");
+    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
     let sink = ClickHouseSink::new(cfg.clone(), None);
     sink.write(&state.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect::<Vec<_>>()).await.expect("load");
 

@@ -33,7 +33,7 @@ async fn every_dashboard_query_returns_rows() {
     let dir = std::env::temp_dir().join(format!("revpulse-dash-{}", std::process::id()));
     write_dir(&dir, GenConfig::default(), 20_000).expect("generate");
     let (lines, _) = replay::read_dir(&dir).expect("read");
-    let state = replay::run(lines, 1, 100_000).expect("replay");
+    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
     let sink = ClickHouseSink::new(cfg.clone(), None);
     sink.write(&state.into_iter().map(|(k, v)| (k, Some(v))).collect::<Vec<_>>()).await.expect("load");
 

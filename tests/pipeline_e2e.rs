@@ -111,7 +111,7 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
 
     // ClickHouse holds exactly what a replay of the valid events computes.
     let expected: Vec<serde_json::Value> =
-        replay::run(lines, 1, 5_000).expect("replay").iter().map(|(k, v)| row_json(k, v)).collect();
+        replay::run(lines, &cfg.metrics, 1, 5_000).expect("replay").iter().map(|(k, v)| row_json(k, v)).collect();
     let mut actual = rt.block_on(common::clickhouse_rows(&ch));
     let mut expected = expected;
     let key = |v: &serde_json::Value| v.to_string();

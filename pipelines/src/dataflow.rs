@@ -12,10 +12,11 @@ use timely::dataflow::operators::vec::input::Handle;
 use timely::dataflow::operators::vec::Input;
 use timely::dataflow::ProbeHandle;
 
+use crate::config::MetricsConfig;
 use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic};
-use crate::rar;
 use crate::row::{RowKey, RowVals};
 use crate::upsert::{upsert, Epoch, UpsertMsg};
+use crate::{attribution, conversion, experiment, lead_score, rar, revenue_per_minute};
 
 /// The input handles of one worker, one per topic.
 pub struct Inputs {
@@ -82,17 +83,41 @@ pub struct Dataflow {
     pub completed: Rc<RefCell<Completed>>,
 }
 
-/// Builds every metric family over the five upsert streams.
-pub fn metrics<'s>(
-    impressions: VecCollection<'s, Epoch, (String, Impression)>,
-) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
-    rar::rar(impressions)
+/// The current versions of the five topics.
+pub struct Current<'s> {
+    pub impressions: VecCollection<'s, Epoch, (String, Impression)>,
+    pub conversations: VecCollection<'s, Epoch, (String, Conversation)>,
+    pub messages: VecCollection<'s, Epoch, (String, Message)>,
+    pub payments: VecCollection<'s, Epoch, (String, Payment)>,
+    pub ro_updates: VecCollection<'s, Epoch, (String, RoUpdate)>,
+}
+
+/// Builds every metric family (SPEC §3) over the current versions.
+pub fn metrics<'s>(current: Current<'s>, cfg: &MetricsConfig) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    let conversions = conversion::conversions(current.payments, current.ro_updates);
+    // One arrangement of conversions by lead, shared by attribution and experiments.
+    let by_subject = conversions.clone().map(|c| ((c.tenant.clone(), c.subject.clone()), c)).arrange_by_key();
+    let scores = lead_score::lead_scores(current.conversations.clone(), &cfg.lead_score);
+    let extents = revenue_per_minute::extents(current.conversations);
+
+    rar::rar(current.impressions)
+        .concat(lead_score::rows(scores.clone()))
+        .concat(revenue_per_minute::conversation_rpm(extents, scores))
+        .concat(revenue_per_minute::realized(conversions.clone()))
+        .concat(attribution::attribution(
+            current.messages.clone(),
+            conversions,
+            by_subject.clone(),
+            cfg.attribution_window_secs,
+        ))
+        .concat(experiment::experiments(current.messages, by_subject, cfg.experiment_window_secs))
 }
 
 /// Builds the dataflow in a new worker scope.
-pub fn build(worker: &mut timely::worker::Worker) -> Dataflow {
+pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig) -> Dataflow {
     let completed = Rc::new(RefCell::new(Completed::default()));
     let sink_state = Rc::clone(&completed);
+    let cfg = cfg.clone();
     worker.dataflow::<Epoch, _, _>(move |scope| {
         let (impressions, imp_stream) = scope.new_input();
         let (conversations, conv_stream) = scope.new_input();
@@ -100,15 +125,14 @@ pub fn build(worker: &mut timely::worker::Worker) -> Dataflow {
         let (payments, pay_stream) = scope.new_input();
         let (ro_updates, ro_stream) = scope.new_input();
 
-        let impressions_cur = upsert::<Impression>(imp_stream, "Upsert: impressions");
-        // Maintained now so their state and DLQ behaviour are exercised; the
-        // metric families that read them plug in here.
-        let _conversations = upsert::<Conversation>(conv_stream, "Upsert: conversations");
-        let _messages = upsert::<Message>(msg_stream, "Upsert: messages");
-        let _payments = upsert::<Payment>(pay_stream, "Upsert: payments");
-        let _ro_updates = upsert::<RoUpdate>(ro_stream, "Upsert: ro_updates");
-
-        let rows = metrics(impressions_cur);
+        let current = Current {
+            impressions: upsert::<Impression>(imp_stream, "Upsert: impressions"),
+            conversations: upsert::<Conversation>(conv_stream, "Upsert: conversations"),
+            messages: upsert::<Message>(msg_stream, "Upsert: messages"),
+            payments: upsert::<Payment>(pay_stream, "Upsert: payments"),
+            ro_updates: upsert::<RoUpdate>(ro_stream, "Upsert: ro_updates"),
+        };
+        let rows = metrics(current, &cfg);
         let probe = capture(rows, sink_state);
         Dataflow { inputs: Inputs { impressions, conversations, messages, payments, ro_updates }, probe, completed }
     })

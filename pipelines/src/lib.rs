@@ -5,10 +5,17 @@
 //! into a collection of current versions, one module per metric family
 //! ([`rar`] …) turns those into [`row`]s, and [`dataflow`] wires it all up.
 
+pub mod attribution;
+pub mod config;
+pub mod conversion;
 pub mod dataflow;
+pub mod diff;
 pub mod event;
+pub mod experiment;
 pub mod fixed;
+pub mod lead_score;
 pub mod rar;
+pub mod revenue_per_minute;
 pub mod row;
 pub mod time;
 pub mod types;

@@ -19,10 +19,8 @@
 //! `count_total`), so an update costs O(1) per group however many records the
 //! group holds; retractions of replaced versions subtract exactly.
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
 
 use crate::event::Impression;
 use crate::fixed::{ratio, to_f64, to_fixed, Fixed};
@@ -33,19 +31,20 @@ use crate::upsert::Epoch;
 /// How many intents `top_intents` lists.
 pub const TOP_INTENTS: usize = 5;
 
-/// The additive RaR measures of a set of impressions records, in fixed point.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RarSums {
-    /// Number of contributing records: a group exists while this is non-zero.
-    pub records: i64,
-    pub impressions: i128,
-    pub sess_ai: Fixed,
-    pub zero_click: Fixed,
-    pub lost_leads: Fixed,
-    pub lost_sales: Fixed,
-    pub rar: Fixed,
-    pub recoverable: Fixed,
-    pub baseline_revenue: Fixed,
+crate::additive! {
+    /// The additive RaR measures of a set of impressions records, in fixed point.
+    pub struct RarSums {
+        /// Number of contributing records: a group exists while this is non-zero.
+        pub records: i64,
+        pub impressions: i128,
+        pub sess_ai: Fixed,
+        pub zero_click: Fixed,
+        pub lost_leads: Fixed,
+        pub lost_sales: Fixed,
+        pub rar: Fixed,
+        pub recoverable: Fixed,
+        pub baseline_revenue: Fixed,
+    }
 }
 
 impl RarSums {
@@ -72,65 +71,9 @@ impl RarSums {
         }
     }
 
-    fn fields_mut(&mut self) -> [&mut i128; 8] {
-        [
-            &mut self.impressions,
-            &mut self.sess_ai,
-            &mut self.zero_click,
-            &mut self.lost_leads,
-            &mut self.lost_sales,
-            &mut self.rar,
-            &mut self.recoverable,
-            &mut self.baseline_revenue,
-        ]
-    }
-
     /// `rar / baseline_revenue`, in [0, 1]; 0 when the baseline is 0.
     pub fn pressure(&self) -> f64 {
         ratio(self.rar, self.baseline_revenue).clamp(0.0, 1.0)
-    }
-}
-
-impl IsZero for RarSums {
-    fn is_zero(&self) -> bool {
-        *self == RarSums::default()
-    }
-}
-
-impl Semigroup for RarSums {
-    fn plus_equals(&mut self, rhs: &Self) {
-        self.records += rhs.records;
-        let mut rhs = rhs.clone();
-        for (a, b) in self.fields_mut().into_iter().zip(rhs.fields_mut()) {
-            *a += *b;
-        }
-    }
-}
-
-impl Monoid for RarSums {
-    fn zero() -> Self {
-        RarSums::default()
-    }
-}
-
-impl Abelian for RarSums {
-    fn negate(&mut self) {
-        self.records = -self.records;
-        for f in self.fields_mut() {
-            *f = -*f;
-        }
-    }
-}
-
-impl Multiply<isize> for RarSums {
-    type Output = RarSums;
-    fn multiply(mut self, rhs: &isize) -> RarSums {
-        let k = *rhs as i128;
-        self.records *= *rhs as i64;
-        for f in self.fields_mut() {
-            *f *= k;
-        }
-        self
     }
 }
 

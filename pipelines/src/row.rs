@@ -90,19 +90,48 @@ pub enum Table {
     RarMonthly,
     RarByChannel,
     RarByIntent,
+    LeadScores,
+    ConversationRpm,
+    RevenuePerMinute,
+    AttributionDaily,
+    OfferAcceptance,
+    ExperimentVariants,
+    ExperimentLift,
 }
 
 type Cols = &'static [(&'static str, ColType)];
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::RarMonthly, Table::RarByChannel, Table::RarByIntent];
+    pub const ALL: [Table; 10] = [
+        Table::RarMonthly,
+        Table::RarByChannel,
+        Table::RarByIntent,
+        Table::LeadScores,
+        Table::ConversationRpm,
+        Table::RevenuePerMinute,
+        Table::AttributionDaily,
+        Table::OfferAcceptance,
+        Table::ExperimentVariants,
+        Table::ExperimentLift,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::RarMonthly => "rar_monthly",
             Table::RarByChannel => "rar_by_channel",
             Table::RarByIntent => "rar_by_intent",
+            Table::LeadScores => "lead_scores",
+            Table::ConversationRpm => "conversation_rpm",
+            Table::RevenuePerMinute => "revenue_per_minute",
+            Table::AttributionDaily => "attribution_daily",
+            Table::OfferAcceptance => "offer_acceptance",
+            Table::ExperimentVariants => "experiment_variants",
+            Table::ExperimentLift => "experiment_lift",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
     }
 
     pub fn key_columns(self) -> Cols {
@@ -111,6 +140,15 @@ impl Table {
             Table::RarMonthly => &[("tenant_id", String), ("month", Date)],
             Table::RarByChannel => &[("tenant_id", String), ("month", Date), ("channel", String)],
             Table::RarByIntent => &[("tenant_id", String), ("month", Date), ("intent_cluster", String)],
+            Table::LeadScores => &[("tenant_id", String), ("subject_id", String)],
+            Table::ConversationRpm => &[("tenant_id", String), ("conversation_id", String)],
+            Table::RevenuePerMinute => &[("tenant_id", String), ("minute", DateTime), ("source", String)],
+            Table::AttributionDaily => {
+                &[("tenant_id", String), ("day", Date), ("model", String), ("campaign_id", String)]
+            }
+            Table::OfferAcceptance => &[("tenant_id", String), ("offer_id", String)],
+            Table::ExperimentVariants => &[("tenant_id", String), ("experiment_id", String), ("variant", String)],
+            Table::ExperimentLift => &[("tenant_id", String), ("experiment_id", String)],
         }
     }
 
@@ -130,6 +168,38 @@ impl Table {
                 ("top_intents", ArrayString),
             ],
             Table::RarByChannel | Table::RarByIntent => &[("rar", Float64), ("recoverable", Float64)],
+            Table::LeadScores => &[
+                ("score", Float64),
+                ("base", Float64),
+                ("behavioral", Float64),
+                ("timing", Float64),
+                ("market", Float64),
+                ("tier", String),
+                ("revenue_potential", Float64),
+                ("conversion_probability", Float64),
+            ],
+            Table::ConversationRpm => &[
+                ("subject_id", String),
+                ("duration_minutes", Float64),
+                ("revenue_potential", Float64),
+                ("revenue_per_minute", Float64),
+            ],
+            Table::RevenuePerMinute => &[("revenue", Float64), ("conversions", UInt64)],
+            Table::AttributionDaily => &[("conversions", Float64), ("revenue", Float64)],
+            Table::OfferAcceptance => &[("accepted_lines", UInt64), ("revenue", Float64)],
+            Table::ExperimentVariants => &[
+                ("subjects", UInt64),
+                ("converters", UInt64),
+                ("conversion_rate", Float64),
+                ("revenue", Float64),
+                ("revenue_per_subject", Float64),
+            ],
+            Table::ExperimentLift => &[
+                ("lift", NullableFloat64),
+                ("incremental_revenue", NullableFloat64),
+                ("z", NullableFloat64),
+                ("p_value", NullableFloat64),
+            ],
         }
     }
 }
@@ -143,6 +213,17 @@ pub struct RowKey {
 
 /// The value columns of a row, in [`Table::value_columns`] order.
 pub type RowVals = Vec<Cell>;
+
+impl RowKey {
+    pub fn new(table: Table, key: Vec<Cell>) -> RowKey {
+        RowKey { table, key }
+    }
+}
+
+/// A string cell.
+pub fn s(v: impl Into<String>) -> Cell {
+    Cell::Str(v.into())
+}
 
 /// One current row, as `replay --output json` prints it.
 pub fn row_json(key: &RowKey, vals: &RowVals) -> serde_json::Value {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use revpulse_pipelines::config::MetricsConfig;
 use revpulse_pipelines::dataflow::{build, net_changes};
 use revpulse_pipelines::event::{Event, Impression, Topic};
 use revpulse_pipelines::row::{Cell, RowKey, RowVals, Table};
@@ -183,7 +184,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
 fn run_dataflow(workers: usize, batches: Vec<Vec<Msg>>) -> Vec<State> {
     let batches = std::sync::Arc::new(batches);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut df = build(worker);
+        let mut df = build(worker, &MetricsConfig::default());
         let mut seq = 0u64;
         let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
         for (epoch, batch) in batches.iter().enumerate() {

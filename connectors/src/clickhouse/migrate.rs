@@ -6,7 +6,10 @@ use super::sink::{client, SinkError};
 use super::ClickHouseConfig;
 
 /// Migrations in order: (name, SQL of `;`-terminated statements).
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_rar", include_str!("../../../schemas/clickhouse/0001_rar.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_rar", include_str!("../../../schemas/clickhouse/0001_rar.sql")),
+    ("0002_families", include_str!("../../../schemas/clickhouse/0002_families.sql")),
+];
 
 /// Splits a migration into statements, dropping `--` comment lines.
 pub fn statements(sql: &str) -> Vec<String> {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clickhouse::Client;
-use revpulse_pipelines::row::{RowKey, RowVals, Table};
+use revpulse_pipelines::row::{ColType, RowKey, RowVals, Table};
 
 use super::rowbinary::{columns, encode_row};
 use super::ClickHouseConfig;
@@ -145,10 +145,20 @@ impl ClickHouseSink {
     /// `replay --output json` (with `"table"`), sorted by key columns.
     pub async fn current_rows(&self, table: Table) -> Result<Vec<serde_json::Value>, SinkError> {
         let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
+        // Minutes render as `replay --output json` does: YYYY-MM-DDTHH:MM:00Z.
+        let selected: Vec<String> = table
+            .key_columns()
+            .iter()
+            .map(|(n, ty)| match ty {
+                ColType::DateTime => format!("formatDateTime({n}, '%Y-%m-%dT%H:%M:%SZ', 'UTC') AS {n}"),
+                _ => (*n).to_owned(),
+            })
+            .collect();
         let vals: Vec<String> =
             table.value_columns().iter().map(|(n, _)| format!("argMax({n}, version) AS {n}")).collect();
         let sql = format!(
-            "SELECT {k}, {v} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0 ORDER BY {k}",
+            "SELECT {s}, {v} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0 ORDER BY {k}",
+            s = selected.join(", "),
             k = keys.join(", "),
             v = vals.join(", "),
             t = table.name(),
@@ -159,12 +169,26 @@ impl ClickHouseSink {
             .with_setting("output_format_json_quote_64bit_integers", "0")
             .fetch_bytes("JSONEachRow")?;
         let bytes = cursor.collect().await?;
+        let floats: Vec<&str> = table
+            .value_columns()
+            .iter()
+            .filter(|(_, ty)| matches!(ty, ColType::Float64 | ColType::NullableFloat64))
+            .map(|(n, _)| *n)
+            .collect();
         let mut out = Vec::new();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let mut obj = serde_json::Map::new();
             obj.insert("table".into(), table.name().into());
             if let serde_json::Value::Object(cols) = serde_json::from_slice(line)? {
                 obj.extend(cols);
+            }
+            // ClickHouse prints integral floats without a fraction (`52`); keep them floats.
+            for name in &floats {
+                if let Some(v) = obj.get_mut(*name) {
+                    if let Some(f) = v.as_f64() {
+                        *v = serde_json::Value::from(f);
+                    }
+                }
             }
             out.push(serde_json::Value::Object(obj));
         }

@@ -1,0 +1,242 @@
+//! Attribution and offer acceptance — SPEC §3.4.
+//!
+//! A **touch** is an outbound message with status sent, delivered, clicked
+//! or replied; its time is `sent_at` (or `ts`). A conversion's candidates are
+//! the touches to the same (tenant, subject) with time in
+//! `[conversion time − window, conversion time]`.
+//!
+//! - **Last touch**: the candidate with the latest time (ties: greatest
+//!   `message_id`) gets the whole conversion and its revenue.
+//! - **Linear**: each of the n candidates gets 1/n of both.
+//! - A touch without `campaign_id` credits campaign `unknown`; a conversion
+//!   without candidates credits campaign `""` under both models.
+//!
+//! Output per (tenant, conversion day, model, campaign): credited
+//! conversions and revenue. Credits are apportioned in millionths: the
+//! remainder units of a linear split go one each to the earliest candidates
+//! (by time, then `message_id`), so each conversion's credits sum to exactly
+//! 1 and its revenue exactly; totals are then exact integer sums.
+//!
+//! **Offer acceptance**: an RO line with an `offer_id` that was the offer of
+//! a candidate touch is an accepted line; per (tenant, offer_id): accepted
+//! lines and their revenue.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::conversion::{Conversion, Source};
+use crate::event::{Direction, Message, MessageStatus};
+use crate::fixed::{to_f64, Fixed};
+use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::time::{day_of, Day, Micros};
+use crate::upsert::Epoch;
+
+/// Conversions arranged by (tenant, subject), shared with experiment lift.
+pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(String, String), Conversion, Epoch, isize>>>;
+
+/// Campaign credited for touches without `campaign_id`.
+pub const UNKNOWN_CAMPAIGN: &str = "unknown";
+/// Campaign credited for conversions without candidate touches.
+pub const UNATTRIBUTED: &str = "";
+
+/// Millionths in one unit.
+const UNIT: Fixed = 1_000_000;
+/// Millionths of a currency unit in one cent.
+const PER_CENT: Fixed = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Touch {
+    pub time: Micros,
+    pub message_id: String,
+    pub campaign: String,
+    pub offer: Option<String>,
+}
+
+/// The touch a message is, keyed by (tenant, subject), if it is one.
+pub fn touch_of(m: &Message) -> Option<((String, String), Touch)> {
+    let counts = matches!(
+        m.status,
+        MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Clicked | MessageStatus::Replied
+    );
+    (m.direction == Direction::Outbound && counts).then(|| {
+        let touch = Touch {
+            time: m.sent_at.unwrap_or(m.ts).0,
+            message_id: m.message_id.0.clone(),
+            campaign: m.campaign_id.as_ref().map_or(UNKNOWN_CAMPAIGN, |c| c.0.as_str()).to_owned(),
+            offer: m.offer_id.as_ref().map(|o| o.0.clone()),
+        };
+        ((m.tenant_id.0.clone(), m.subject_id.0.clone()), touch)
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Model {
+    LastTouch,
+    Linear,
+}
+
+impl Model {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::LastTouch => "last_touch",
+            Model::Linear => "linear",
+        }
+    }
+}
+
+/// What the per-conversion reduce sees: the conversion (sorts first), then
+/// its candidate touches in (time, message_id) order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum AttrIn {
+    Conversion { day: Day, revenue_cents: u128, offer_lines: Vec<(String, u64)> },
+    Candidate(Touch),
+}
+
+/// What one conversion contributes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Credit {
+    Campaign { day: Day, model: Model, campaign: String, conversions: Fixed, revenue: Fixed },
+    Offer { offer: String, lines: i64, cents: i128 },
+}
+
+/// `total` split into `n` integer parts that sum to `total`, larger first.
+pub fn apportion(total: Fixed, n: usize) -> impl Iterator<Item = Fixed> {
+    let n = n.max(1) as Fixed;
+    let (base, rem) = (total / n, total % n);
+    (0..n).map(move |i| base + Fixed::from(i < rem))
+}
+
+/// The credits of one conversion given its candidates in (time, message_id) order.
+pub fn credits(day: Day, revenue_cents: u128, offer_lines: &[(String, u64)], candidates: &[&Touch]) -> Vec<Credit> {
+    let revenue = revenue_cents as Fixed * PER_CENT;
+    let mut out = Vec::new();
+    let Some(last) = candidates.last() else {
+        for model in [Model::LastTouch, Model::Linear] {
+            out.push(Credit::Campaign { day, model, campaign: UNATTRIBUTED.into(), conversions: UNIT, revenue });
+        }
+        return out;
+    };
+    out.push(Credit::Campaign {
+        day,
+        model: Model::LastTouch,
+        campaign: last.campaign.clone(),
+        conversions: UNIT,
+        revenue,
+    });
+    let mut linear: BTreeMap<&str, (Fixed, Fixed)> = BTreeMap::new();
+    let shares = apportion(UNIT, candidates.len()).zip(apportion(revenue, candidates.len()));
+    for (touch, (c, r)) in candidates.iter().zip(shares) {
+        let e = linear.entry(touch.campaign.as_str()).or_default();
+        e.0 += c;
+        e.1 += r;
+    }
+    for (campaign, (conversions, revenue)) in linear {
+        out.push(Credit::Campaign { day, model: Model::Linear, campaign: campaign.into(), conversions, revenue });
+    }
+    let mut offers: BTreeMap<&str, (i64, i128)> = BTreeMap::new();
+    for (offer, cents) in offer_lines {
+        if candidates.iter().any(|t| t.offer.as_deref() == Some(offer.as_str())) {
+            let e = offers.entry(offer.as_str()).or_default();
+            e.0 += 1;
+            e.1 += i128::from(*cents);
+        }
+    }
+    for (offer, (lines, cents)) in offers {
+        out.push(Credit::Offer { offer: offer.into(), lines, cents });
+    }
+    out
+}
+
+crate::additive! {
+    /// Credited conversions and revenue, in millionths.
+    pub struct Credited {
+        /// Number of crediting conversions: the row exists while non-zero.
+        pub credits: i64,
+        pub conversions: i128,
+        pub revenue: i128,
+    }
+}
+
+crate::additive! {
+    /// Accepted offer lines and their revenue in cents.
+    pub struct Accepted {
+        pub lines: i64,
+        pub cents: i128,
+    }
+}
+
+/// The `attribution_daily` and `offer_acceptance` rows.
+pub fn attribution<'s>(
+    messages: VecCollection<'s, Epoch, (String, Message)>,
+    conversions: VecCollection<'s, Epoch, Conversion>,
+    by_subject: BySubject<'s>,
+    window_secs: u64,
+) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    let window = window_secs as Micros * 1_000_000;
+    let touches = messages.flat_map(|(_, m)| touch_of(&m));
+    let candidates = touches.join_core(by_subject, move |_lead, touch: &Touch, conv: &Conversion| {
+        let in_window = touch.time <= conv.time && touch.time >= conv.time - window;
+        in_window.then(|| ((conv.tenant.clone(), conv.source, conv.id.clone()), AttrIn::Candidate(touch.clone())))
+    });
+    let per_conversion = conversions.map(|c| {
+        let input =
+            AttrIn::Conversion { day: day_of(c.time), revenue_cents: c.revenue_cents, offer_lines: c.offer_lines };
+        ((c.tenant, c.source, c.id), input)
+    });
+    let credited = per_conversion.concat(candidates).reduce(|_conv: &(String, Source, String), inputs, out| {
+        let Some((AttrIn::Conversion { day, revenue_cents, offer_lines }, _)) = inputs.first() else { return };
+        let candidates: Vec<&Touch> = inputs
+            .iter()
+            .filter_map(|(i, _)| match i {
+                AttrIn::Candidate(t) => Some(t),
+                AttrIn::Conversion { .. } => None,
+            })
+            .collect();
+        out.extend(credits(*day, *revenue_cents, offer_lines, &candidates).into_iter().map(|c| (c, 1)));
+    });
+
+    let daily = credited
+        .clone()
+        .explode(|((tenant, _, _), credit)| match credit {
+            Credit::Campaign { day, model, campaign, conversions, revenue } => {
+                Some(((tenant, day, model, campaign), Credited { credits: 1, conversions, revenue }))
+            }
+            Credit::Offer { .. } => None,
+        })
+        .count_total()
+        .map(|((tenant, day, model, campaign), c)| {
+            let key = vec![s(tenant), Cell::Date(day), s(model.as_str()), s(campaign)];
+            (
+                RowKey::new(Table::AttributionDaily, key),
+                vec![Cell::f64(to_f64(c.conversions)), Cell::f64(to_f64(c.revenue))],
+            )
+        });
+    let offers = credited
+        .explode(|((tenant, _, _), credit)| match credit {
+            Credit::Offer { offer, lines, cents } => Some(((tenant, offer), Accepted { lines, cents })),
+            Credit::Campaign { .. } => None,
+        })
+        .count_total()
+        .map(|((tenant, offer), a)| {
+            let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::f64(a.cents as f64 / 100.0)];
+            (RowKey::new(Table::OfferAcceptance, vec![s(tenant), s(offer)]), vals)
+        });
+    daily.concat(offers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apportion_sums_exactly() {
+        assert_eq!(apportion(1_000_000, 3).collect::<Vec<_>>(), vec![333_334, 333_333, 333_333]);
+        assert_eq!(apportion(10, 4).sum::<Fixed>(), 10);
+        assert_eq!(apportion(0, 2).collect::<Vec<_>>(), vec![0, 0]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Configuration of the metric families (the `[metrics]` section of the
+//! revpulse configuration file). Defaults are SPEC §3's.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of every metric family.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Lead scoring weights, thresholds and prices (SPEC §3.2).
+    pub lead_score: LeadScoreConfig,
+    /// Attribution look-back window before a conversion, in seconds (SPEC §3.4).
+    pub attribution_window_secs: u64,
+    /// Conversion window after an experiment assignment, in seconds (SPEC §3.5).
+    pub experiment_window_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            lead_score: LeadScoreConfig::default(),
+            attribution_window_secs: 7 * 86_400,
+            experiment_window_secs: 7 * 86_400,
+        }
+    }
+}
+
+/// A threshold and the points (or factor) it earns: the first entry whose
+/// threshold is met counts, so list them from the highest threshold down.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub at: f64,
+    pub points: f64,
+}
+
+const fn step(at: f64, points: f64) -> Step {
+    Step { at, points }
+}
+
+/// Lead score weights (SPEC §3.2): score = base + behavioral + timing + market.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeadScoreConfig {
+    /// Base points for `homeowner = true` (base is 0 otherwise).
+    pub homeowner: f64,
+    /// Monthly bill steps (bill ≥ `at` earns `points`), highest first.
+    pub monthly_bill: Vec<Step>,
+    /// Property type points; `other` also applies when unknown.
+    pub single_family: f64,
+    pub condo: f64,
+    pub coop: f64,
+    pub other_property: f64,
+    /// Behavioral: at most this many points from engaged minutes (1 per minute).
+    pub engaged_minutes_cap: f64,
+    /// Behavioral: `technical_weight · technical_questions + questions`, capped.
+    pub technical_weight: f64,
+    pub questions_cap: f64,
+    /// Behavioral: `objection_weight · objections_resolved`, capped.
+    pub objection_weight: f64,
+    pub objections_cap: f64,
+    /// Behavioral: `sentiment_weight · max(0, sentiment)`.
+    pub sentiment_weight: f64,
+    /// Timing: timeline steps (timeline_months ≤ `at` earns `points`), lowest first.
+    pub timeline: Vec<Step>,
+    /// Timing: points for `credit_signal = true`.
+    pub credit_signal: f64,
+    /// Timing: decision maker points.
+    pub primary: f64,
+    pub influencer: f64,
+    pub researcher: f64,
+    /// Market points per region; regions not listed (or unknown) get `default_market`.
+    pub market_scores: BTreeMap<String, f64>,
+    pub default_market: f64,
+    /// Tier thresholds on the rounded score.
+    pub premium_at: f64,
+    pub standard_at: f64,
+    pub basic_at: f64,
+    /// Tier prices.
+    pub premium_price: f64,
+    pub standard_price: f64,
+    pub basic_price: f64,
+    pub unqualified_price: f64,
+    /// Revenue multiplier steps on the rounded score, highest first (else 1.0).
+    pub multipliers: Vec<Step>,
+    /// conversion_probability = 1 / (1 + e^(−(score − midpoint) / scale)).
+    pub probability_midpoint: f64,
+    pub probability_scale: f64,
+}
+
+impl Default for LeadScoreConfig {
+    fn default() -> Self {
+        LeadScoreConfig {
+            homeowner: 10.0,
+            monthly_bill: vec![step(300.0, 20.0), step(200.0, 14.0), step(100.0, 7.0)],
+            single_family: 10.0,
+            condo: 6.0,
+            coop: 4.0,
+            other_property: 2.0,
+            engaged_minutes_cap: 10.0,
+            technical_weight: 2.0,
+            questions_cap: 10.0,
+            objection_weight: 2.5,
+            objections_cap: 5.0,
+            sentiment_weight: 5.0,
+            timeline: vec![step(3.0, 8.0), step(6.0, 5.0), step(12.0, 2.0)],
+            credit_signal: 6.0,
+            primary: 6.0,
+            influencer: 3.0,
+            researcher: 0.0,
+            market_scores: BTreeMap::new(),
+            default_market: 5.0,
+            premium_at: 85.0,
+            standard_at: 70.0,
+            basic_at: 50.0,
+            premium_price: 250.0,
+            standard_price: 125.0,
+            basic_price: 75.0,
+            unqualified_price: 0.0,
+            multipliers: vec![step(90.0, 1.3), step(80.0, 1.2)],
+            probability_midpoint: 60.0,
+            probability_scale: 10.0,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Lead score — SPEC §3.2.
+//!
+//! A lead (tenant × subject) exists while it has a current `conversations`
+//! record. Its facts are, per fact key, the value of the current record
+//! with the greatest `ts` carrying it (ties: greatest `event_id`); counters
+//! are summed over all current records; `engaged_minutes` is the sum over
+//! its conversations of (last `ts` − first `ts`) in minutes (records grouped
+//! by `conversation_id` among the lead's own records).
+//!
+//! ```text
+//! base       = homeowner ? 10 + bill(≥300→20, ≥200→14, ≥100→7) + property(sf 10, condo 6, coop 4, else 2) : 0
+//! behavioral = min(10, engaged_minutes) + min(10, 2·technical_questions + questions)
+//!            + min(5, 2.5·objections_resolved) + 5·max(0, sentiment)
+//! timing     = timeline(≤3→8, ≤6→5, ≤12→2) + 6·credit_signal + decision_maker(primary 6, influencer 3)
+//! market     = market_scores[region] (default 5)
+//! score      = round_half_away(base + behavioral + timing + market, 2)   (clamped to 0..100)
+//! ```
+//! Tier, multiplier and probability use the rounded score (weights are
+//! [`LeadScoreConfig`]). Components are reported rounded the same way.
+//!
+//! One `reduce` per lead: the work per update is proportional to the lead's
+//! own current records, not to history.
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::config::LeadScoreConfig;
+use crate::event::{Conversation, DecisionMaker, Facts, PropertyType};
+use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::time::Micros;
+use crate::types::F64;
+use crate::upsert::Epoch;
+
+/// One current conversations record, as the per-lead reduce sees it. The
+/// derived order (ts, then event_id) is the "latest wins" order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeadRecord {
+    pub ts: Micros,
+    pub event_id: String,
+    pub conversation_id: String,
+    pub facts: Facts,
+}
+
+impl LeadRecord {
+    pub fn of(c: &Conversation) -> LeadRecord {
+        LeadRecord {
+            ts: c.ts.0,
+            event_id: c.event_id.0.clone(),
+            conversation_id: c.conversation_id.0.clone(),
+            facts: c.facts.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// The resolved facts of a lead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeadFacts {
+    pub homeowner: Option<bool>,
+    pub monthly_bill: Option<f64>,
+    pub property_type: Option<PropertyType>,
+    pub region: Option<String>,
+    pub timeline_months: Option<u64>,
+    pub credit_signal: Option<bool>,
+    pub decision_maker: Option<DecisionMaker>,
+    pub sentiment: Option<f64>,
+    pub questions: u64,
+    pub technical_questions: u64,
+    pub objections_resolved: u64,
+    pub engaged_minutes: f64,
+}
+
+/// Resolves a lead's facts from its current records, given in ascending
+/// (ts, event_id) order.
+pub fn resolve(records: &[&LeadRecord]) -> LeadFacts {
+    let mut f = LeadFacts::default();
+    for r in records.iter().rev() {
+        let x = &r.facts;
+        f.homeowner = f.homeowner.or(x.homeowner);
+        f.monthly_bill = f.monthly_bill.or(x.monthly_bill.map(|v| v.get()));
+        f.property_type = f.property_type.or(x.property_type);
+        if f.region.is_none() {
+            f.region = x.region.as_ref().map(|r| r.0.clone());
+        }
+        f.timeline_months = f.timeline_months.or(x.timeline_months.map(|c| c.0));
+        f.credit_signal = f.credit_signal.or(x.credit_signal);
+        f.decision_maker = f.decision_maker.or(x.decision_maker);
+        f.sentiment = f.sentiment.or(x.sentiment.map(|v| v.get()));
+        f.questions += x.questions.map_or(0, |c| c.0);
+        f.technical_questions += x.technical_questions.map_or(0, |c| c.0);
+        f.objections_resolved += x.objections_resolved.map_or(0, |c| c.0);
+    }
+    // Per conversation: (first ts, last ts); summed as integers, divided once.
+    let mut spans: std::collections::BTreeMap<&str, (Micros, Micros)> = std::collections::BTreeMap::new();
+    for r in records {
+        let e = spans.entry(r.conversation_id.as_str()).or_insert((r.ts, r.ts));
+        e.0 = e.0.min(r.ts);
+        e.1 = e.1.max(r.ts);
+    }
+    let engaged: i128 = spans.values().map(|(a, b)| i128::from(b - a)).sum();
+    f.engaged_minutes = engaged as f64 / 60_000_000.0;
+    f
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    Unqualified,
+    Basic,
+    Standard,
+    Premium,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Premium => "premium",
+            Tier::Standard => "standard",
+            Tier::Basic => "basic",
+            Tier::Unqualified => "unqualified",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Tier> {
+        [Tier::Premium, Tier::Standard, Tier::Basic, Tier::Unqualified].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// A lead's score and what follows from it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Score {
+    pub score: F64,
+    pub base: F64,
+    pub behavioral: F64,
+    pub timing: F64,
+    pub market: F64,
+    pub tier: Tier,
+    pub revenue_potential: F64,
+    pub conversion_probability: F64,
+}
+
+/// Rounds half away from zero to 2 decimals.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn first_step(steps: &[crate::config::Step], hit: impl Fn(f64) -> bool) -> f64 {
+    steps.iter().find(|s| hit(s.at)).map_or(0.0, |s| s.points)
+}
+
+/// Scores resolved facts (SPEC §3.2).
+pub fn score(f: &LeadFacts, cfg: &LeadScoreConfig) -> Score {
+    let base = if f.homeowner == Some(true) {
+        let bill = f.monthly_bill.map_or(0.0, |b| first_step(&cfg.monthly_bill, |at| b >= at));
+        let property = match f.property_type {
+            Some(PropertyType::SingleFamily) => cfg.single_family,
+            Some(PropertyType::Condo) => cfg.condo,
+            Some(PropertyType::Coop) => cfg.coop,
+            Some(PropertyType::Other) | None => cfg.other_property,
+        };
+        cfg.homeowner + bill + property
+    } else {
+        0.0
+    };
+    let behavioral = f.engaged_minutes.min(cfg.engaged_minutes_cap)
+        + (cfg.technical_weight * f.technical_questions as f64 + f.questions as f64).min(cfg.questions_cap)
+        + (cfg.objection_weight * f.objections_resolved as f64).min(cfg.objections_cap)
+        + cfg.sentiment_weight * f.sentiment.unwrap_or(0.0).max(0.0);
+    let timeline = f.timeline_months.map_or(0.0, |m| first_step(&cfg.timeline, |at| m as f64 <= at));
+    let credit = if f.credit_signal == Some(true) { cfg.credit_signal } else { 0.0 };
+    let dm = match f.decision_maker {
+        Some(DecisionMaker::Primary) => cfg.primary,
+        Some(DecisionMaker::Influencer) => cfg.influencer,
+        Some(DecisionMaker::Researcher) => cfg.researcher,
+        None => 0.0,
+    };
+    let timing = timeline + credit + dm;
+    let market = f.region.as_ref().and_then(|r| cfg.market_scores.get(r)).copied().unwrap_or(cfg.default_market);
+    let score = round2((base + behavioral + timing + market).clamp(0.0, 100.0));
+    let (tier, price) = if score >= cfg.premium_at {
+        (Tier::Premium, cfg.premium_price)
+    } else if score >= cfg.standard_at {
+        (Tier::Standard, cfg.standard_price)
+    } else if score >= cfg.basic_at {
+        (Tier::Basic, cfg.basic_price)
+    } else {
+        (Tier::Unqualified, cfg.unqualified_price)
+    };
+    let multiplier = cfg.multipliers.iter().find(|s| score >= s.at).map_or(1.0, |s| s.points);
+    let probability = 1.0 / (1.0 + (-(score - cfg.probability_midpoint) / cfg.probability_scale).exp());
+    Score {
+        score: F64(score),
+        base: F64(round2(base)),
+        behavioral: F64(round2(behavioral)),
+        timing: F64(round2(timing)),
+        market: F64(round2(market)),
+        tier,
+        revenue_potential: F64(price * multiplier),
+        conversion_probability: F64(probability),
+    }
+}
+
+/// A lead: (tenant, subject).
+pub type LeadKey = (String, String);
+
+/// The score of every current lead.
+pub fn lead_scores<'s>(
+    conversations: VecCollection<'s, Epoch, (String, Conversation)>,
+    cfg: &LeadScoreConfig,
+) -> VecCollection<'s, Epoch, (LeadKey, Score)> {
+    let cfg = cfg.clone();
+    conversations.map(|(_, c)| ((c.tenant_id.0.clone(), c.subject_id.0.clone()), LeadRecord::of(&c))).reduce(
+        move |_lead, records, out| {
+            let records: Vec<&LeadRecord> = records.iter().map(|(r, _)| *r).collect();
+            out.push((score(&resolve(&records), &cfg), 1));
+        },
+    )
+}
+
+/// The `lead_scores` rows.
+pub fn rows<'s>(scores: VecCollection<'s, Epoch, (LeadKey, Score)>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    scores.map(|((tenant, subject), sc)| {
+        let vals = vec![
+            Cell::F64(sc.score),
+            Cell::F64(sc.base),
+            Cell::F64(sc.behavioral),
+            Cell::F64(sc.timing),
+            Cell::F64(sc.market),
+            s(sc.tier.as_str()),
+            Cell::F64(sc.revenue_potential),
+            Cell::F64(sc.conversion_probability),
+        ];
+        (RowKey::new(Table::LeadScores, vec![s(tenant), s(subject)]), vals)
+    })
+}

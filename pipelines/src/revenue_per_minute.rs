@@ -1,0 +1,90 @@
+//! Revenue per minute — SPEC §3.3.
+//!
+//! - **Realized**: per tenant × UTC minute of the conversion time × source
+//!   (`payments`, `ro`, and `all`): revenue (`Σ amount_cents / 100`) and
+//!   conversion count. Sums are integer cents, so exact.
+//! - **Conversation efficiency**: per conversation, `duration_minutes =
+//!   max(1, (last ts − first ts) in minutes)`, the `subject_id` of its latest
+//!   record (greatest `ts`, ties greatest `event_id`), that lead's
+//!   `revenue_potential` (§3.2) and `revenue_per_minute = potential /
+//!   duration`.
+
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+
+use crate::conversion::{Conversion, Source};
+use crate::event::Conversation;
+use crate::lead_score::{LeadKey, Score};
+use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::time::{minute_of, Micros, MICROS_PER_MINUTE};
+use crate::types::F64;
+use crate::upsert::Epoch;
+
+/// The `source` of the rows that count every conversion.
+pub const ALL_SOURCES: &str = "all";
+
+crate::additive! {
+    /// Conversions and their revenue in cents.
+    pub struct Realized {
+        pub conversions: i64,
+        pub cents: i128,
+    }
+}
+
+/// The `revenue_per_minute` rows.
+pub fn realized<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    conversions
+        .explode(|c| {
+            let minute = minute_of(c.time);
+            let r = Realized { conversions: 1, cents: c.revenue_cents as i128 };
+            [((c.tenant.clone(), minute, Some(c.source)), r.clone()), ((c.tenant, minute, None), r)]
+        })
+        .count_total()
+        .map(|((tenant, minute, source), r): ((String, u32, Option<Source>), Realized)| {
+            let source = source.map_or(ALL_SOURCES, Source::as_str);
+            let vals = vec![Cell::f64(r.cents as f64 / 100.0), Cell::U64(r.conversions.max(0) as u64)];
+            (RowKey::new(Table::RevenuePerMinute, vec![s(tenant), Cell::Minute(minute), s(source)]), vals)
+        })
+}
+
+/// A conversation's extent: first and last `ts` and the subject of its
+/// latest record.
+pub type Extent = (Micros, Micros, String);
+
+/// The extent of every current conversation, keyed by (tenant, conversation_id).
+pub fn extents<'s>(
+    conversations: VecCollection<'s, Epoch, (String, Conversation)>,
+) -> VecCollection<'s, Epoch, ((String, String), Extent)> {
+    conversations.map(|(_, c)| ((c.tenant_id.0, c.conversation_id.0), (c.ts.0, c.event_id.0, c.subject_id.0))).reduce(
+        |_conv, records, out| {
+            // Values arrive sorted by (ts, event_id, …): first is earliest, last is latest.
+            let (first, _, _) = records[0].0;
+            let (last, _, subject) = records[records.len() - 1].0;
+            out.push(((*first, *last, subject.clone()), 1));
+        },
+    )
+}
+
+/// `duration_minutes` of a conversation spanning `first..=last`.
+pub fn duration_minutes(first: Micros, last: Micros) -> f64 {
+    ((last - first) as f64 / MICROS_PER_MINUTE as f64).max(1.0)
+}
+
+/// The `conversation_rpm` rows.
+pub fn conversation_rpm<'s>(
+    extents: VecCollection<'s, Epoch, ((String, String), Extent)>,
+    scores: VecCollection<'s, Epoch, (LeadKey, Score)>,
+) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    let potential = scores.map(|(lead, sc)| (lead, sc.revenue_potential));
+    extents
+        .map(|((tenant, conv), (first, last, subject))| ((tenant, subject), (conv, F64(duration_minutes(first, last)))))
+        .join_map(potential, |(tenant, subject), (conv, minutes), potential: &F64| {
+            let vals = vec![
+                s(subject.clone()),
+                Cell::F64(*minutes),
+                Cell::F64(*potential),
+                Cell::f64(potential.0 / minutes.0),
+            ];
+            (RowKey::new(Table::ConversationRpm, vec![s(tenant.clone()), s(conv.clone())]), vals)
+        })
+}
