@@ -61,6 +61,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config/revpulse.example.toml");
+        let c: Config = toml::from_str(text).unwrap_or_else(|e| panic!("example config: {e}"));
+        assert_eq!(c.metrics, MetricsConfig::default());
+        assert_eq!(c.kafka, KafkaConfig::default());
+    }
+
+    #[test]
     fn empty_file_is_defaults_and_unknown_keys_fail() {
         assert_eq!(toml::from_str::<Config>("").ok(), Some(Config::default()));
         assert!(toml::from_str::<Config>("[kafka]\nbrokerz = \"x\"").is_err());

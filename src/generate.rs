@@ -99,8 +99,13 @@ impl Generator {
         Tenant(format!("dealer-{t:03}"))
     }
 
+    /// Customers come and go: the active population is a window of 400 ids
+    /// per tenant that drifts with event time (one id per 15 minutes, so a
+    /// customer is active for about four days), so per-customer history stays
+    /// bounded however long the stream runs.
     fn subject(&mut self, tenant: &Tenant) -> String {
-        format!("{}-cust-{:05}", tenant.0, self.rng.random_range(0..400))
+        let first = self.now.max(0) / (15 * MICROS_PER_MINUTE);
+        format!("{}-cust-{:06}", tenant.0, first + self.rng.random_range(0..400))
     }
 
     fn id(&mut self, prefix: &str) -> String {
