@@ -6,14 +6,13 @@
 //! already answers, and a generator streams realistic events to all five
 //! topics while the pipeline and the API run.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
-use revpulse_api::{ApiKey, AppState};
+use revpulse_api::ApiKey;
 use revpulse_connectors::clickhouse::{migrate, ClickHouseConfig, ClickHouseSink};
 use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer};
 use revpulse_pipelines::event::Topic;
@@ -22,6 +21,7 @@ use revpulse_pipelines::time::MICROS_PER_DAY;
 use crate::config::Config;
 use crate::generate::{GenConfig, Generator};
 use crate::runner::{run_pipeline, Shared};
+use crate::serve::start_api;
 
 /// Demo knobs (all have defaults).
 #[derive(Clone, Debug)]
@@ -113,28 +113,13 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
     }
     cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1)?;
     cfg.kafka.brokers = cluster.bootstrap_servers();
-    cfg.api.keys = vec![ApiKey { key: DEMO_KEY.into(), tenant: "*".into() }];
+    cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*")];
     cfg.api.listen = opts.listen.clone();
 
     // API.
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&cfg.api.listen))
-        .with_context(|| format!("binding {}", cfg.api.listen))?;
-    let addr: SocketAddr = listener.local_addr()?;
     let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let state = AppState {
-        ch: sink.client().clone(),
-        metrics: shared.metrics.clone(),
-        readiness: shared.readiness.clone(),
-        keys: Arc::new(cfg.api.keys.clone()),
-    };
-    let app = revpulse_api::router(state, Duration::from_millis(cfg.api.request_timeout_ms));
-    let stop = shared.stop.clone();
-    let api = rt.spawn(revpulse_api::serve(listener, app, async move {
-        while !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }));
+    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
+    let addr = api.addr;
     crate::install_signal_handlers(&rt, &shared);
     if let Some(d) = opts.duration {
         let stop = shared.stop.clone();
@@ -175,7 +160,7 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("generator thread panicked"),
         Ok(Ok(())) => {}
     }
-    if let Ok(Err(e)) = rt.block_on(api) {
+    if let Ok(Err(e)) = rt.block_on(api.handle) {
         tracing::warn!(error = %e, "API server stopped with an error");
     }
     let stats = stats?;

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod generate;
 pub mod replay;
 pub mod runner;
+pub mod serve;
 
 use std::sync::atomic::Ordering;
 

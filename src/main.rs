@@ -11,7 +11,7 @@ use revpulse::demo::{demo, DemoOptions};
 use revpulse::generate::{write_dir, GenConfig};
 use revpulse::replay;
 use revpulse::runner::{run_pipeline, Shared};
-use revpulse_api::AppState;
+use revpulse::serve::start_api;
 use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
 use revpulse_connectors::kafka::KeyedProducer;
 use revpulse_pipelines::event::Topic;
@@ -112,6 +112,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Serves the query API alone, over the metrics already in ClickHouse.
+    Api {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (overrides the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Prints the SHA-256 of an API key, for `key_sha256` in the configuration.
+    HashKey { key: String },
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -191,6 +201,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Api { config, listen } => {
+            let mut cfg = load(config.as_ref())?;
+            if let Some(l) = listen {
+                cfg.api.listen = l;
+            }
+            api_only(&cfg)
+        }
+        Command::HashKey { key } => {
+            println!("{}", revpulse_api::hash_key(&key));
+            Ok(())
+        }
         Command::Migrate { config } => {
             let cfg = load(config.as_ref())?;
             let applied = runtime()?.block_on(migrate(&cfg.clickhouse))?;
@@ -205,27 +226,26 @@ fn run(cfg: &Config) -> anyhow::Result<()> {
     let shared = Shared::default();
     rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
     let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&cfg.api.listen))
-        .with_context(|| format!("binding {}", cfg.api.listen))?;
-    let state = AppState {
-        ch: sink.client().clone(),
-        metrics: shared.metrics.clone(),
-        readiness: shared.readiness.clone(),
-        keys: Arc::new(cfg.api.keys.clone()),
-    };
-    let app = revpulse_api::router(state, Duration::from_millis(cfg.api.request_timeout_ms));
-    let stop = shared.stop.clone();
-    let api = rt.spawn(revpulse_api::serve(listener, app, async move {
-        while !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }));
+    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
     revpulse::install_signal_handlers(&rt, &shared);
     let stats = run_pipeline(cfg, shared.clone(), sink, rt.handle().clone());
     shared.stop.store(true, Ordering::Relaxed);
-    let _ = rt.block_on(api);
+    let _ = rt.block_on(api.handle);
     stats.map(|_| ())
+}
+
+/// `revpulse api`: the query API alone (for deployments that scale it
+/// apart from the pipeline). Readiness then tracks ClickHouse only.
+fn api_only(cfg: &Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let shared = Shared::default();
+    shared.readiness.kafka.store(true, Ordering::Relaxed);
+    let sink = ClickHouseSink::new(cfg.clickhouse.clone(), None);
+    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
+    println!("revpulse API listening on http://{}", api.addr);
+    revpulse::install_signal_handlers(&rt, &shared);
+    rt.block_on(api.handle)??;
+    Ok(())
 }
 
 /// `revpulse produce`: one message per line, keyed by the topic's upsert

@@ -1,8 +1,18 @@
 //! The query API (SPEC §5): axum over ClickHouse, tenant-scoped API keys,
-//! health, readiness and Prometheus metrics.
+//! health, readiness, Prometheus metrics and a generated OpenAPI document.
+//!
+//! One module per metric family (`rar`, `leads`, `revenue`, `attribution`,
+//! `experiments`); `params` validates every parameter into a JSON 400;
+//! `auth` checks keys. Values come from ClickHouse through parameterized
+//! queries (the `clickhouse` crate's client-side `?` binding).
 
+mod attribution;
 mod auth;
+mod experiments;
+mod leads;
+mod params;
 mod rar;
+mod revenue;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,8 +26,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use revpulse_connectors::metrics::Metrics;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
-pub use auth::ApiKey;
+pub use auth::{hash_key, ApiKey, Keys};
 
 /// Query API settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +68,14 @@ pub struct AppState {
     pub ch: clickhouse::Client,
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
-    pub keys: Arc<Vec<ApiKey>>,
+    pub keys: Arc<Keys>,
+}
+
+/// The body of every error response.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; names the parameter for 400s.
+    pub error: String,
 }
 
 /// An API error: status and a JSON `{"error": …}` body.
@@ -87,36 +106,124 @@ impl From<clickhouse::error::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
     }
 }
 
-/// The router with every route of SPEC §5 built so far.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let v1 = Router::new()
-        .route("/v1/tenants/{tenant}/rar", get(rar::get_rar))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
-    Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(v1)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(move |req: Request, next: Next| timeout(req, next, request_timeout)))
-        .with_state(state)
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
 }
 
+/// Health, readiness and status of the service.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    status: String,
+}
+
+/// Reachability of the pipeline's dependencies.
+#[derive(Serialize, ToSchema)]
+pub struct ReadyStatus {
+    kafka: bool,
+    clickhouse: bool,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is alive", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok".into() })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Kafka and ClickHouse are reachable", body = ReadyStatus),
+        (status = 503, description = "A dependency is unreachable", body = ReadyStatus),
+    )
+)]
 async fn readyz(State(s): State<AppState>) -> Response {
-    let body = serde_json::json!({
-        "kafka": s.readiness.kafka.load(Ordering::Relaxed),
-        "clickhouse": s.readiness.clickhouse.load(Ordering::Relaxed),
-    });
+    let body = ReadyStatus {
+        kafka: s.readiness.kafka.load(Ordering::Relaxed),
+        clickhouse: s.readiness.clickhouse.load(Ordering::Relaxed),
+    };
     let status = if s.readiness.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    responses((status = 200, description = "This OpenAPI 3 document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI document of every route, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "revpulse query API", description = "Revenue metrics maintained incrementally by revpulse (SPEC §5)."),
+    paths(
+        healthz,
+        readyz,
+        metrics,
+        openapi_json,
+        rar::get_rar,
+        leads::get_lead,
+        leads::list_leads,
+        revenue::get_conversation,
+        revenue::per_minute,
+        attribution::attribution,
+        attribution::offers,
+        experiments::lift,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "metrics", description = "Tenant-scoped metrics; `Authorization: Bearer <key>`"), (name = "ops", description = "Operations"))
+)]
+pub struct ApiDoc;
+
+/// The router with every route of SPEC §5.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let v1 = Router::new()
+        .route("/v1/tenants/{tenant}/rar", get(rar::get_rar))
+        .route("/v1/tenants/{tenant}/leads/{subject}", get(leads::get_lead))
+        .route("/v1/tenants/{tenant}/leads", get(leads::list_leads))
+        .route("/v1/tenants/{tenant}/conversations/{id}", get(revenue::get_conversation))
+        .route("/v1/tenants/{tenant}/revenue/per-minute", get(revenue::per_minute))
+        .route("/v1/tenants/{tenant}/attribution", get(attribution::attribution))
+        .route("/v1/tenants/{tenant}/offers", get(attribution::offers))
+        .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .merge(v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(move |req: Request, next: Next| timeout(req, next, request_timeout)))
+        .with_state(state)
 }
 
 async fn timeout(req: Request, next: Next, limit: Duration) -> Response {
@@ -129,8 +236,7 @@ async fn timeout(req: Request, next: Next, limit: Duration) -> Response {
 /// Records request latency by route template (never the raw path, which
 /// would carry tenant ids into label values) and status.
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let resp = next.run(req).await;
     s.metrics
@@ -138,6 +244,15 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         .with_label_values(&[route.as_str(), resp.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Keeps `readiness.clickhouse` current by pinging every `every`.
+pub async fn watch_clickhouse(ch: clickhouse::Client, readiness: Arc<Readiness>, every: Duration) {
+    loop {
+        let ok = tokio::time::timeout(every, ch.query("SELECT 1").fetch_one::<u8>()).await.is_ok_and(|r| r.is_ok());
+        readiness.clickhouse.store(ok, Ordering::Relaxed);
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

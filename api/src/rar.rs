@@ -1,13 +1,18 @@
-//! `GET /v1/tenants/{t}/rar?month=YYYY-MM` (SPEC §5, §3.1).
+//! `GET /v1/tenants/{tenant}/rar?month=YYYY-MM` (SPEC §5, §3.1).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::{ApiError, AppState};
+use crate::params::{tenant, P, Q};
+use crate::{ApiError, AppState, ErrorBody};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RarQuery {
+    /// Calendar month, `YYYY-MM` (UTC).
+    #[param(example = "2026-11")]
     month: Option<String>,
 }
 
@@ -25,16 +30,19 @@ struct Monthly {
     top_intents: Vec<String>,
 }
 
-#[derive(clickhouse::Row, Deserialize, Serialize)]
-pub struct Part {
+/// Revenue at risk of one channel in the month.
+#[derive(clickhouse::Row, Deserialize, Serialize, ToSchema)]
+pub struct ChannelRar {
     channel: String,
     rar: f64,
     recoverable: f64,
 }
 
-#[derive(Serialize)]
+/// Revenue at risk of a tenant and month (SPEC §3.1).
+#[derive(Serialize, ToSchema)]
 pub struct RarResponse {
     tenant_id: String,
+    /// First day of the month, `YYYY-MM-DD`.
     month: String,
     impressions: u64,
     sess_ai: f64,
@@ -44,16 +52,35 @@ pub struct RarResponse {
     rar: f64,
     recoverable: f64,
     baseline_revenue: f64,
+    /// rar / baseline_revenue, in [0, 1].
     pressure: f64,
+    /// The 5 intents with the highest rar (ties by name).
     top_intents: Vec<String>,
-    by_channel: Vec<Part>,
+    /// rar per channel, highest first.
+    by_channel: Vec<ChannelRar>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/rar",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), RarQuery),
+    responses(
+        (status = 200, description = "RaR of the month", body = RarResponse),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 404, description = "No RaR for that tenant and month", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_rar(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
-    Query(q): Query<RarQuery>,
+    P(t): P<String>,
+    Q(q): Q<RarQuery>,
 ) -> Result<Json<RarResponse>, ApiError> {
+    let t = tenant(&t)?;
     let month = q.month.ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
     let day = revpulse_pipelines::time::parse_month(&month)
         .ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
@@ -67,23 +94,23 @@ pub async fn get_rar(
              FROM rar_monthly WHERE tenant_id = ? AND month = toDate(?) \
              GROUP BY tenant_id, month HAVING argMax(deleted, version) = 0",
         )
-        .bind(&tenant)
+        .bind(t)
         .bind(&first)
         .fetch_optional()
         .await?;
     let m = monthly.ok_or_else(|| ApiError::not_found("RaR for that tenant and month"))?;
-    let by_channel: Vec<Part> =
+    let by_channel: Vec<ChannelRar> =
         s.ch.query(
             "SELECT channel, argMax(rar, version) AS r, argMax(recoverable, version) \
              FROM rar_by_channel WHERE tenant_id = ? AND month = toDate(?) \
              GROUP BY channel HAVING argMax(deleted, version) = 0 ORDER BY r DESC, channel",
         )
-        .bind(&tenant)
+        .bind(t)
         .bind(&first)
         .fetch_all()
         .await?;
     Ok(Json(RarResponse {
-        tenant_id: tenant,
+        tenant_id: t.to_owned(),
         month: first,
         impressions: m.impressions,
         sess_ai: m.sess_ai,

@@ -1,0 +1,204 @@
+//! Attribution and offer routes (SPEC §5, §3.4).
+
+use axum::extract::State;
+use axum::Json;
+use revpulse_pipelines::time::{day_of, format_day, parse_rfc3339, Day};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::params::{page, tenant, P, Q};
+use crate::{ApiError, AppState, ErrorBody};
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttributionQuery {
+    /// First conversion day, `YYYY-MM-DD` (default: 29 days before `to`).
+    from: Option<String>,
+    /// Last conversion day, `YYYY-MM-DD`, inclusive (default: today, UTC). At most 366 days after `from`.
+    to: Option<String>,
+    /// `last_touch` (default) or `linear`.
+    model: Option<String>,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct CampaignRow {
+    campaign_id: String,
+    conversions: f64,
+    revenue: f64,
+}
+
+/// Credit of one campaign.
+#[derive(Serialize, ToSchema)]
+pub struct CampaignCredit {
+    /// `unknown` for touches without a campaign.
+    campaign_id: String,
+    /// Credited conversions (fractional under `linear`).
+    conversions: f64,
+    revenue: f64,
+}
+
+/// Conversions without a candidate touch.
+#[derive(Serialize, ToSchema)]
+pub struct Unattributed {
+    conversions: f64,
+    revenue: f64,
+}
+
+/// Attribution over a range of conversion days.
+#[derive(Serialize, ToSchema)]
+pub struct Attribution {
+    tenant_id: String,
+    model: String,
+    from: String,
+    to: String,
+    /// Campaigns by revenue, highest first.
+    campaigns: Vec<CampaignCredit>,
+    unattributed: Unattributed,
+}
+
+fn parse_day(name: &str, v: &str) -> Result<Day, ApiError> {
+    let bad = || ApiError::bad_request(name, "a date, YYYY-MM-DD");
+    if v.len() != 10 {
+        return Err(bad());
+    }
+    parse_rfc3339(&format!("{v}T00:00:00Z")).map(day_of).ok_or_else(bad)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/attribution",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), AttributionQuery),
+    responses(
+        (status = 200, description = "Credit per campaign, plus unattributed", body = Attribution),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn attribution(
+    State(s): State<AppState>,
+    P(t): P<String>,
+    Q(q): Q<AttributionQuery>,
+) -> Result<Json<Attribution>, ApiError> {
+    let t = tenant(&t)?;
+    let model = q.model.unwrap_or_else(|| "last_touch".into());
+    if !matches!(model.as_str(), "last_touch" | "linear") {
+        return Err(ApiError::bad_request("model", "last_touch or linear"));
+    }
+    let to = match q.to.as_deref() {
+        Some(v) => parse_day("to", v)?,
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            (now / 86_400) as Day
+        }
+    };
+    let from = match q.from.as_deref() {
+        Some(v) => parse_day("from", v)?,
+        None => (to - 29).max(0),
+    };
+    if from > to {
+        return Err(ApiError::bad_request("from", "must not be after `to`"));
+    }
+    if to - from > 366 {
+        return Err(ApiError::bad_request("to", "at most 366 days after `from`"));
+    }
+    let rows: Vec<CampaignRow> =
+        s.ch.query(
+            "SELECT campaign_id, sum(c) AS conversions, sum(r) AS revenue FROM ( \
+               SELECT day, campaign_id, argMax(conversions, version) AS c, argMax(revenue, version) AS r \
+               FROM attribution_daily WHERE tenant_id = ? AND model = ? AND day >= toDate(?) AND day <= toDate(?) \
+               GROUP BY day, campaign_id HAVING argMax(deleted, version) = 0 \
+             ) GROUP BY campaign_id ORDER BY revenue DESC, campaign_id",
+        )
+        .bind(t)
+        .bind(&model)
+        .bind(format_day(from))
+        .bind(format_day(to))
+        .fetch_all()
+        .await?;
+    let mut unattributed = Unattributed { conversions: 0.0, revenue: 0.0 };
+    let mut campaigns = Vec::new();
+    for r in rows {
+        if r.campaign_id.is_empty() {
+            unattributed = Unattributed { conversions: r.conversions, revenue: r.revenue };
+        } else {
+            campaigns.push(CampaignCredit {
+                campaign_id: r.campaign_id,
+                conversions: r.conversions,
+                revenue: r.revenue,
+            });
+        }
+    }
+    Ok(Json(Attribution {
+        tenant_id: t.to_owned(),
+        model,
+        from: format_day(from),
+        to: format_day(to),
+        campaigns,
+        unattributed,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OffersQuery {
+    /// Page size, 1..1000 (default 100).
+    limit: Option<String>,
+    /// Offers to skip, 0..1000000 (default 0).
+    offset: Option<String>,
+}
+
+/// One accepted offer (SPEC §3.4).
+#[derive(clickhouse::Row, Deserialize, Serialize, ToSchema)]
+pub struct AcceptedOffer {
+    offer_id: String,
+    accepted_lines: u64,
+    revenue: f64,
+}
+
+/// Accepted offers by revenue, highest first.
+#[derive(Serialize, ToSchema)]
+pub struct Offers {
+    tenant_id: String,
+    offers: Vec<AcceptedOffer>,
+    limit: u64,
+    offset: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/offers",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), OffersQuery),
+    responses(
+        (status = 200, description = "Accepted offers per offer_id", body = Offers),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn offers(
+    State(s): State<AppState>,
+    P(t): P<String>,
+    Q(q): Q<OffersQuery>,
+) -> Result<Json<Offers>, ApiError> {
+    let t = tenant(&t)?;
+    let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
+    let offers: Vec<AcceptedOffer> =
+        s.ch.query(
+            "SELECT offer_id, argMax(accepted_lines, version), argMax(revenue, version) AS r \
+             FROM offer_acceptance WHERE tenant_id = ? GROUP BY offer_id HAVING argMax(deleted, version) = 0 \
+             ORDER BY r DESC, offer_id LIMIT ?, ?",
+        )
+        .bind(t)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all()
+        .await?;
+    Ok(Json(Offers { tenant_id: t.to_owned(), offers, limit, offset }))
+}

@@ -1,0 +1,160 @@
+//! Lead routes (SPEC §5, §3.2): one lead, and leads by score.
+
+use axum::extract::State;
+use axum::Json;
+use revpulse_pipelines::lead_score::Tier;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::params::{id, number, page, tenant, P, Q};
+use crate::{ApiError, AppState, ErrorBody};
+
+#[derive(clickhouse::Row, Deserialize)]
+struct LeadRow {
+    subject_id: String,
+    score: f64,
+    base: f64,
+    behavioral: f64,
+    timing: f64,
+    market: f64,
+    tier: String,
+    revenue_potential: f64,
+    conversion_probability: f64,
+}
+
+/// The four components of a score.
+#[derive(Serialize, ToSchema)]
+pub struct Components {
+    base: f64,
+    behavioral: f64,
+    timing: f64,
+    market: f64,
+}
+
+/// A lead's score (SPEC §3.2).
+#[derive(Serialize, ToSchema)]
+pub struct Lead {
+    tenant_id: String,
+    subject_id: String,
+    /// 0..100, rounded to 2 decimals.
+    score: f64,
+    components: Components,
+    /// `premium`, `standard`, `basic` or `unqualified`.
+    tier: String,
+    revenue_potential: f64,
+    conversion_probability: f64,
+}
+
+impl Lead {
+    fn from_row(tenant_id: &str, r: LeadRow) -> Lead {
+        Lead {
+            tenant_id: tenant_id.to_owned(),
+            subject_id: r.subject_id,
+            score: r.score,
+            components: Components { base: r.base, behavioral: r.behavioral, timing: r.timing, market: r.market },
+            tier: r.tier,
+            revenue_potential: r.revenue_potential,
+            conversion_probability: r.conversion_probability,
+        }
+    }
+}
+
+/// A page of leads, highest score first.
+#[derive(Serialize, ToSchema)]
+pub struct LeadList {
+    leads: Vec<Lead>,
+    limit: u64,
+    offset: u64,
+}
+
+const COLUMNS: &str = "subject_id, argMax(score, version) AS s, argMax(base, version), argMax(behavioral, version), \
+     argMax(timing, version), argMax(market, version), argMax(tier, version) AS tr, \
+     argMax(revenue_potential, version), argMax(conversion_probability, version)";
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/leads/{subject}",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), ("subject" = String, Path, description = "Lead (subject) id")),
+    responses(
+        (status = 200, description = "The lead's score", body = Lead),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 404, description = "No such lead", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_lead(State(s): State<AppState>, P((t, subject)): P<(String, String)>) -> Result<Json<Lead>, ApiError> {
+    let t = tenant(&t)?;
+    let subject = id("subject", &subject)?;
+    let row: Option<LeadRow> =
+        s.ch.query(&format!(
+            "SELECT {COLUMNS} FROM lead_scores WHERE tenant_id = ? AND subject_id = ? \
+             GROUP BY subject_id HAVING argMax(deleted, version) = 0"
+        ))
+        .bind(t)
+        .bind(subject)
+        .fetch_optional()
+        .await?;
+    row.map(|r| Json(Lead::from_row(t, r))).ok_or_else(|| ApiError::not_found("lead"))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LeadsQuery {
+    /// Only leads of this tier: `premium`, `standard`, `basic` or `unqualified`.
+    tier: Option<String>,
+    /// Only leads scoring at least this (0..100).
+    min_score: Option<String>,
+    /// Page size, 1..1000 (default 100).
+    limit: Option<String>,
+    /// Leads to skip, 0..1000000 (default 0).
+    offset: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/leads",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), LeadsQuery),
+    responses(
+        (status = 200, description = "Leads by score, highest first (ties by subject_id)", body = LeadList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_leads(
+    State(s): State<AppState>,
+    P(t): P<String>,
+    Q(q): Q<LeadsQuery>,
+) -> Result<Json<LeadList>, ApiError> {
+    let t = tenant(&t)?;
+    let tier = match q.tier.as_deref() {
+        None => None,
+        Some(name) => Some(
+            Tier::from_name(name)
+                .ok_or_else(|| ApiError::bad_request("tier", "one of premium, standard, basic, unqualified"))?,
+        ),
+    };
+    let min_score = number("min_score", q.min_score.as_deref(), 0.0, 100.0)?;
+    let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM lead_scores WHERE tenant_id = ? GROUP BY subject_id \
+         HAVING argMax(deleted, version) = 0 AND s >= ?"
+    );
+    if tier.is_some() {
+        sql.push_str(" AND tr = ?");
+    }
+    sql.push_str(" ORDER BY s DESC, subject_id LIMIT ?, ?");
+    let mut query = s.ch.query(&sql).bind(t).bind(min_score.unwrap_or(0.0));
+    if let Some(tier) = tier {
+        query = query.bind(tier.as_str());
+    }
+    let rows: Vec<LeadRow> = query.bind(offset).bind(limit).fetch_all().await?;
+    Ok(Json(LeadList { leads: rows.into_iter().map(|r| Lead::from_row(t, r)).collect(), limit, offset }))
+}

@@ -1,0 +1,181 @@
+//! Revenue per minute routes (SPEC §5, §3.3): realized revenue per minute
+//! and conversation efficiency.
+
+use axum::extract::State;
+use axum::Json;
+use revpulse_pipelines::time::{format_minute, parse_rfc3339, MICROS_PER_SECOND};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::params::{id, tenant, P, Q};
+use crate::{ApiError, AppState, ErrorBody};
+
+#[derive(clickhouse::Row, Deserialize)]
+struct ConversationRow {
+    subject_id: String,
+    duration_minutes: f64,
+    revenue_potential: f64,
+    revenue_per_minute: f64,
+}
+
+/// Efficiency of one conversation (SPEC §3.3).
+#[derive(Serialize, ToSchema)]
+pub struct ConversationEfficiency {
+    tenant_id: String,
+    conversation_id: String,
+    /// The lead: subject of the conversation's latest record.
+    subject_id: String,
+    /// max(1, last ts − first ts) in minutes.
+    duration_minutes: f64,
+    revenue_potential: f64,
+    revenue_per_minute: f64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/conversations/{id}",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), ("id" = String, Path, description = "Conversation id")),
+    responses(
+        (status = 200, description = "The conversation's efficiency", body = ConversationEfficiency),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_conversation(
+    State(s): State<AppState>,
+    P((t, conversation)): P<(String, String)>,
+) -> Result<Json<ConversationEfficiency>, ApiError> {
+    let t = tenant(&t)?;
+    let conversation = id("id", &conversation)?;
+    let row: Option<ConversationRow> =
+        s.ch.query(
+            "SELECT argMax(subject_id, version), argMax(duration_minutes, version), \
+             argMax(revenue_potential, version), argMax(revenue_per_minute, version) \
+             FROM conversation_rpm WHERE tenant_id = ? AND conversation_id = ? \
+             GROUP BY conversation_id HAVING argMax(deleted, version) = 0",
+        )
+        .bind(t)
+        .bind(conversation)
+        .fetch_optional()
+        .await?;
+    let r = row.ok_or_else(|| ApiError::not_found("conversation"))?;
+    Ok(Json(ConversationEfficiency {
+        tenant_id: t.to_owned(),
+        conversation_id: conversation.to_owned(),
+        subject_id: r.subject_id,
+        duration_minutes: r.duration_minutes,
+        revenue_potential: r.revenue_potential,
+        revenue_per_minute: r.revenue_per_minute,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PerMinuteQuery {
+    /// Start, RFC 3339 (default: one hour before `to`).
+    from: Option<String>,
+    /// End, RFC 3339, inclusive (default: now). At most 7 days after `from`.
+    to: Option<String>,
+    /// `all` (default), `payments` or `ro`.
+    source: Option<String>,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct MinuteRow {
+    minute: u32,
+    revenue: f64,
+    conversions: u64,
+}
+
+/// Realized revenue of one minute.
+#[derive(Serialize, ToSchema)]
+pub struct MinuteBucket {
+    /// `YYYY-MM-DDTHH:MM:00Z`.
+    minute: String,
+    revenue: f64,
+    conversions: u64,
+}
+
+/// Minute buckets with conversions, oldest first (minutes without any are omitted).
+#[derive(Serialize, ToSchema)]
+pub struct PerMinute {
+    tenant_id: String,
+    source: String,
+    from: String,
+    to: String,
+    minutes: Vec<MinuteBucket>,
+}
+
+/// Longest range of a per-minute query.
+const MAX_RANGE_SECS: i64 = 7 * 86_400;
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/revenue/per-minute",
+    tag = "metrics",
+    params(("tenant" = String, Path, description = "Tenant id"), PerMinuteQuery),
+    responses(
+        (status = 200, description = "Realized revenue per minute", body = PerMinute),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
+        (status = 503, description = "Metrics store unavailable or request timed out", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn per_minute(
+    State(s): State<AppState>,
+    P(t): P<String>,
+    Q(q): Q<PerMinuteQuery>,
+) -> Result<Json<PerMinute>, ApiError> {
+    let t = tenant(&t)?;
+    let parse = |name: &str, v: &str| {
+        parse_rfc3339(v).map(|m| m / MICROS_PER_SECOND).ok_or_else(|| ApiError::bad_request(name, "RFC 3339 timestamp"))
+    };
+    let to = match q.to.as_deref() {
+        Some(v) => parse("to", v)?,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+    };
+    let from = match q.from.as_deref() {
+        Some(v) => parse("from", v)?,
+        None => to - 3_600,
+    };
+    if from > to {
+        return Err(ApiError::bad_request("from", "must not be after `to`"));
+    }
+    if to - from > MAX_RANGE_SECS {
+        return Err(ApiError::bad_request("to", "at most 7 days after `from`"));
+    }
+    let source = q.source.unwrap_or_else(|| "all".into());
+    if !matches!(source.as_str(), "all" | "payments" | "ro") {
+        return Err(ApiError::bad_request("source", "one of all, payments, ro"));
+    }
+    let rows: Vec<MinuteRow> =
+        s.ch.query(
+            "SELECT toUInt32(minute) AS m, argMax(revenue, version), argMax(conversions, version) \
+             FROM revenue_per_minute WHERE tenant_id = ? AND source = ? \
+             AND minute >= toDateTime(?) AND minute <= toDateTime(?) \
+             GROUP BY minute HAVING argMax(deleted, version) = 0 ORDER BY m",
+        )
+        .bind(t)
+        .bind(&source)
+        .bind(from.max(0) as u32 / 60 * 60)
+        .bind(to.clamp(0, i64::from(u32::MAX)) as u32)
+        .fetch_all()
+        .await?;
+    Ok(Json(PerMinute {
+        tenant_id: t.to_owned(),
+        source,
+        from: format_minute((from.max(0) as u32) / 60 * 60),
+        to: format_minute(to.clamp(0, i64::from(u32::MAX)) as u32 / 60 * 60),
+        minutes: rows
+            .into_iter()
+            .map(|r| MinuteBucket { minute: format_minute(r.minute), revenue: r.revenue, conversions: r.conversions })
+            .collect(),
+    }))
+}
