@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: installs prerequisites, starts a
 # local ClickHouse, checks formatting and lints, runs every test (unit,
 # property, integration against real ClickHouse and librdkafka's mock Kafka
-# cluster), then stops the ClickHouse it started.
+# cluster), runs schemathesis against the live API, then stops the
+# ClickHouse it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,9 @@ trap cleanup EXIT
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --all-targets --locked
+log=$(mktemp)
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+# The live API against its own OpenAPI document (schemathesis from PyPI).
+scripts/schemathesis.sh
+awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"

@@ -13,11 +13,23 @@ use crate::{ApiError, AppState, ErrorBody};
 #[into_params(parameter_in = Query)]
 pub struct AttributionQuery {
     /// First conversion day, `YYYY-MM-DD` (default: 29 days before `to`).
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
     from: Option<String>,
-    /// Last conversion day, `YYYY-MM-DD`, inclusive (default: today, UTC). At most 366 days after `from`.
+    /// Last conversion day, `YYYY-MM-DD`, inclusive (default: today, UTC). An empty range credits nothing.
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
     to: Option<String>,
-    /// `last_touch` (default) or `linear`.
+    /// Attribution model (default `last_touch`).
+    #[param(value_type = Option<ModelParam>)]
     model: Option<String>,
+}
+
+/// Attribution models (SPEC §3.4).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ModelParam {
+    LastTouch,
+    Linear,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -68,7 +80,7 @@ fn parse_day(name: &str, v: &str) -> Result<Day, ApiError> {
     get,
     path = "/v1/tenants/{tenant}/attribution",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), AttributionQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), AttributionQuery),
     responses(
         (status = 200, description = "Credit per campaign, plus unattributed", body = Attribution),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -99,12 +111,6 @@ pub async fn attribution(
         Some(v) => parse_day("from", v)?,
         None => (to - 29).max(0),
     };
-    if from > to {
-        return Err(ApiError::bad_request("from", "must not be after `to`"));
-    }
-    if to - from > 366 {
-        return Err(ApiError::bad_request("to", "at most 366 days after `from`"));
-    }
     let rows: Vec<CampaignRow> =
         s.ch.query(
             "SELECT campaign_id, sum(c) AS conversions, sum(r) AS revenue FROM ( \
@@ -145,9 +151,11 @@ pub async fn attribution(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OffersQuery {
-    /// Page size, 1..1000 (default 100).
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Offers to skip, 0..1000000 (default 0).
+    /// Offers to skip (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000000)]
     offset: Option<String>,
 }
 
@@ -172,7 +180,7 @@ pub struct Offers {
     get,
     path = "/v1/tenants/{tenant}/offers",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), OffersQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), OffersQuery),
     responses(
         (status = 200, description = "Accepted offers per offer_id", body = Offers),
         (status = 400, description = "Bad parameter", body = ErrorBody),

@@ -48,7 +48,10 @@ pub struct ExperimentLift {
     get,
     path = "/v1/tenants/{tenant}/experiments/{id}/lift",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), ("id" = String, Path, description = "Experiment id")),
+    params(
+        ("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128),
+        ("id" = String, Path, description = "Experiment id", min_length = 1, max_length = 1024),
+    ),
     responses(
         (status = 200, description = "Per-variant figures and lift", body = ExperimentLift),
         (status = 400, description = "Bad parameter", body = ErrorBody),

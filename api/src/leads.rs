@@ -9,6 +9,17 @@ use utoipa::{IntoParams, ToSchema};
 use crate::params::{id, number, page, tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
 
+/// Lead tiers (SPEC §3.2).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TierParam {
+    Premium,
+    Standard,
+    Basic,
+    Unqualified,
+}
+
 #[derive(clickhouse::Row, Deserialize)]
 struct LeadRow {
     subject_id: String,
@@ -75,7 +86,10 @@ const COLUMNS: &str = "subject_id, argMax(score, version) AS s, argMax(base, ver
     get,
     path = "/v1/tenants/{tenant}/leads/{subject}",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), ("subject" = String, Path, description = "Lead (subject) id")),
+    params(
+        ("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128),
+        ("subject" = String, Path, description = "Lead (subject) id", min_length = 1, max_length = 1024),
+    ),
     responses(
         (status = 200, description = "The lead's score", body = Lead),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -104,13 +118,17 @@ pub async fn get_lead(State(s): State<AppState>, P((t, subject)): P<(String, Str
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LeadsQuery {
-    /// Only leads of this tier: `premium`, `standard`, `basic` or `unqualified`.
+    /// Only leads of this tier.
+    #[param(value_type = Option<TierParam>)]
     tier: Option<String>,
-    /// Only leads scoring at least this (0..100).
+    /// Only leads scoring at least this.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 100)]
     min_score: Option<String>,
-    /// Page size, 1..1000 (default 100).
+    /// Page size (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Leads to skip, 0..1000000 (default 0).
+    /// Leads to skip (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000000)]
     offset: Option<String>,
 }
 
@@ -118,7 +136,7 @@ pub struct LeadsQuery {
     get,
     path = "/v1/tenants/{tenant}/leads",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), LeadsQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), LeadsQuery),
     responses(
         (status = 200, description = "Leads by score, highest first (ties by subject_id)", body = LeadList),
         (status = 400, description = "Bad parameter", body = ErrorBody),

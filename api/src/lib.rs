@@ -197,6 +197,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         attribution::offers,
         experiments::lift,
     ),
+    components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam)),
     modifiers(&BearerAuth),
     tags((name = "metrics", description = "Tenant-scoped metrics; `Authorization: Bearer <key>`"), (name = "ops", description = "Operations"))
 )]

@@ -12,7 +12,7 @@ use crate::{ApiError, AppState, ErrorBody};
 #[into_params(parameter_in = Query)]
 pub struct RarQuery {
     /// Calendar month, `YYYY-MM` (UTC).
-    #[param(example = "2026-11")]
+    #[param(required = true, value_type = String, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])$", example = "2026-11")]
     month: Option<String>,
 }
 
@@ -64,7 +64,7 @@ pub struct RarResponse {
     get,
     path = "/v1/tenants/{tenant}/rar",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), RarQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), RarQuery),
     responses(
         (status = 200, description = "RaR of the month", body = RarResponse),
         (status = 400, description = "Bad parameter", body = ErrorBody),

@@ -7,7 +7,7 @@ use revpulse_pipelines::time::{format_minute, parse_rfc3339, MICROS_PER_SECOND};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::params::{id, tenant, P, Q};
+use crate::params::{id, int, tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -35,7 +35,10 @@ pub struct ConversationEfficiency {
     get,
     path = "/v1/tenants/{tenant}/conversations/{id}",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), ("id" = String, Path, description = "Conversation id")),
+    params(
+        ("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128),
+        ("id" = String, Path, description = "Conversation id", min_length = 1, max_length = 1024),
+    ),
     responses(
         (status = 200, description = "The conversation's efficiency", body = ConversationEfficiency),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -78,11 +81,30 @@ pub async fn get_conversation(
 #[into_params(parameter_in = Query)]
 pub struct PerMinuteQuery {
     /// Start, RFC 3339 (default: one hour before `to`).
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")]
     from: Option<String>,
-    /// End, RFC 3339, inclusive (default: now). At most 7 days after `from`.
+    /// End, RFC 3339, inclusive (default: now). An empty range has no buckets.
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")]
     to: Option<String>,
-    /// `all` (default), `payments` or `ro`.
+    /// Conversion source (default `all`).
+    #[param(value_type = Option<SourceParam>)]
     source: Option<String>,
+    /// Most buckets to return (default 1440, one day).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 44640)]
+    limit: Option<String>,
+    /// Buckets to skip (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000000)]
+    offset: Option<String>,
+}
+
+/// Conversion sources of `revenue_per_minute`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SourceParam {
+    All,
+    Payments,
+    Ro,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -109,16 +131,15 @@ pub struct PerMinute {
     from: String,
     to: String,
     minutes: Vec<MinuteBucket>,
+    limit: u64,
+    offset: u64,
 }
-
-/// Longest range of a per-minute query.
-const MAX_RANGE_SECS: i64 = 7 * 86_400;
 
 #[utoipa::path(
     get,
     path = "/v1/tenants/{tenant}/revenue/per-minute",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id"), PerMinuteQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), PerMinuteQuery),
     responses(
         (status = 200, description = "Realized revenue per minute", body = PerMinute),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -145,12 +166,8 @@ pub async fn per_minute(
         Some(v) => parse("from", v)?,
         None => to - 3_600,
     };
-    if from > to {
-        return Err(ApiError::bad_request("from", "must not be after `to`"));
-    }
-    if to - from > MAX_RANGE_SECS {
-        return Err(ApiError::bad_request("to", "at most 7 days after `from`"));
-    }
+    let limit = int("limit", q.limit.as_deref(), 1_440, 1, 44_640)?;
+    let offset = int("offset", q.offset.as_deref(), 0, 0, 1_000_000)?;
     let source = q.source.unwrap_or_else(|| "all".into());
     if !matches!(source.as_str(), "all" | "payments" | "ro") {
         return Err(ApiError::bad_request("source", "one of all, payments, ro"));
@@ -160,12 +177,14 @@ pub async fn per_minute(
             "SELECT toUInt32(minute) AS m, argMax(revenue, version), argMax(conversions, version) \
              FROM revenue_per_minute WHERE tenant_id = ? AND source = ? \
              AND minute >= toDateTime(?) AND minute <= toDateTime(?) \
-             GROUP BY minute HAVING argMax(deleted, version) = 0 ORDER BY m",
+             GROUP BY minute HAVING argMax(deleted, version) = 0 ORDER BY m LIMIT ?, ?",
         )
         .bind(t)
         .bind(&source)
         .bind(from.max(0) as u32 / 60 * 60)
         .bind(to.clamp(0, i64::from(u32::MAX)) as u32)
+        .bind(offset)
+        .bind(limit)
         .fetch_all()
         .await?;
     Ok(Json(PerMinute {
@@ -177,5 +196,7 @@ pub async fn per_minute(
             .into_iter()
             .map(|r| MinuteBucket { minute: format_minute(r.minute), revenue: r.revenue, conversions: r.conversions })
             .collect(),
+        limit,
+        offset,
     }))
 }
