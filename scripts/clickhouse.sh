@@ -65,7 +65,7 @@ start() {
   write_config
   nohup /usr/sbin/clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $! >"$dir/pid"
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     if up; then echo "clickhouse up at $url (data in $dir)"; return 0; fi
     sleep 0.1
   done
@@ -76,8 +76,12 @@ start() {
 
 stop() {
   if [ -f "$dir/pid" ]; then
-    kill "$(cat "$dir/pid")" 2>/dev/null || true
-    for _ in $(seq 1 50); do up || break; sleep 0.1; done
+    pid=$(cat "$dir/pid")
+    kill "$pid" 2>/dev/null || true
+    # Wait for the process itself, not just the port: a new server on the
+    # same directory fails while the old one still holds its lock.
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/pid"
   fi
 }

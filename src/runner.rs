@@ -9,7 +9,7 @@
 //! commit. The channel between them is bounded, so a ClickHouse outage
 //! pauses consumption instead of growing memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,7 @@ use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_pipelines::dataflow::{build, net_changes};
-use revpulse_pipelines::row::{RowKey, RowVals};
+use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -95,6 +95,53 @@ async fn sink_task(
     }
 }
 
+/// Start-up reconciliation: the keys ClickHouse holds live rows for, minus
+/// every key the rebuilt dataflow has emitted, are stale once the source has
+/// read up to the high watermarks it saw at start.
+struct CatchUp {
+    targets: Offsets,
+    suspects: HashSet<RowKey>,
+    started: Instant,
+}
+
+impl CatchUp {
+    fn start(source: &KafkaSource, sink: &ClickHouseSink, rt: &tokio::runtime::Handle) -> anyhow::Result<CatchUp> {
+        let targets = source.catch_up_targets().context("reading high watermarks")?;
+        let mut suspects = HashSet::new();
+        for table in Table::ALL {
+            let keys =
+                rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
+            suspects.extend(keys);
+        }
+        tracing::info!(
+            partitions = targets.len(),
+            live_rows = suspects.len(),
+            "rebuilding state from the beginning of every partition"
+        );
+        Ok(CatchUp { targets, suspects, started: Instant::now() })
+    }
+
+    fn touched(&mut self, rows: &[(RowKey, Option<RowVals>)]) {
+        if !self.suspects.is_empty() {
+            for (key, _) in rows {
+                self.suspects.remove(key);
+            }
+        }
+    }
+
+    /// Delete markers for the stale keys.
+    fn finish(self) -> Vec<(RowKey, Option<RowVals>)> {
+        tracing::info!(
+            seconds = self.started.elapsed().as_secs_f64(),
+            stale_rows = self.suspects.len(),
+            "caught up with the input as of start-up"
+        );
+        let mut deletes: Vec<_> = self.suspects.into_iter().map(|k| (k, None)).collect();
+        deletes.sort_by(|a, b| a.0.cmp(&b.0));
+        deletes
+    }
+}
+
 /// Runs the pipeline until `shared.stop` is set.
 pub fn run_pipeline(
     cfg: &Config,
@@ -109,6 +156,10 @@ pub fn run_pipeline(
             .context("connecting the Kafka source")?;
         let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
         let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Offsets>();
+        // Recovery (README "Recovery"): the dataflow starts empty and re-reads
+        // every partition. Rows live in ClickHouse that the rebuilt state no
+        // longer has must be deleted once the catch-up is complete.
+        let mut catch_up = Some(CatchUp::start(&source, &sink, &rt)?);
         let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
         let mut stats = RunStats::default();
         let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
@@ -130,6 +181,12 @@ pub fn run_pipeline(
             }
             source.update_lag(Duration::from_secs(5));
             if polled.messages == 0 {
+                if let Some(deletes) = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish) {
+                    let batch = SinkBatch { rows: deletes, offsets: source.positions().clone(), oldest_ms: None };
+                    if batch_tx.blocking_send(batch).is_err() {
+                        break;
+                    }
+                }
                 continue;
             }
             stats.messages += polled.messages as u64;
@@ -140,8 +197,17 @@ pub fn run_pipeline(
             let sealed = Instant::now();
             worker.step_while(|| df.probe.less_than(&epoch));
             shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
-            let rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+            let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
             shared.metrics.emitted_rows.inc_by(rows.len() as u64);
+            if let Some(c) = catch_up.as_mut() {
+                c.touched(&rows);
+            }
+            // The deletes ride in the batch that completes the catch-up, so the
+            // offsets that mark it complete are committed only with them.
+            if let Some(deletes) = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish) {
+                rows.extend(deletes);
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+            }
             shared.metrics.sink_in_flight.inc();
             let batch = SinkBatch { rows, offsets: source.positions().clone(), oldest_ms: polled.oldest_timestamp_ms };
             if batch_tx.blocking_send(batch).is_err() {

@@ -13,8 +13,13 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
 /// A migrated, empty database of its own.
 pub async fn fresh_clickhouse(name: &str) -> ClickHouseConfig {
+    fresh_clickhouse_at(name, std::env::var("REVPULSE_TEST_CLICKHOUSE_URL").ok()).await
+}
+
+/// As [`fresh_clickhouse`], on the server at `url` (default: the local one).
+pub async fn fresh_clickhouse_at(name: &str, url: Option<String>) -> ClickHouseConfig {
     let mut cfg = ClickHouseConfig::default();
-    if let Ok(url) = std::env::var("REVPULSE_TEST_CLICKHOUSE_URL") {
+    if let Some(url) = url {
         cfg.url = url;
     }
     ensure_clickhouse(&cfg).await.expect("a ClickHouse server for integration tests");
@@ -38,4 +43,42 @@ pub async fn clickhouse_rows(cfg: &ClickHouseConfig) -> Vec<serde_json::Value> {
         out.extend(sink.current_rows(t).await.expect("read current rows"));
     }
     out
+}
+
+/// Asserts that ClickHouse holds exactly the rows of `expected` (all tables).
+pub async fn assert_clickhouse_matches(cfg: &ClickHouseConfig, expected: &revpulse::replay::State) {
+    let expected: Vec<serde_json::Value> =
+        expected.iter().map(|(k, v)| revpulse_pipelines::row::row_json(k, v)).collect();
+    let actual: std::collections::BTreeSet<String> = clickhouse_rows(cfg).await.iter().map(|v| v.to_string()).collect();
+    let expected: std::collections::BTreeSet<String> = expected.iter().map(|v| v.to_string()).collect();
+    assert!(!expected.is_empty(), "nothing expected");
+    let missing: Vec<_> = expected.difference(&actual).take(5).collect();
+    let extra: Vec<_> = actual.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "ClickHouse differs from the recomputation: {} rows vs {} expected\nmissing: {missing:#?}\nextra: {extra:#?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
+/// Malformed messages of every SPEC §2.6 kind, with the reason each must get:
+/// (topic, key, payload, reason).
+pub fn malformed() -> Vec<(revpulse_pipelines::event::Topic, &'static str, Vec<u8>, &'static str)> {
+    use revpulse_pipelines::event::Topic;
+    let good = r#"{"tenant_id":"dealer-000","ts":"2026-11-01T12:00:00Z","event_id":"bad-X","channel":"maps","intent_cluster":"x","impressions":10,"share_ai_snippet":0.5,"ctr_baseline":0.1,"ctr_drop_when_ai":0.5,"lead_cr":0.1,"close_rate":0.1,"recoverable_share":0.1,"avg_gross":100}"#;
+    vec![
+        (Topic::Impressions, "bad-1", b"{not json".to_vec(), "invalid_json"),
+        (Topic::Impressions, "bad-1b", good[..good.len() / 2].as_bytes().to_vec(), "invalid_json"),
+        (Topic::Impressions, "bad-2", good.replace(r#""channel":"maps","#, "").into_bytes(), "missing_field"),
+        (Topic::Impressions, "bad-3", good.replace("10,", "\"10\",").into_bytes(), "wrong_type"),
+        (Topic::Impressions, "bad-4", good.replace("0.5,\"ctr_b", "1.5,\"ctr_b").into_bytes(), "out_of_range"),
+        (Topic::Impressions, "bad-4b", good.replace("10,", "123456789012345678901234567890,").into_bytes(), "wrong_type"),
+        (Topic::Impressions, "bad-5", good.replace("2026-11-01T12:00:00Z", "yesterday").into_bytes(), "bad_timestamp"),
+        (Topic::Impressions, "bad-6", good.replace("\"x\"", &format!("\"{}\"", "x".repeat(2000))).into_bytes(), "string_too_long"),
+        (Topic::Impressions, "bad-7", vec![0xff, 0xfe, 0x00], "invalid_utf8"),
+        (Topic::Impressions, "bad-8", format!("{good}{}", " ".repeat(1 << 20)).into_bytes(), "payload_too_large"),
+        (Topic::Impressions, "bad-9", format!("{}{good}", "[".repeat(5000)).into_bytes(), "wrong_type"),
+        (Topic::Messages, "bad-10", br#"{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","message_id":"m","subject_id":"s","direction":"sideways","channel":"sms","status":"sent"}"#.to_vec(), "unknown_enum"),
+    ]
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clickhouse::Client;
-use revpulse_pipelines::row::{ColType, RowKey, RowVals, Table};
+use revpulse_pipelines::row::{Cell, ColType, RowKey, RowVals, Table};
+use revpulse_pipelines::time::{day_of, parse_rfc3339, MICROS_PER_SECOND};
 
 use super::rowbinary::{columns, encode_row};
 use super::ClickHouseConfig;
@@ -139,6 +140,28 @@ impl ClickHouseSink {
                 }
             }
         }
+    }
+
+    /// The keys of every live (not deleted) row of `table`.
+    pub async fn live_keys(&self, table: Table) -> Result<Vec<RowKey>, SinkError> {
+        let mut keys = Vec::new();
+        for row in self.current_rows(table).await? {
+            let mut key = Vec::new();
+            for (name, ty) in table.key_columns() {
+                let text = row.get(*name).and_then(|v| v.as_str()).unwrap_or_default();
+                key.push(match ty {
+                    ColType::Date => {
+                        Cell::Date(day_of(parse_rfc3339(&format!("{text}T00:00:00Z")).unwrap_or_default()))
+                    }
+                    ColType::DateTime => {
+                        Cell::Minute((parse_rfc3339(text).unwrap_or_default() / MICROS_PER_SECOND) as u32)
+                    }
+                    _ => Cell::Str(text.to_owned()),
+                });
+            }
+            keys.push(RowKey::new(table, key));
+        }
+        Ok(keys)
     }
 
     /// The current rows of `table` as JSON objects shaped like

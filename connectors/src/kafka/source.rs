@@ -185,15 +185,22 @@ impl KafkaSource {
         }
     }
 
-    /// Reads the high watermarks of the assigned partitions: the point up to
-    /// which a start-up catch-up must read.
-    pub fn high_watermarks(&self) -> Result<Offsets, KafkaError> {
+    /// The offsets up to which a start-up catch-up must read: the high
+    /// watermark of every assigned partition that holds any message.
+    pub fn catch_up_targets(&self) -> Result<Offsets, KafkaError> {
         let mut out = Offsets::new();
         for (t, p) in &self.assigned {
-            let (_low, high) = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5))?;
-            out.insert((t.clone(), *p), high);
+            let (low, high) = self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5))?;
+            if high > low {
+                out.insert((t.clone(), *p), high);
+            }
         }
         Ok(out)
+    }
+
+    /// Whether every partition of `targets` has been read up to its target.
+    pub fn reached(&self, targets: &Offsets) -> bool {
+        targets.iter().all(|(tp, target)| self.positions.get(tp).is_some_and(|p| p >= target))
     }
 }
 

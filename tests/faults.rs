@@ -1,0 +1,294 @@
+//! Exactly-once effect under faults (SPEC §7), with the real binary as a
+//! child process, librdkafka's mock cluster (kept by this test process, so it
+//! survives the child) and a real ClickHouse:
+//!
+//! - `kill -9` at three random points of a 200k-event stream (with 5%
+//!   malformed messages of every kind), restart each time, then a graceful
+//!   SIGTERM: ClickHouse equals a from-scratch recomputation, the process
+//!   exits 0, every offset is committed, every bad message is dead-lettered.
+//! - ClickHouse stopped for 20 s mid-stream and restarted: the same, with
+//!   `/readyz` false during the outage and the child's RSS under a bound.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use revpulse::generate::{GenConfig, Generator};
+use revpulse::replay::{self, Line};
+use revpulse_connectors::clickhouse::ClickHouseConfig;
+use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer};
+use revpulse_pipelines::event::{decode_value, Topic};
+
+const GROUP: &str = "revpulse-faults";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, api_port: u16) -> PathBuf {
+    let path = dir.join("revpulse.toml");
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{GROUP}\"\nmax_batch_messages = 5000\n\
+         [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\nretry_max_ms = 1000\n\
+         [api]\nlisten = \"127.0.0.1:{api_port}\"\n[pipeline]\nmax_in_flight_batches = 4\n",
+        ch.url, ch.database
+    );
+    std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes())).expect("write config");
+    path
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_revpulse"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn revpulse run")
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Produces `total` generated events (5% malformed among them) at about
+/// `rate` per second, calling `tick(fraction_done)` as it goes. Returns the
+/// valid events in arrival order and the number of malformed ones.
+fn stream(kafka: &KafkaConfig, total: usize, rate: usize, seed: u64, mut tick: impl FnMut(f64)) -> (Vec<Line>, usize) {
+    let producer = KeyedProducer::new(kafka).expect("producer");
+    let mut generator = Generator::new(GenConfig { seed, tenants: 4, ..GenConfig::default() });
+    let bad = common::malformed();
+    let mut lines = Vec::new();
+    let mut seq: BTreeMap<Topic, u64> = BTreeMap::new();
+    let mut malformed = 0;
+    let started = Instant::now();
+    for i in 0..total {
+        if i % 20 == 7 {
+            // The payload-too-large kind is 1 MiB: only twice per run, on
+            // different keys, so no partition outgrows the mock cluster's
+            // ~5 MiB retention (a restart re-reads every partition).
+            let (topic, key, payload, _) = &bad[(i / 20) % bad.len()];
+            if payload.len() < 10_000 || i % (total / 2) == 7 {
+                let key = format!("{key}-{i}");
+                producer.send(kafka.topics.get(*topic), key.as_bytes(), Some(payload)).expect("send bad");
+                malformed += 1;
+            }
+        }
+        let r = generator.next_record();
+        producer
+            .send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))
+            .expect("send");
+        let s = seq.entry(r.topic).or_insert(0);
+        *s += 1;
+        let value =
+            r.payload.as_deref().map(|p| decode_value(r.topic, p.as_bytes()).expect("generated events are valid"));
+        lines.push(Line { topic: r.topic, key: r.key, value, seq: *s });
+        if i % 1_000 == 999 {
+            producer.poll();
+            tick(i as f64 / total as f64);
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            std::thread::sleep(due.saturating_sub(started.elapsed()));
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    (lines, malformed)
+}
+
+/// Waits until the group has committed every partition up to its high watermark.
+fn wait_committed(brokers: &str, kafka: &KafkaConfig, deadline: Duration) {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", GROUP).create().expect("consumer");
+    let started = Instant::now();
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for t in Topic::ALL {
+            let name = kafka.topics.get(t);
+            let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5)).expect("metadata");
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = consumer.fetch_watermarks(name, p.id(), Duration::from_secs(5)).expect("watermarks");
+                tpl.add_partition(name, p.id());
+                highs.push(((name.to_owned(), p.id()), high));
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).expect("committed");
+        let behind: Vec<_> = highs
+            .iter()
+            .filter(|((t, p), high)| {
+                let c = committed.find_partition(t, *p).map(|e| e.offset());
+                *high > 0 && c != Some(Offset::Offset(*high))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < deadline, "offsets not committed in time: {behind:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill -TERM");
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup(
+    name: &str,
+    partitions: i32,
+) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, KafkaConfig, PathBuf) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let kafka = KafkaConfig { brokers: cluster.bootstrap_servers(), group_id: GROUP.into(), ..KafkaConfig::default() };
+    for t in Topic::ALL {
+        cluster.create_topic(kafka.topics.get(t), partitions, 1).expect("topic");
+    }
+    cluster.create_topic(&kafka.dlq_topic, 1, 1).expect("dlq");
+    let dir = std::env::temp_dir().join(format!("revpulse-faults-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    (cluster, kafka, dir)
+}
+
+#[test]
+fn kill_9_three_times_then_sigterm_is_exact() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let ch = rt.block_on(common::fresh_clickhouse("kill9"));
+    // 8 partitions per topic keep each under the mock cluster's ~5 MiB retention.
+    let (_cluster, kafka, dir) = setup("kill9", 8);
+    let config = write_config(&dir, &kafka.brokers, &ch, free_port());
+    let log = dir.join("revpulse.log");
+
+    let mut child = spawn(&config, &log);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut kill_at: Vec<f64> = (0..3).map(|i| 0.1 + 0.28 * i as f64 + rng.random_range(0.0..0.2)).collect();
+    let mut kills = 0;
+    let (lines, malformed) = stream(&kafka, 200_000, 40_000, 5, |done| {
+        if kill_at.first().is_some_and(|at| done >= *at) {
+            kill_at.remove(0);
+            child.kill().expect("kill -9");
+            let _ = child.wait();
+            kills += 1;
+            child = spawn(&config, &log);
+        }
+    });
+    assert_eq!(kills, 3);
+    wait_committed(&kafka.brokers, &kafka, Duration::from_secs(240));
+    let status = sigterm(&mut child);
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+
+    let expected = replay::run(lines, &Default::default(), 1, 50_000).expect("replay");
+    rt.block_on(common::assert_clickhouse_matches(&ch, &expected));
+
+    // Every malformed message was dead-lettered (at least once across restarts).
+    let dlq: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", "dlq-count")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("dlq consumer");
+    // The high watermark counts every dead letter ever appended (the mock
+    // cluster may have dropped old ones); restarts may dead-letter twice.
+    let (_, high) = dlq.fetch_watermarks(&kafka.dlq_topic, 0, Duration::from_secs(5)).expect("dlq watermarks");
+    assert!(high as usize >= malformed, "{high} dead letters for {malformed} malformed messages");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn clickhouse_outage_of_20s_is_exact_and_bounded() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    // A ClickHouse of its own, so stopping it disturbs no other test.
+    let ch_dir = std::env::temp_dir().join(format!("revpulse-faults-ch-{}", std::process::id()));
+    let (http, tcp) = (free_port(), free_port());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
+    let clickhouse = |verb: &str| {
+        let ok = Command::new("bash")
+            .arg(script)
+            .arg(verb)
+            .env("REVPULSE_CH_DIR", &ch_dir)
+            .env("REVPULSE_CH_HTTP_PORT", http.to_string())
+            .env("REVPULSE_CH_TCP_PORT", tcp.to_string())
+            .status()
+            .expect("clickhouse.sh");
+        assert!(ok.success(), "clickhouse.sh {verb}");
+    };
+    clickhouse("start");
+    let ch = rt.block_on(common::fresh_clickhouse_at("outage", Some(format!("http://127.0.0.1:{http}"))));
+    assert_eq!(ch.url, format!("http://127.0.0.1:{http}"));
+
+    let (_cluster, kafka, dir) = setup("outage", 4);
+    let api_port = free_port();
+    let config = write_config(&dir, &kafka.brokers, &ch, api_port);
+    let mut child = spawn(&config, &dir.join("revpulse.log"));
+    let pid = child.id();
+
+    let ready = || {
+        Command::new("curl")
+            .args(["-fsS", "--max-time", "1", &format!("http://127.0.0.1:{api_port}/readyz")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let mut max_rss = 0;
+    let mut outage_seen_unready = false;
+    let mut outage = None;
+    let (lines, _) = stream(&kafka, 60_000, 2_000, 9, |done| {
+        max_rss = max_rss.max(rss_kib(pid).unwrap_or(0));
+        if outage.is_none() && done >= 0.2 {
+            clickhouse("stop");
+            outage = Some(Instant::now());
+        }
+        if let Some(at) = outage {
+            if at.elapsed() > Duration::from_secs(3) && at.elapsed() < Duration::from_secs(20) && !ready() {
+                outage_seen_unready = true;
+            }
+            if at.elapsed() >= Duration::from_secs(20) && ch_down(&ch.url) {
+                clickhouse("start");
+            }
+        }
+    });
+    // The outage lasts 20 s even if the stream ended sooner.
+    let outage_len = outage.map(|o| o.elapsed()).unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(outage_len));
+    if ch_down(&ch.url) {
+        clickhouse("start");
+    }
+    wait_committed(&kafka.brokers, &kafka, Duration::from_secs(180));
+    max_rss = max_rss.max(rss_kib(pid).unwrap_or(0));
+    assert!(outage_seen_unready, "/readyz was false while ClickHouse was down");
+    assert!(ready(), "/readyz is true again after recovery");
+    assert!(sigterm(&mut child).success());
+
+    let expected = replay::run(lines, &Default::default(), 1, 50_000).expect("replay");
+    rt.block_on(common::assert_clickhouse_matches(&ch, &expected));
+    eprintln!("peak RSS of revpulse run during the outage test: {} MiB", max_rss / 1024);
+    assert!(max_rss < 512 * 1024, "RSS {} KiB over the 512 MiB bound", max_rss);
+    clickhouse("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ch_dir);
+}
+
+fn ch_down(url: &str) -> bool {
+    !Command::new("curl")
+        .args(["-fsS", "--max-time", "1", &format!("{url}/ping")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
