@@ -69,7 +69,7 @@ pub fn malformed() -> Vec<(revpulse_pipelines::event::Topic, &'static str, Vec<u
     let good = r#"{"tenant_id":"dealer-000","ts":"2026-11-01T12:00:00Z","event_id":"bad-X","channel":"maps","intent_cluster":"x","impressions":10,"share_ai_snippet":0.5,"ctr_baseline":0.1,"ctr_drop_when_ai":0.5,"lead_cr":0.1,"close_rate":0.1,"recoverable_share":0.1,"avg_gross":100}"#;
     vec![
         (Topic::Impressions, "bad-1", b"{not json".to_vec(), "invalid_json"),
-        (Topic::Impressions, "bad-1b", good[..good.len() / 2].as_bytes().to_vec(), "invalid_json"),
+        (Topic::Impressions, "bad-1b", good.as_bytes()[..good.len() / 2].to_vec(), "invalid_json"),
         (Topic::Impressions, "bad-2", good.replace(r#""channel":"maps","#, "").into_bytes(), "missing_field"),
         (Topic::Impressions, "bad-3", good.replace("10,", "\"10\",").into_bytes(), "wrong_type"),
         (Topic::Impressions, "bad-4", good.replace("0.5,\"ctr_b", "1.5,\"ctr_b").into_bytes(), "out_of_range"),
