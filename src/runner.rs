@@ -175,6 +175,7 @@ pub fn run_pipeline(
             let polled = source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
                 df.inputs.send(topic, key, value, seq);
             });
+            source.probe_broker(Duration::from_secs(2));
             shared.readiness.kafka.store(source.healthy(), Ordering::Relaxed);
             while let Ok(offsets) = ack_rx.try_recv() {
                 commit(&source, &offsets, &mut stats);

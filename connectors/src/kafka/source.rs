@@ -42,6 +42,7 @@ pub struct KafkaSource {
     assigned: Vec<(String, i32)>,
     healthy: bool,
     last_lag_check: Option<Instant>,
+    last_probe: Option<Instant>,
 }
 
 /// What one poll delivered.
@@ -116,12 +117,29 @@ impl KafkaSource {
             assigned,
             healthy: true,
             last_lag_check: None,
+            last_probe: None,
         })
     }
 
-    /// Whether the last poll reached the broker without a client error.
+    /// Whether the broker answered the last probe (or delivered since).
     pub fn healthy(&self) -> bool {
         self.healthy
+    }
+
+    /// Asks the cluster for metadata at most every `every`, so readiness
+    /// notices a lost broker even when no traffic would reveal it (librdkafka
+    /// reconnects on its own; this only observes).
+    pub fn probe_broker(&mut self, every: Duration) {
+        if self.last_probe.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        let topic = self.assigned.first().map(|(t, _)| t.clone());
+        let ok = self.consumer.fetch_metadata(topic.as_deref(), Duration::from_secs(1)).is_ok();
+        if ok != self.healthy {
+            tracing::warn!(reachable = ok, "kafka reachability changed");
+        }
+        self.healthy = ok;
     }
 
     /// Reads up to `max` messages, waiting at most `wait` in total. Valid
