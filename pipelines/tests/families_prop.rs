@@ -6,17 +6,18 @@
 //! stale versions, tombstones, redeliveries, any interleaving across keys,
 //! random batch splits, on 1 and 2 timely workers.
 
+mod harness;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use harness::State;
 use proptest::prelude::*;
-use revpulse_pipelines::config::MetricsConfig;
-use revpulse_pipelines::dataflow::{build, net_changes};
+use revpulse_pipelines::dataflow::Inputs;
 use revpulse_pipelines::event::*;
-use revpulse_pipelines::row::{Cell, RowKey, RowVals, Table};
+use revpulse_pipelines::row::{Cell, RowKey, Table};
 use revpulse_pipelines::time::{day_of, minute_of, Micros};
 use revpulse_pipelines::types::{Count, NonNeg, Signed, Str, Tenant, Ts, F64};
 
-type State = BTreeMap<RowKey, RowVals>;
 /// One input message: topic, key and value (`None`: tombstone).
 type Msg = (Topic, String, Option<Event>);
 
@@ -190,23 +191,8 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
             })
             .collect::<Vec<_>>()
     });
-    (per_key, any::<u64>(), prop::collection::vec(1usize..10, 1..8)).prop_map(|(per_key, seed, cuts)| {
-        let mut queues: Vec<std::collections::VecDeque<Msg>> = per_key.into_iter().map(Into::into).collect();
-        let mut out = Vec::new();
-        let mut rng = seed;
-        while queues.iter().any(|q| !q.is_empty()) {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
-            let q = live[(rng >> 33) as usize % live.len()];
-            if let Some(m) = queues[q].pop_front() {
-                if (rng >> 20) % 7 == 0 {
-                    out.push(m.clone());
-                }
-                out.push(m);
-            }
-        }
-        (out, cuts)
-    })
+    (per_key, any::<u64>(), prop::collection::vec(1usize..10, 1..8))
+        .prop_map(|(per_key, seed, cuts)| (harness::interleave(per_key, seed), cuts))
 }
 
 // ---------------- naive recomputation ----------------
@@ -575,96 +561,12 @@ fn naive_rows(msgs: &[Msg]) -> State {
 
 // ---------------- the dataflow under test ----------------
 
-fn run_dataflow(workers: usize, batches: Vec<Vec<Msg>>) -> Vec<State> {
-    let batches = std::sync::Arc::new(batches);
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut df = build(worker, &MetricsConfig::default());
-        let mut seq = 0u64;
-        let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
-        for (epoch, batch) in batches.iter().enumerate() {
-            // Each worker reads a share, as partitions spread over workers.
-            for (i, (topic, key, value)) in batch.iter().enumerate() {
-                seq += 1;
-                if i % worker.peers() == worker.index() {
-                    df.inputs.send(*topic, key.clone(), value.clone(), seq);
-                }
-            }
-            df.inputs.advance_to(epoch as u64 + 1);
-            df.inputs.flush();
-            worker.step_while(|| df.probe.less_than(&(epoch as u64 + 1)));
-            per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
-        }
-        per_batch
-    })
-    .expect("timely runs");
-    let mut merged: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
-    for result in guards.join() {
-        let per_batch = result.expect("worker finished");
-        merged.resize_with(per_batch.len(), Vec::new);
-        for (m, b) in merged.iter_mut().zip(per_batch) {
-            m.extend(b);
-        }
-    }
-    let mut state = State::new();
-    merged
-        .into_iter()
-        .map(|changes| {
-            for (key, vals) in net_changes(changes) {
-                match vals {
-                    Some(v) => state.insert(key, v),
-                    None => state.remove(&key),
-                };
-            }
-            state.clone()
-        })
-        .collect()
-}
-
-fn split(msgs: &[Msg], cuts: &[usize]) -> Vec<Vec<Msg>> {
-    let mut out = Vec::new();
-    let mut rest = msgs;
-    for &c in cuts.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let n = c.min(rest.len());
-        out.push(rest[..n].to_vec());
-        rest = &rest[n..];
-    }
-    out
-}
-
-fn diff(actual: &State, expected: &State) -> String {
-    let mut lines = Vec::new();
-    for (k, v) in expected {
-        match actual.get(k) {
-            None => lines.push(format!("missing {k:?} = {v:?}")),
-            Some(a) if a != v => lines.push(format!("differs {k:?}: got {a:?}, want {v:?}")),
-            _ => {}
-        }
-    }
-    for k in actual.keys().filter(|k| !expected.contains_key(*k)) {
-        lines.push(format!("extra {k:?} = {:?}", actual[k]));
-    }
-    lines.join("\n")
+fn send(inputs: &mut Inputs, (topic, key, value): &Msg, seq: u64) {
+    inputs.send(*topic, key.clone(), value.clone(), seq);
 }
 
 fn check(workers: usize, msgs: &[Msg], cuts: &[usize]) -> Result<(), TestCaseError> {
-    let batches = split(msgs, cuts);
-    let states = run_dataflow(workers, batches.clone());
-    let mut prefix = 0;
-    for (i, (batch, state)) in batches.iter().zip(&states).enumerate() {
-        prefix += batch.len();
-        let expected = naive_rows(&msgs[..prefix]);
-        prop_assert!(
-            state == &expected,
-            "after batch {} of {} ({workers} workers):\n{}",
-            i + 1,
-            batches.len(),
-            diff(state, &expected)
-        );
-    }
-    Ok(())
+    harness::check(workers, msgs, cuts, send, naive_rows)
 }
 
 proptest! {

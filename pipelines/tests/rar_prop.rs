@@ -3,17 +3,18 @@
 //! corrections, tombstones, duplicates, any interleaving across keys, random
 //! batch splits, and 1 or 2 timely workers.
 
+mod harness;
+
 use std::collections::BTreeMap;
 
+use harness::{interleave, run_dataflow, split, State};
 use proptest::prelude::*;
-use revpulse_pipelines::config::MetricsConfig;
-use revpulse_pipelines::dataflow::{build, net_changes};
+use revpulse_pipelines::dataflow::Inputs;
 use revpulse_pipelines::event::{Event, Impression, Topic};
-use revpulse_pipelines::row::{Cell, RowKey, RowVals, Table};
+use revpulse_pipelines::row::{Cell, RowKey, Table};
 use revpulse_pipelines::time::parse_rfc3339;
 use revpulse_pipelines::types::{Count, NonNeg, Str, Tenant, Ts, Unit};
 
-type State = BTreeMap<RowKey, RowVals>;
 /// One input message: key and value (`None`: tombstone).
 type Msg = (String, Option<Impression>);
 
@@ -62,24 +63,8 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
             .collect();
         strategies
     });
-    (per_key, any::<u64>(), prop::collection::vec(1usize..8, 1..10)).prop_map(|(per_key, seed, cuts)| {
-        let mut queues: Vec<std::collections::VecDeque<Msg>> = per_key.into_iter().map(Into::into).collect();
-        let mut out = Vec::new();
-        let mut rng = seed;
-        while queues.iter().any(|q| !q.is_empty()) {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
-            let q = live[(rng >> 33) as usize % live.len()];
-            if let Some(m) = queues[q].pop_front() {
-                // Redelivery of the same message right after: harmless by SPEC §2.
-                if (rng >> 20) % 7 == 0 {
-                    out.push(m.clone());
-                }
-                out.push(m);
-            }
-        }
-        (out, cuts)
-    })
+    (per_key, any::<u64>(), prop::collection::vec(1usize..8, 1..10))
+        .prop_map(|(per_key, seed, cuts)| (interleave(per_key, seed), cuts))
 }
 
 // ---- naive recomputation, independent of the pipeline's code ----
@@ -181,75 +166,12 @@ fn naive_rows(msgs: &[Msg]) -> State {
 
 /// Feeds `batches` through the dataflow on `workers` threads and returns the
 /// materialized table state after each batch.
-fn run_dataflow(workers: usize, batches: Vec<Vec<Msg>>) -> Vec<State> {
-    let batches = std::sync::Arc::new(batches);
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut df = build(worker, &MetricsConfig::default());
-        let mut seq = 0u64;
-        let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
-        for (epoch, batch) in batches.iter().enumerate() {
-            // Worker 0 reads the "partition"; the upsert operator exchanges by key.
-            if worker.index() == 0 {
-                for (key, value) in batch {
-                    seq += 1;
-                    df.inputs.send(Topic::Impressions, key.clone(), value.clone().map(Event::Impression), seq);
-                }
-            }
-            df.inputs.advance_to(epoch as u64 + 1);
-            df.inputs.flush();
-            worker.step_while(|| df.probe.less_than(&(epoch as u64 + 1)));
-            per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
-        }
-        per_batch
-    })
-    .expect("timely runs");
-    let mut merged: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
-    for result in guards.join() {
-        let per_batch = result.expect("worker finished");
-        merged.resize_with(per_batch.len(), Vec::new);
-        for (m, b) in merged.iter_mut().zip(per_batch) {
-            m.extend(b);
-        }
-    }
-    let mut state = State::new();
-    merged
-        .into_iter()
-        .map(|changes| {
-            for (key, vals) in net_changes(changes) {
-                match vals {
-                    Some(v) => state.insert(key, v),
-                    None => state.remove(&key),
-                };
-            }
-            state.clone()
-        })
-        .collect()
-}
-
-fn split(msgs: &[Msg], cuts: &[usize]) -> Vec<Vec<Msg>> {
-    let mut out = Vec::new();
-    let mut rest = msgs;
-    for &c in cuts.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let n = c.min(rest.len());
-        out.push(rest[..n].to_vec());
-        rest = &rest[n..];
-    }
-    out
+fn send(inputs: &mut Inputs, (key, value): &Msg, seq: u64) {
+    inputs.send(Topic::Impressions, key.clone(), value.clone().map(Event::Impression), seq);
 }
 
 fn check(workers: usize, msgs: &[Msg], cuts: &[usize]) -> Result<(), TestCaseError> {
-    let batches = split(msgs, cuts);
-    let states = run_dataflow(workers, batches.clone());
-    let mut prefix = 0;
-    for (i, (batch, state)) in batches.iter().zip(&states).enumerate() {
-        prefix += batch.len();
-        let expected = naive_rows(&msgs[..prefix]);
-        prop_assert_eq!(state, &expected, "after batch {} of {} ({} workers)", i + 1, batches.len(), workers);
-    }
-    Ok(())
+    harness::check(workers, msgs, cuts, send, naive_rows)
 }
 
 proptest! {
@@ -269,7 +191,7 @@ proptest! {
     /// interleaving of the same per-key sequences and batching agrees.
     #[test]
     fn rar_final_state_is_order_independent((msgs, cuts) in arb_input(), seed in any::<u64>()) {
-        let one = run_dataflow(1, split(&msgs, &cuts));
+        let one = run_dataflow(1, split(&msgs, &cuts), send);
         // Reverse the interleaving across keys while keeping per-key order.
         let mut by_key: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
         for m in &msgs {
@@ -282,7 +204,7 @@ proptest! {
         for k in keys.into_iter().rev() {
             reordered.extend(k);
         }
-        let two = run_dataflow(1, split(&reordered, &[(seed % 5 + 1) as usize]));
+        let two = run_dataflow(1, split(&reordered, &[(seed % 5 + 1) as usize]), send);
         prop_assert_eq!(one.last(), two.last());
         prop_assert_eq!(one.last().cloned().unwrap_or_default(), naive_rows(&msgs));
     }

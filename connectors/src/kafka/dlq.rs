@@ -1,13 +1,12 @@
 //! The dead-letter queue (SPEC §2.6): rejected messages are re-published
 //! unchanged to the DLQ topic, with headers naming their origin and reason.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use revpulse_pipelines::event::Reject;
 
@@ -85,22 +84,14 @@ impl DeadLetters {
             .insert(Header { key: HEADER_OFFSET, value: Some(&offset) })
             .insert(Header { key: HEADER_REASON, value: Some(reject.reason.as_str()) })
             .insert(Header { key: HEADER_DETAIL, value: Some(&detail) });
-        loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers.clone());
-            if let Some(k) = key {
-                record = record.key(k);
-            }
-            if let Some(p) = payload {
-                record = record.payload(p);
-            }
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e),
-            }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
         }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        super::send_waiting(&self.producer, record)
     }
 
     /// Waits until every dead letter is acknowledged by the broker; offsets

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::KafkaConfig;
@@ -25,19 +25,11 @@ impl KeyedProducer {
     /// Queues one message (`payload == None`: tombstone), waiting while the
     /// local queue is full.
     pub fn send(&self, topic: &str, key: &[u8], payload: Option<&[u8]>) -> Result<(), KafkaError> {
-        loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
-            if let Some(p) = payload {
-                record = record.payload(p);
-            }
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e),
-            }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
         }
+        super::send_waiting(&self.producer, record)
     }
 
     /// Serves delivery callbacks without blocking.

@@ -1,0 +1,145 @@
+//! The property tests' shared harness: arrival orders, batch splits, and the
+//! real dataflow run on 1 or more timely workers, materialized after every
+//! batch for comparison with a naive recomputation.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use proptest::test_runner::TestCaseError;
+use revpulse_pipelines::config::MetricsConfig;
+use revpulse_pipelines::dataflow::{build, net_changes, Inputs};
+use revpulse_pipelines::row::{RowKey, RowVals};
+
+/// The tables as a map from row key to values.
+pub type State = BTreeMap<RowKey, RowVals>;
+
+/// Merges per-key message sequences in a seeded random order (each key
+/// keeps its own order, as on a Kafka partition), redelivering about one
+/// message in seven right after itself.
+pub fn interleave<M: Clone>(per_key: Vec<Vec<M>>, seed: u64) -> Vec<M> {
+    let mut queues: Vec<VecDeque<M>> = per_key.into_iter().map(Into::into).collect();
+    let mut out = Vec::new();
+    let mut rng = seed;
+    while queues.iter().any(|q| !q.is_empty()) {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
+        let q = live[(rng >> 33) as usize % live.len()];
+        if let Some(m) = queues[q].pop_front() {
+            if (rng >> 20) % 7 == 0 {
+                out.push(m.clone());
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Cuts `msgs` into consecutive batches of the sizes in `cuts`, cycling.
+pub fn split<M: Clone>(msgs: &[M], cuts: &[usize]) -> Vec<Vec<M>> {
+    let mut out = Vec::new();
+    let mut rest = msgs;
+    for &c in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let n = c.max(1).min(rest.len());
+        out.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// Feeds `batches` through the dataflow on `workers` threads (worker i reads
+/// every i-th message, as partitions spread over workers) and returns the
+/// tables after each batch.
+pub fn run_dataflow<M: Clone + Send + Sync + 'static>(
+    workers: usize,
+    batches: Vec<Vec<M>>,
+    send: fn(&mut Inputs, &M, u64),
+) -> Vec<State> {
+    let batches = std::sync::Arc::new(batches);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let mut df = build(worker, &MetricsConfig::default());
+        let mut seq = 0u64;
+        let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
+        for (epoch, batch) in batches.iter().enumerate() {
+            for (i, msg) in batch.iter().enumerate() {
+                seq += 1;
+                if i % worker.peers() == worker.index() {
+                    send(&mut df.inputs, msg, seq);
+                }
+            }
+            df.inputs.advance_to(epoch as u64 + 1);
+            df.inputs.flush();
+            worker.step_while(|| df.probe.less_than(&(epoch as u64 + 1)));
+            per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
+        }
+        per_batch
+    })
+    .expect("timely runs");
+    let mut merged: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
+    for result in guards.join() {
+        let per_batch = result.expect("worker finished");
+        merged.resize_with(per_batch.len(), Vec::new);
+        for (m, b) in merged.iter_mut().zip(per_batch) {
+            m.extend(b);
+        }
+    }
+    let mut state = State::new();
+    merged
+        .into_iter()
+        .map(|changes| {
+            for (key, vals) in net_changes(changes) {
+                match vals {
+                    Some(v) => state.insert(key, v),
+                    None => state.remove(&key),
+                };
+            }
+            state.clone()
+        })
+        .collect()
+}
+
+/// Rows that differ between two states, for failure messages.
+pub fn diff(actual: &State, expected: &State) -> String {
+    let mut lines = Vec::new();
+    for (k, v) in expected {
+        match actual.get(k) {
+            None => lines.push(format!("missing {k:?} = {v:?}")),
+            Some(a) if a != v => lines.push(format!("differs {k:?}: got {a:?}, want {v:?}")),
+            _ => {}
+        }
+    }
+    for k in actual.keys().filter(|k| !expected.contains_key(*k)) {
+        lines.push(format!("extra {k:?} = {:?}", actual[k]));
+    }
+    lines.join("\n")
+}
+
+/// Runs the dataflow over `msgs` cut by `cuts` and checks it against
+/// `naive` of every prefix that ends a batch.
+pub fn check<M: Clone + Send + Sync + 'static>(
+    workers: usize,
+    msgs: &[M],
+    cuts: &[usize],
+    send: fn(&mut Inputs, &M, u64),
+    naive: fn(&[M]) -> State,
+) -> Result<(), TestCaseError> {
+    let batches = split(msgs, cuts);
+    let states = run_dataflow(workers, batches.clone(), send);
+    let mut prefix = 0;
+    for (i, (batch, state)) in batches.iter().zip(&states).enumerate() {
+        prefix += batch.len();
+        let expected = naive(&msgs[..prefix]);
+        if state != &expected {
+            return Err(TestCaseError::fail(format!(
+                "after batch {} of {} ({workers} workers):\n{}",
+                i + 1,
+                batches.len(),
+                diff(state, &expected)
+            )));
+        }
+    }
+    Ok(())
+}
