@@ -26,7 +26,7 @@ pub fn interleave<M: Clone>(per_key: Vec<Vec<M>>, seed: u64) -> Vec<M> {
         let live: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
         let q = live[(rng >> 33) as usize % live.len()];
         if let Some(m) = queues[q].pop_front() {
-            if (rng >> 20) % 7 == 0 {
+            if (rng >> 20).is_multiple_of(7) {
                 out.push(m.clone());
             }
             out.push(m);
