@@ -163,13 +163,17 @@ pub async fn list_leads(
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let mut sql = format!(
         "SELECT {COLUMNS} FROM lead_scores WHERE tenant_id = ? GROUP BY subject_id \
-         HAVING argMax(deleted, version) = 0 AND s >= ?"
+         HAVING argMax(deleted, version) = 0 AND s >= toFloat64(?)"
     );
     if tier.is_some() {
         sql.push_str(" AND tr = ?");
     }
     sql.push_str(" ORDER BY s DESC, subject_id LIMIT ?, ?");
-    let mut query = s.ch.query(&sql).bind(t).bind(min_score.unwrap_or(0.0));
+    // As a fixed-point string: ClickHouse 18.16 cannot parse every float
+    // literal (e.g. `5e-324`). Rounding up to millionths keeps `score >= min`
+    // exact, as scores have 2 decimals.
+    let min_score = format!("{:.6}", (min_score.unwrap_or(0.0) * 1e6).ceil() / 1e6);
+    let mut query = s.ch.query(&sql).bind(t).bind(min_score);
     if let Some(tier) = tier {
         query = query.bind(tier.as_str());
     }
