@@ -181,31 +181,29 @@ pub fn run_pipeline(
                 commit(&source, &offsets, &mut stats);
             }
             source.update_lag(Duration::from_secs(5));
-            if polled.messages == 0 {
-                if let Some(deletes) = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish) {
-                    let batch = SinkBatch { rows: deletes, offsets: source.positions().clone(), oldest_ms: None };
-                    if batch_tx.blocking_send(batch).is_err() {
-                        break;
-                    }
+            let mut rows = Vec::new();
+            if polled.messages > 0 {
+                stats.messages += polled.messages as u64;
+                stats.epochs += 1;
+                let epoch = stats.epochs;
+                df.inputs.advance_to(epoch);
+                df.inputs.flush();
+                let sealed = Instant::now();
+                worker.step_while(|| df.probe.less_than(&epoch));
+                shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
+                rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+                shared.metrics.emitted_rows.inc_by(rows.len() as u64);
+                if let Some(c) = catch_up.as_mut() {
+                    c.touched(&rows);
                 }
-                continue;
-            }
-            stats.messages += polled.messages as u64;
-            stats.epochs += 1;
-            let epoch = stats.epochs;
-            df.inputs.advance_to(epoch);
-            df.inputs.flush();
-            let sealed = Instant::now();
-            worker.step_while(|| df.probe.less_than(&epoch));
-            shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
-            let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
-            shared.metrics.emitted_rows.inc_by(rows.len() as u64);
-            if let Some(c) = catch_up.as_mut() {
-                c.touched(&rows);
             }
             // The deletes ride in the batch that completes the catch-up, so the
             // offsets that mark it complete are committed only with them.
-            if let Some(deletes) = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish) {
+            let deletes = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish);
+            if polled.messages == 0 && deletes.is_none() {
+                continue;
+            }
+            if let Some(deletes) = deletes {
                 rows.extend(deletes);
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
             }

@@ -91,6 +91,7 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     shared.stop.store(true, Ordering::Relaxed);
     let stats = runner.join().expect("runner thread").expect("runner ok");
     assert!(!stats.committed.is_empty(), "offsets were committed after the sink acknowledged");
+    assert_eq!(m.sink_in_flight.get(), 0, "every batch handed to the sink was acknowledged and counted once");
 
     // ClickHouse holds exactly what a replay of the valid events computes.
     let expected = replay::run(lines, &cfg.metrics, 1, 5_000).expect("replay");

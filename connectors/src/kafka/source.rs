@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -36,7 +37,9 @@ pub type Offsets = BTreeMap<(String, i32), i64>;
 pub struct KafkaSource {
     consumer: BaseConsumer,
     dlq: DeadLetters,
-    topics: HashMap<String, Topic>,
+    /// Kafka topic name → its topic and `consumed` counter, resolved once
+    /// rather than per message.
+    topics: HashMap<String, (Topic, IntCounter)>,
     metrics: Metrics,
     positions: Offsets,
     assigned: Vec<(String, i32)>,
@@ -80,7 +83,7 @@ impl KafkaSource {
         let deadline = Instant::now() + wait;
         for topic in Topic::ALL {
             let name = cfg.topics.get(topic).to_owned();
-            topics.insert(name.clone(), topic);
+            topics.insert(name.clone(), (topic, metrics.consumed.with_label_values(&[topic.name()])));
             loop {
                 let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))?;
                 let partitions: Vec<i32> = md
@@ -191,7 +194,9 @@ impl KafkaSource {
 
     /// Refreshes the consumer-lag gauges, at most every `every`.
     pub fn update_lag(&mut self, every: Duration) {
-        if self.last_lag_check.is_some_and(|t| t.elapsed() < every) {
+        // While the broker is unreachable every lookup would wait out its
+        // timeout on the driver thread; the probe brings `healthy` back.
+        if !self.healthy || self.last_lag_check.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last_lag_check = Some(Instant::now());
@@ -226,7 +231,7 @@ impl KafkaSource {
 /// consumer that lends the message.
 struct Handler<'a> {
     dlq: &'a DeadLetters,
-    topics: &'a HashMap<String, Topic>,
+    topics: &'a HashMap<String, (Topic, IntCounter)>,
     metrics: &'a Metrics,
     positions: &'a mut Offsets,
     healthy: &'a mut bool,
@@ -253,13 +258,13 @@ impl Handler<'_> {
             polled.oldest_timestamp_ms = Some(polled.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
         }
         let topic_name = msg.topic();
-        let Some(&topic) = self.topics.get(topic_name) else {
+        let Some(&(topic, ref consumed)) = self.topics.get(topic_name) else {
             return;
         };
         let offset = msg.offset();
         match decode(topic, msg.key(), msg.payload()) {
             Ok(upsert) => {
-                self.metrics.consumed.with_label_values(&[topic.name()]).inc();
+                consumed.inc();
                 emit(topic, upsert.key, upsert.value, offset as u64);
             }
             Err(reject) => {
