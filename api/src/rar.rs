@@ -16,8 +16,9 @@ pub struct RarQuery {
     month: Option<String>,
 }
 
-#[derive(clickhouse::Row, Deserialize)]
-struct Monthly {
+/// The `rar_monthly` values of a tenant and month, as stored and as served.
+#[derive(clickhouse::Row, Deserialize, Serialize, ToSchema)]
+pub struct Monthly {
     impressions: u64,
     sess_ai: f64,
     zero_click: f64,
@@ -26,7 +27,9 @@ struct Monthly {
     rar: f64,
     recoverable: f64,
     baseline_revenue: f64,
+    /// rar / baseline_revenue, in [0, 1].
     pressure: f64,
+    /// The 5 intents with the highest rar (ties by name).
     top_intents: Vec<String>,
 }
 
@@ -44,18 +47,8 @@ pub struct RarResponse {
     tenant_id: String,
     /// First day of the month, `YYYY-MM-DD`.
     month: String,
-    impressions: u64,
-    sess_ai: f64,
-    zero_click: f64,
-    lost_leads: f64,
-    lost_sales: f64,
-    rar: f64,
-    recoverable: f64,
-    baseline_revenue: f64,
-    /// rar / baseline_revenue, in [0, 1].
-    pressure: f64,
-    /// The 5 intents with the highest rar (ties by name).
-    top_intents: Vec<String>,
+    #[serde(flatten)]
+    monthly: Monthly,
     /// rar per channel, highest first.
     by_channel: Vec<ChannelRar>,
 }
@@ -98,7 +91,7 @@ pub async fn get_rar(
         .bind(&first)
         .fetch_optional()
         .await?;
-    let m = monthly.ok_or_else(|| ApiError::not_found("RaR for that tenant and month"))?;
+    let monthly = monthly.ok_or_else(|| ApiError::not_found("RaR for that tenant and month"))?;
     let by_channel: Vec<ChannelRar> =
         s.ch.query(
             "SELECT channel, argMax(rar, version) AS r, argMax(recoverable, version) \
@@ -109,19 +102,5 @@ pub async fn get_rar(
         .bind(&first)
         .fetch_all()
         .await?;
-    Ok(Json(RarResponse {
-        tenant_id: t.to_owned(),
-        month: first,
-        impressions: m.impressions,
-        sess_ai: m.sess_ai,
-        zero_click: m.zero_click,
-        lost_leads: m.lost_leads,
-        lost_sales: m.lost_sales,
-        rar: m.rar,
-        recoverable: m.recoverable,
-        baseline_revenue: m.baseline_revenue,
-        pressure: m.pressure,
-        top_intents: m.top_intents,
-        by_channel,
-    }))
+    Ok(Json(RarResponse { tenant_id: t.to_owned(), month: first, monthly, by_channel }))
 }
