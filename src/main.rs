@@ -14,6 +14,7 @@ use revpulse::runner::{run_pipeline, Shared};
 use revpulse::serve::start_api;
 use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
 use revpulse_connectors::kafka::KeyedProducer;
+use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_pipelines::event::Topic;
 use revpulse_pipelines::row::row_json;
 
@@ -42,6 +43,23 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProduceFormat {
+    Json,
+    Avro,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Loads the file and the `REVPULSE__…` overrides, validates them and
+    /// prints the effective configuration (secrets redacted). Exit status 0
+    /// when valid, 1 otherwise.
+    Check {
+        #[arg(long, env = "REVPULSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Everything on one machine, nothing configured: embedded Kafka, local ClickHouse, live events, API.
@@ -67,8 +85,9 @@ enum Command {
     },
     /// The production pipeline with the API and metrics.
     Run {
-        #[arg(long)]
-        config: PathBuf,
+        /// Configuration file; `REVPULSE__…` variables override it.
+        #[arg(long, env = "REVPULSE_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Runs the dataflow over DIR/<topic>.jsonl and writes the final metrics.
     Replay {
@@ -93,8 +112,24 @@ enum Command {
         /// bootstrap.servers (default: from --config, else 127.0.0.1:9092).
         #[arg(long)]
         brokers: Option<String>,
+        /// Value encoding: JSON as given, or Confluent-framed Avro with the
+        /// topic's `schemas/avro` schema (registered under `<topic>-value`).
+        #[arg(long, value_enum, default_value_t = ProduceFormat::Json)]
+        format: ProduceFormat,
+        /// Schema registry URL for `--format avro` (default: from --config).
         #[arg(long)]
+        registry: Option<String>,
+        /// The event type of the lines when --topic is not one of the five
+        /// default topic names.
+        #[arg(long)]
+        event_type: Option<String>,
+        #[arg(long, env = "REVPULSE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Writes a seeded synthetic data set as DIR/<topic>.jsonl.
     Generate {
@@ -124,11 +159,9 @@ enum Command {
     HashKey { key: String },
 }
 
+/// Defaults, the file, then `REVPULSE__…` overrides (src/config.rs).
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    })
+    Ok(Config::resolve(config.map(PathBuf::as_path))?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -158,7 +191,16 @@ fn main() -> anyhow::Result<()> {
             },
             Shared::default(),
         ),
-        Command::Run { config } => run(&Config::load(&config)?),
+        Command::Run { config } => run(&load(config.as_ref())?),
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            let cfg = load(config.as_ref())?;
+            print!("{}", cfg.redacted_toml());
+            eprintln!(
+                "configuration OK ({})",
+                config.as_ref().map_or("defaults".to_owned(), |p| p.display().to_string())
+            );
+            Ok(())
+        }
         Command::Replay { dir, output, workers, batch, config } => {
             let cfg = load(config.as_ref())?;
             let (lines, counts) = replay::read_dir(&dir)?;
@@ -187,12 +229,28 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Produce { topic, file, brokers, config } => {
+        Command::Produce { topic, file, brokers, format, registry, event_type, config } => {
             let mut cfg = load(config.as_ref())?.kafka;
             if let Some(b) = brokers {
                 cfg.brokers = b;
             }
-            produce(&cfg, &topic, file)
+            let event = event_type.as_deref().unwrap_or(&topic);
+            let kind = Topic::from_name(event);
+            let avro = match format {
+                ProduceFormat::Json => None,
+                ProduceFormat::Avro => {
+                    let kind = kind
+                        .with_context(|| format!("--format avro: {event:?} is not an event type; pass --event-type"))?;
+                    let mut reg = cfg.schema_registry.clone().unwrap_or_default();
+                    if let Some(url) = registry {
+                        reg.url = url;
+                    }
+                    let rt = runtime()?;
+                    let codec = AvroCodec::new(&reg, rt.handle().clone())?;
+                    Some((kind, codec, rt))
+                }
+            };
+            produce(&cfg, &topic, kind, avro, file)
         }
         Command::Generate { out, events, seed, tenants } => {
             let counts = write_dir(&out, GenConfig { seed, tenants, ..GenConfig::default() }, events)?;
@@ -250,8 +308,14 @@ fn api_only(cfg: &Config) -> anyhow::Result<()> {
 
 /// `revpulse produce`: one message per line, keyed by the topic's upsert
 /// key (or `_key` for `{"_key": K, "_tombstone": true}` lines).
-fn produce(cfg: &revpulse_connectors::kafka::KafkaConfig, topic: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
-    let key_field = Topic::from_name(topic).map(Topic::key_field);
+fn produce(
+    cfg: &revpulse_connectors::kafka::KafkaConfig,
+    topic: &str,
+    kind: Option<Topic>,
+    mut avro: Option<(Topic, AvroCodec, tokio::runtime::Runtime)>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let key_field = kind.map(Topic::key_field);
     let producer = KeyedProducer::new(cfg)?;
     let reader: Box<dyn BufRead> = match &file {
         Some(p) => Box::new(std::io::BufReader::new(
@@ -270,6 +334,11 @@ fn produce(cfg: &revpulse_connectors::kafka::KafkaConfig, topic: &str, file: Opt
         if parsed.as_ref().and_then(|v| v.get("_tombstone")).and_then(|v| v.as_bool()) == Some(true) {
             let key = field("_key").context("tombstone line without _key")?;
             producer.send(topic, key.as_bytes(), None)?;
+        } else if let Some((kind, codec, _)) = avro.as_mut() {
+            let value = parsed.as_ref().with_context(|| format!("line {}: not JSON", n + 1))?;
+            let bytes = codec.encode(*kind, topic, value).with_context(|| format!("line {}", n + 1))?;
+            let key = key_field.and_then(field).unwrap_or_default();
+            producer.send(topic, key.as_bytes(), Some(&bytes))?;
         } else {
             // Lines that do not parse are still published (unkeyed): the pipeline dead-letters them.
             let key = key_field.and_then(field).unwrap_or_default();

@@ -19,6 +19,7 @@ use revpulse_api::Readiness;
 use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
+use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_pipelines::dataflow::{build, net_changes};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use tokio::sync::mpsc;
@@ -152,7 +153,11 @@ pub fn run_pipeline(
     let cfg = cfg.clone();
     timely::execute_directly(move |worker| -> anyhow::Result<RunStats> {
         let mut df = build(worker, &cfg.metrics);
-        let mut source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), 0, 1, Duration::from_secs(60))
+        let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
+            (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
+            _ => None,
+        };
+        let mut source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, 0, 1, Duration::from_secs(60))
             .context("connecting the Kafka source")?;
         let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
         let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Offsets>();

@@ -115,3 +115,58 @@ fn schemas_and_decoder_agree() {
     }
     assert!(checked > 200, "only {checked} mutations checked");
 }
+
+/// `schemas/avro/<topic>.avsc` mirrors the JSON Schema: the same fields,
+/// required ones non-nullable, optional ones `["null", T]` with a null
+/// default, and matching types (enums with the same symbols).
+#[test]
+fn avro_schemas_mirror_the_json_schemas() {
+    fn check(json_schema: &Value, obj: &Value, avro: &Value, at: &str) {
+        let props = obj["properties"].as_object().unwrap_or_else(|| panic!("{at}: properties"));
+        let required: Vec<&str> =
+            obj["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let fields = avro["fields"].as_array().unwrap_or_else(|| panic!("{at}: avro fields"));
+        let names: Vec<&str> = fields.iter().filter_map(|f| f["name"].as_str()).collect();
+        assert_eq!(names, props.keys().map(String::as_str).collect::<Vec<_>>(), "{at}: field names");
+        for f in fields {
+            let name = f["name"].as_str().unwrap_or_default();
+            let at = format!("{at}.{name}");
+            let mut ty = &f["type"];
+            if required.contains(&name) {
+                assert!(!ty.is_array(), "{at}: required, so not a union");
+            } else {
+                assert_eq!(ty[0], json!("null"), "{at}: optional fields are [\"null\", T]");
+                assert_eq!(f["default"], Value::Null, "{at}: null default");
+                assert!(f.as_object().is_some_and(|o| o.contains_key("default")), "{at}: has a default");
+                ty = &ty[1];
+            }
+            let p = resolve(json_schema, &props[name]);
+            check_type(json_schema, p, ty, &at);
+        }
+    }
+    fn check_type(json_schema: &Value, p: &Value, ty: &Value, at: &str) {
+        if let Some(symbols) = p.get("enum") {
+            assert_eq!(ty["type"], json!("enum"), "{at}");
+            assert_eq!(&ty["symbols"], symbols, "{at}: symbols");
+            return;
+        }
+        match p["type"].as_str() {
+            Some("string") => assert_eq!(ty, &json!("string"), "{at}"),
+            Some("number") => assert_eq!(ty, &json!("double"), "{at}"),
+            Some("integer") => assert_eq!(ty, &json!("long"), "{at}"),
+            Some("boolean") => assert_eq!(ty, &json!("boolean"), "{at}"),
+            Some("object") => check(json_schema, p, ty, at),
+            Some("array") => {
+                assert_eq!(ty["type"], json!("array"), "{at}");
+                check_type(json_schema, resolve(json_schema, &p["items"]), &ty["items"], &format!("{at}[]"));
+            }
+            other => panic!("{at}: JSON type {other:?}"),
+        }
+    }
+    for topic in Topic::ALL {
+        let s = schema(topic);
+        let avro: Value = serde_json::from_str(revpulse_connectors::schema_registry::avro_schema(topic))
+            .unwrap_or_else(|e| panic!("{}.avsc: {e}", topic.name()));
+        check(&s, &s, &avro, topic.name());
+    }
+}

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub sink_in_flight: IntGauge,
     /// Failed DLQ deliveries (retried by the source).
     pub dlq_errors: IntCounter,
+    /// Schema-registry lookups that failed for want of a registry (retried).
+    pub registry_errors: IntCounter,
     /// Query API request duration, by route and status.
     pub api_latency: HistogramVec,
 }
@@ -84,6 +86,10 @@ impl Metrics {
         let sink_in_flight =
             IntGauge::new("revpulse_sink_in_flight_batches", "Row batches handed to the sink, not yet acknowledged.");
         let dlq_errors = IntCounter::new("revpulse_dlq_errors_total", "Failed dead-letter deliveries (retried).");
+        let registry_errors = IntCounter::new(
+            "revpulse_schema_registry_errors_total",
+            "Schema-registry lookups that failed because the registry was unavailable (the message is retried).",
+        );
         let api_latency = HistogramVec::new(
             HistogramOpts::new(
                 "revpulse_api_request_duration_seconds",
@@ -106,6 +112,7 @@ impl Metrics {
             frontier_delay: frontier_delay.unwrap_or_else(|e| panic!("metric: {e}")),
             sink_in_flight: sink_in_flight.unwrap_or_else(|e| panic!("metric: {e}")),
             dlq_errors: dlq_errors.unwrap_or_else(|e| panic!("metric: {e}")),
+            registry_errors: registry_errors.unwrap_or_else(|e| panic!("metric: {e}")),
             api_latency: api_latency.unwrap_or_else(|e| panic!("metric: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -120,6 +127,7 @@ impl Metrics {
             Box::new(m.frontier_delay.clone()),
             Box::new(m.sink_in_flight.clone()),
             Box::new(m.dlq_errors.clone()),
+            Box::new(m.registry_errors.clone()),
             Box::new(m.api_latency.clone()),
         ];
         for c in collectors {

@@ -342,10 +342,12 @@ pub enum Reason {
     TooLate,
     /// Not decodable in the configured wire format (e.g. Avro framing).
     BadFormat,
+    /// An Avro message whose schema id the registry does not know.
+    UnknownSchema,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::PayloadTooLarge,
         Reason::InvalidUtf8,
         Reason::InvalidJson,
@@ -358,6 +360,7 @@ impl Reason {
         Reason::MissingKey,
         Reason::TooLate,
         Reason::BadFormat,
+        Reason::UnknownSchema,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -374,6 +377,7 @@ impl Reason {
             Reason::MissingKey => "missing_key",
             Reason::TooLate => "too_late",
             Reason::BadFormat => "bad_format",
+            Reason::UnknownSchema => "unknown_schema",
         }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod schema_registry_fixture;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use revpulse::demo::ensure_clickhouse;
@@ -81,4 +83,74 @@ pub fn malformed() -> Vec<(revpulse_pipelines::event::Topic, &'static str, Vec<u
         (Topic::Impressions, "bad-9", format!("{}{good}", "[".repeat(5000)).into_bytes(), "wrong_type"),
         (Topic::Messages, "bad-10", br#"{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","message_id":"m","subject_id":"s","direction":"sideways","channel":"sms","status":"sent"}"#.to_vec(), "unknown_enum"),
     ]
+}
+
+/// Every message the pipeline has read so far: consumed plus rejected.
+pub fn messages_seen(m: &revpulse_connectors::metrics::Metrics) -> usize {
+    use revpulse_pipelines::event::{Reason, Topic};
+    let consumed: u64 = Topic::ALL.iter().map(|t| m.consumed.with_label_values(&[t.name()]).get()).sum();
+    let rejected: u64 = Topic::ALL
+        .iter()
+        .flat_map(|t| Reason::ALL.iter().map(move |r| (t, r)))
+        .map(|(t, r)| m.rejected.with_label_values(&[t.name(), r.as_str()]).get())
+        .sum();
+    (consumed + rejected) as usize
+}
+
+/// Runs the production runner on a thread until it has read `messages`
+/// messages (or `within` passes: panic), then stops it gracefully. `during`
+/// runs once per wait step, for tests that act while it runs.
+pub fn run_until_seen(
+    rt: &tokio::runtime::Runtime,
+    cfg: &revpulse::config::Config,
+    messages: usize,
+    within: std::time::Duration,
+    mut during: impl FnMut(&revpulse::runner::Shared),
+) -> (revpulse::runner::Shared, revpulse::runner::RunStats) {
+    use std::sync::atomic::Ordering;
+    let shared = revpulse::runner::Shared::default();
+    let sink = std::sync::Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
+    let (handle, runner_shared, runner_cfg) = (rt.handle().clone(), shared.clone(), cfg.clone());
+    let runner = std::thread::spawn(move || revpulse::runner::run_pipeline(&runner_cfg, runner_shared, sink, handle));
+    let deadline = std::time::Instant::now() + within;
+    while messages_seen(&shared.metrics) < messages {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pipeline read only {} of {messages} messages",
+            messages_seen(&shared.metrics)
+        );
+        during(&shared);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let stats = runner.join().expect("runner thread").expect("runner ok");
+    assert_eq!(shared.metrics.sink_in_flight.get(), 0, "every sink batch was acknowledged");
+    (shared, stats)
+}
+
+/// Dead letters on `topic`, read from the beginning: (reason header, source topic header).
+pub fn dead_letters(brokers: &str, topic: &str, expect: usize) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let dlq: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("dlq-check-{}", NEXT_DB.fetch_add(1, Ordering::Relaxed)))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("dlq consumer");
+    dlq.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while out.len() < expect && std::time::Instant::now() < deadline {
+        if let Some(Ok(msg)) = dlq.poll(std::time::Duration::from_millis(200)) {
+            let header = |name: &str| {
+                msg.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            out.push((header("revpulse.reason"), header("revpulse.source.topic")));
+        }
+    }
+    out
 }

@@ -3,6 +3,8 @@ use std::collections::BTreeMap;
 use revpulse_pipelines::event::Topic;
 use serde::{Deserialize, Serialize};
 
+use crate::schema_registry::{SchemaRegistryConfig, ValueFormats};
+
 /// Kafka topic names of the five inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +61,12 @@ pub struct KafkaConfig {
     pub max_batch_messages: usize,
     /// Longest wait for messages before an epoch is sealed, in milliseconds.
     pub max_batch_ms: u64,
+    /// Value format per input topic: `json` (default) or `avro`
+    /// (Confluent wire format, decoded against `schema_registry`).
+    pub formats: ValueFormats,
+    /// Schema registry for Avro topics (Confluent REST API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// Extra librdkafka properties, applied to the consumer and producer
     /// (e.g. `security.protocol`, `sasl.mechanism`).
     pub properties: BTreeMap<String, String>,
@@ -73,12 +81,20 @@ impl Default for KafkaConfig {
             dlq_topic: "revpulse.dlq".into(),
             max_batch_messages: 100_000,
             max_batch_ms: 100,
+            formats: ValueFormats::default(),
+            schema_registry: None,
             properties: BTreeMap::new(),
         }
     }
 }
 
 impl KafkaConfig {
+    /// The first Avro topic when no registry is configured (a configuration
+    /// error).
+    pub fn needs_registry(&self) -> Option<&'static str> {
+        self.formats.first_avro().filter(|_| self.schema_registry.is_none()).map(Topic::name)
+    }
+
     pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         self.apply(&mut c);

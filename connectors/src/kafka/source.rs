@@ -17,11 +17,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use revpulse_pipelines::event::{decode, Event, Topic};
+use revpulse_pipelines::event::{decode, Event, Topic, Upsert};
 
 use super::dlq::{DeadLetters, Origin};
 use super::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::schema_registry::{AvroCodec, AvroError, ValueFormat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -29,6 +30,8 @@ pub enum SourceError {
     Kafka(#[from] KafkaError),
     #[error("topic {0:?} does not exist or has no partitions (create it first)")]
     MissingTopic(String),
+    #[error("kafka.formats.{0} is avro but no schema registry codec was given")]
+    NoCodec(&'static str),
 }
 
 /// Next offset to read per (topic, partition): what a commit records.
@@ -37,9 +40,11 @@ pub type Offsets = BTreeMap<(String, i32), i64>;
 pub struct KafkaSource {
     consumer: BaseConsumer,
     dlq: DeadLetters,
-    /// Kafka topic name → its topic and `consumed` counter, resolved once
-    /// rather than per message.
-    topics: HashMap<String, (Topic, IntCounter)>,
+    /// Kafka topic name → its topic, value format and `consumed` counter,
+    /// resolved once rather than per message.
+    topics: HashMap<String, (Topic, ValueFormat, IntCounter)>,
+    avro: Option<AvroCodec>,
+    registry_backoff: Duration,
     metrics: Metrics,
     positions: Offsets,
     assigned: Vec<(String, i32)>,
@@ -59,14 +64,19 @@ pub struct Polled {
 
 impl KafkaSource {
     /// Connects and assigns this worker's share of the input partitions,
-    /// waiting up to `wait` for the topics to exist.
+    /// waiting up to `wait` for the topics to exist. `avro` decodes the
+    /// topics whose format is Avro.
     pub fn connect(
         cfg: &KafkaConfig,
         metrics: Metrics,
+        avro: Option<AvroCodec>,
         worker: usize,
         workers: usize,
         wait: Duration,
     ) -> Result<Self, SourceError> {
+        if let Some(t) = cfg.formats.first_avro().filter(|_| avro.is_none()) {
+            return Err(SourceError::NoCodec(t.name()));
+        }
         let mut client = rdkafka::ClientConfig::new();
         // Short fetch waits keep epochs (and so freshness) tight; user
         // properties below may override any of these.
@@ -83,7 +93,8 @@ impl KafkaSource {
         let deadline = Instant::now() + wait;
         for topic in Topic::ALL {
             let name = cfg.topics.get(topic).to_owned();
-            topics.insert(name.clone(), (topic, metrics.consumed.with_label_values(&[topic.name()])));
+            let counter = metrics.consumed.with_label_values(&[topic.name()]);
+            topics.insert(name.clone(), (topic, cfg.formats.get(topic), counter));
             loop {
                 let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))?;
                 let partitions: Vec<i32> = md
@@ -115,6 +126,8 @@ impl KafkaSource {
             consumer,
             dlq: DeadLetters::new(cfg)?,
             topics,
+            avro,
+            registry_backoff: Duration::ZERO,
             metrics,
             positions: Offsets::new(),
             assigned,
@@ -156,8 +169,8 @@ impl KafkaSource {
     ) -> Polled {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
-        let KafkaSource { consumer, dlq, topics, metrics, positions, healthy, .. } = self;
-        let mut ctx = Handler { dlq, topics, metrics, positions, healthy };
+        let KafkaSource { consumer, dlq, topics, avro, registry_backoff, metrics, positions, healthy, .. } = self;
+        let mut ctx = Handler { dlq, topics, avro: avro.as_ref(), metrics, positions, healthy, rewind: None };
         while polled.messages < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // Wait for the first message; after that, close the epoch at the
@@ -168,6 +181,20 @@ impl KafkaSource {
                 None if polled.messages > 0 || left.is_zero() => break,
                 None => {}
             }
+            if let Some((topic, partition, offset)) = ctx.rewind.take() {
+                // The registry could not be asked: read the message again
+                // later rather than dead-letter a message nobody has seen
+                // to be bad. Seeking drops what librdkafka fetched after it.
+                if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, topic, partition, offset, "seek back after a registry failure");
+                }
+                *registry_backoff = (*registry_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                std::thread::sleep(*registry_backoff);
+                break;
+            }
+        }
+        if polled.messages > 0 && ctx.rewind.is_none() {
+            *registry_backoff = Duration::ZERO;
         }
         polled
     }
@@ -231,10 +258,13 @@ impl KafkaSource {
 /// consumer that lends the message.
 struct Handler<'a> {
     dlq: &'a DeadLetters,
-    topics: &'a HashMap<String, (Topic, IntCounter)>,
+    topics: &'a HashMap<String, (Topic, ValueFormat, IntCounter)>,
+    avro: Option<&'a AvroCodec>,
     metrics: &'a Metrics,
     positions: &'a mut Offsets,
     healthy: &'a mut bool,
+    /// A message to read again: (topic, partition, offset).
+    rewind: Option<(String, i32, i64)>,
 }
 
 impl Handler<'_> {
@@ -253,16 +283,29 @@ impl Handler<'_> {
             }
         };
         *self.healthy = true;
+        let topic_name = msg.topic();
+        let Some(&(topic, format, ref consumed)) = self.topics.get(topic_name) else {
+            return;
+        };
+        let offset = msg.offset();
+        let decoded: Result<Upsert, _> = match (format, self.avro) {
+            (ValueFormat::Avro, Some(codec)) => match codec.decode(topic, msg.key(), msg.payload()) {
+                Ok(u) => Ok(u),
+                Err(AvroError::Rejected(r)) => Err(r),
+                Err(e) => {
+                    self.metrics.registry_errors.inc();
+                    tracing::warn!(error = %e, topic = topic_name, partition = msg.partition(), offset, "schema registry unavailable; retrying the message");
+                    self.rewind = Some((topic_name.to_owned(), msg.partition(), offset));
+                    return;
+                }
+            },
+            _ => decode(topic, msg.key(), msg.payload()),
+        };
         polled.messages += 1;
         if let Some(ts) = msg.timestamp().to_millis() {
             polled.oldest_timestamp_ms = Some(polled.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
         }
-        let topic_name = msg.topic();
-        let Some(&(topic, ref consumed)) = self.topics.get(topic_name) else {
-            return;
-        };
-        let offset = msg.offset();
-        match decode(topic, msg.key(), msg.payload()) {
+        match decoded {
             Ok(upsert) => {
                 consumed.inc();
                 emit(topic, upsert.key, upsert.value, offset as u64);
