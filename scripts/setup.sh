@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Installs what revpulse needs on a fresh Debian (bookworm) machine, as root
 # or with sudo: a C toolchain and zlib for the bundled librdkafka, curl, kcat,
-# and ClickHouse. Idempotent; skips what is already there. Rust itself comes
-# from rustup (https://rustup.rs) and is expected on PATH.
+# ClickHouse, Prometheus (server and promtool, for tests/prometheus.rs) and
+# docker-compose (only to validate docker-compose.yml; no engine needed).
+# Idempotent; skips what is already there. Rust itself comes from rustup
+# (https://rustup.rs) and is expected on PATH.
 set -euo pipefail
 
-need=()
-for pkg in build-essential zlib1g-dev pkg-config curl kcat clickhouse-server clickhouse-client; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
+# install_missing [apt-get install flags…] -- packages…
+install_missing() {
+  local flags=() need=()
+  while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  $sudo apt-get install -y -qq "${flags[@]}" "${need[@]}" >/dev/null
   echo "installed: ${need[*]}"
-fi
+}
+
+install_missing -- build-essential zlib1g-dev pkg-config curl kcat clickhouse-server clickhouse-client
+# Without recommends: docker-compose would otherwise pull in a Docker engine.
+install_missing --no-install-recommends -- prometheus docker-compose
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }

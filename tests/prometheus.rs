@@ -127,11 +127,11 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
         while flag.load(Ordering::Relaxed) {
             let r = g.next_record();
             p.send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes)).expect("send");
-            if i % 500 == 0 {
+            if i.is_multiple_of(500) {
                 p.send(kafka.topics.get(Topic::Payments), b"bad", Some(b"{not json")).expect("send bad");
             }
             i += 1;
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 p.poll();
                 std::thread::sleep(Duration::from_millis(50));
             }
