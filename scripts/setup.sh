@@ -26,5 +26,11 @@ install_missing() {
 
 install_missing -- build-essential zlib1g-dev pkg-config curl kcat clickhouse-server clickhouse-client
 # Without recommends: docker-compose would otherwise pull in a Docker engine.
+fresh_prometheus=$(dpkg -s prometheus >/dev/null 2>&1 || echo yes)
 install_missing --no-install-recommends -- prometheus docker-compose
+# The package starts a system Prometheus on :9090 where systemd runs; the
+# tests start their own, and docker-compose.yml wants the port.
+if [ -n "$fresh_prometheus" ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }

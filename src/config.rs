@@ -79,7 +79,11 @@ impl Config {
     /// What every command uses: defaults, then the file (if any), then the
     /// `REVPULSE__…` variables of the process environment; then validated.
     pub fn resolve(path: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::resolve_with(path, std::env::vars())
+        // Variables that are not UTF-8 cannot name a field; skip them.
+        Config::resolve_with(
+            path,
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     pub fn resolve_with(
@@ -98,7 +102,11 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        // The default config as TOML tells string fields apart; optional
+        // sections are filled in so their fields are typed too.
+        let mut typed = Config::default();
+        typed.kafka.schema_registry = Some(crate::config::registry_for_typing());
+        let defaults = toml::Table::try_from(typed).unwrap_or_default();
         let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         vars.sort();
         for (var, raw) in vars {
@@ -140,6 +148,12 @@ impl Config {
         if let Some(topic) = self.kafka.needs_registry() {
             return bad(format!("kafka.formats.{topic} is avro but kafka.schema_registry.url is not set"));
         }
+        if let Some(r) = &self.kafka.schema_registry {
+            // No TLS client is compiled in (README "Avro and the schema registry").
+            if !r.url.starts_with("http://") {
+                return bad(format!("kafka.schema_registry.url {:?} must start with http://", r.url));
+            }
+        }
         Ok(())
     }
 
@@ -149,6 +163,7 @@ impl Config {
         if !c.clickhouse.password.is_empty() {
             c.clickhouse.password = "<redacted>".into();
         }
+        c.clickhouse.url = redact_userinfo(&c.clickhouse.url);
         for k in &mut c.api.keys {
             if k.key.is_some() {
                 k.key = Some("<redacted>".into());
@@ -158,13 +173,33 @@ impl Config {
             if r.password.is_some() {
                 r.password = Some("<redacted>".into());
             }
+            r.url = redact_userinfo(&r.url);
         }
         for (k, v) in c.kafka.properties.iter_mut() {
-            if k.contains("password") || k.contains("secret") {
+            let secret = ["password", "secret", "key", "token", "sasl.oauthbearer.config", "sasl.jaas.config"];
+            if secret.iter().any(|s| k.contains(s)) {
                 *v = "<redacted>".into();
             }
         }
         toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+/// Typed stand-in for the optional registry section: every field present,
+/// strings where the real ones are strings.
+pub(crate) fn registry_for_typing() -> revpulse_connectors::schema_registry::SchemaRegistryConfig {
+    revpulse_connectors::schema_registry::SchemaRegistryConfig {
+        username: Some(String::new()),
+        password: Some(String::new()),
+        ..Default::default()
+    }
+}
+
+/// `scheme://user:pass@host` → `scheme://<redacted>@host`.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => format!("{}<redacted>{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -193,9 +228,7 @@ fn apply_override(table: &mut toml::Table, defaults: &toml::Table, var: &str, ra
     }
     let leaf_default = dtable.and_then(|t| t.get(leaf));
     let is_string = matches!(leaf_default, Some(toml::Value::String(_)))
-        || (parents.len() == 2 && parents[0] == "kafka" && parents[1] == "properties")
-        || (parents.len() == 2 && parents[0] == "kafka" && parents[1] == "formats")
-        || (parents.len() == 2 && parents[0] == "kafka" && parents[1] == "schema_registry");
+        || (parents.len() == 2 && parents[0] == "kafka" && parents[1] == "properties");
     let value = if is_string {
         toml::Value::String(raw.to_owned())
     } else {
@@ -240,6 +273,10 @@ mod tests {
                 ("REVPULSE__KAFKA__PROPERTIES__SASL_PASSWORD", "s3cret"),
                 ("REVPULSE__API__KEYS", "[{ key = \"k\", tenant = \"*\" }]"),
                 ("REVPULSE__METRICS__LEAD_SCORE__MARKET_SCORES__US_WEST", "8"),
+                ("REVPULSE__KAFKA__SCHEMA_REGISTRY__URL", "http://u:pw@sr:8081"),
+                ("REVPULSE__KAFKA__SCHEMA_REGISTRY__TIMEOUT_MS", "3000"),
+                ("REVPULSE__KAFKA__SCHEMA_REGISTRY__PASSWORD", "4567"),
+                ("REVPULSE__KAFKA__FORMATS__PAYMENTS", "avro"),
                 ("OTHER__CLICKHOUSE__URL", "ignored"),
             ]),
         )
@@ -251,8 +288,14 @@ mod tests {
         assert_eq!(c.kafka.properties.get("sasl.password").map(String::as_str), Some("s3cret"));
         assert_eq!(c.api.keys.len(), 1);
         assert_eq!(c.metrics.lead_score.market_scores.get("us_west"), Some(&8.0));
+        let registry = c.kafka.schema_registry.clone().unwrap_or_default();
+        assert_eq!((registry.timeout_ms, registry.password.as_deref()), (3000, Some("4567")));
+        assert_eq!(c.kafka.formats.payments, revpulse_connectors::schema_registry::ValueFormat::Avro);
         let printed = c.redacted_toml();
-        assert!(!printed.contains("s3cret") && !printed.contains("\"123\"") && printed.contains("<redacted>"));
+        for secret in ["s3cret", "\"123\"", "4567", "u:pw"] {
+            assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        }
+        assert!(printed.contains("http://<redacted>@sr:8081"));
 
         let typo = Config::resolve_with(Some(&file), env(&[("REVPULSE__CLICKHOUSE__PASWORD", "x")]));
         assert!(matches!(typo, Err(ConfigError::Merged(_))), "{typo:?}");

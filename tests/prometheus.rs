@@ -155,16 +155,20 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
         .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log file"))
         .spawn()
         .expect("start prometheus");
-    let _prometheus = Prometheus(child, dir.clone());
+    let mut prometheus = Prometheus(child, dir.clone());
 
     let base = format!("http://{}", api.addr);
     let query_url = format!("http://127.0.0.1:{port}/api/v1/query");
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut empty: Vec<&(String, String)>;
     loop {
+        if let Ok(Some(status)) = prometheus.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+            panic!("prometheus exited ({status}):\n{log}");
+        }
         // API traffic for the request-duration histogram.
         let _ = curl(&["-H", "Authorization: Bearer k", &format!("{base}/v1/tenants/dealer-000/leads?limit=5")]);
         let _ = curl(&[&format!("{base}/v1/tenants/dealer-000/leads?limit=5")]);

@@ -43,6 +43,12 @@ fn buckets() -> Vec<f64> {
     vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 }
 
+/// Freshness targets sit at hundreds of milliseconds: finer buckets there,
+/// so p50/p99 interpolate within a narrow bucket.
+fn freshness_buckets() -> Vec<f64> {
+    vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0]
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -74,7 +80,7 @@ impl Metrics {
                 "revpulse_freshness_seconds",
                 "Kafka message timestamp to its effect being acknowledged by ClickHouse.",
             )
-            .buckets(buckets()),
+            .buckets(freshness_buckets()),
         );
         let frontier_delay = Histogram::with_opts(
             HistogramOpts::new(

@@ -447,6 +447,13 @@ pub fn decode_value(topic: Topic, payload: &[u8]) -> Result<Event, Reject> {
         return Err(Reject::new(Reason::PayloadTooLarge, format!("{} bytes > {MAX_PAYLOAD_BYTES}", payload.len())));
     }
     let text = std::str::from_utf8(payload).map_err(|e| Reject::new(Reason::InvalidUtf8, e.to_string()))?;
+    validate_json(topic, text)
+}
+
+/// Decodes and validates one JSON event of `topic` whose size the caller
+/// has already bounded (the Avro path bounds the Avro bytes, and the JSON
+/// it spells may be a little larger).
+pub fn validate_json(topic: Topic, text: &str) -> Result<Event, Reject> {
     let event = match topic {
         Topic::Impressions => Event::Impression(serde_json::from_str(text).map_err(Reject::from_json)?),
         Topic::Conversations => Event::Conversation(serde_json::from_str(text).map_err(Reject::from_json)?),

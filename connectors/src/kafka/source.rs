@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use revpulse_pipelines::event::{decode, Event, Topic, Upsert};
 
@@ -44,7 +44,9 @@ pub struct KafkaSource {
     /// resolved once rather than per message.
     topics: HashMap<String, (Topic, ValueFormat, IntCounter)>,
     avro: Option<AvroCodec>,
-    registry_backoff: Duration,
+    /// Partitions paused because the schema registry could not be asked
+    /// for their next message (see [`Blocked`]).
+    blocked: HashMap<(String, i32), Blocked>,
     metrics: Metrics,
     positions: Offsets,
     assigned: Vec<(String, i32)>,
@@ -127,7 +129,7 @@ impl KafkaSource {
             dlq: DeadLetters::new(cfg)?,
             topics,
             avro,
-            registry_backoff: Duration::ZERO,
+            blocked: HashMap::new(),
             metrics,
             positions: Offsets::new(),
             assigned,
@@ -169,8 +171,10 @@ impl KafkaSource {
     ) -> Polled {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
-        let KafkaSource { consumer, dlq, topics, avro, registry_backoff, metrics, positions, healthy, .. } = self;
-        let mut ctx = Handler { dlq, topics, avro: avro.as_ref(), metrics, positions, healthy, rewind: None };
+        let KafkaSource { consumer, dlq, topics, avro, blocked, metrics, positions, healthy, .. } = self;
+        let mut ctx =
+            Handler { dlq, topics, avro: avro.as_ref(), metrics, positions, healthy, blocked, unavailable: None };
+        ctx.retry_blocked(consumer, &mut polled, &mut emit);
         while polled.messages < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // Wait for the first message; after that, close the epoch at the
@@ -181,20 +185,9 @@ impl KafkaSource {
                 None if polled.messages > 0 || left.is_zero() => break,
                 None => {}
             }
-            if let Some((topic, partition, offset)) = ctx.rewind.take() {
-                // The registry could not be asked: read the message again
-                // later rather than dead-letter a message nobody has seen
-                // to be bad. Seeking drops what librdkafka fetched after it.
-                if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
-                    tracing::warn!(error = %e, topic, partition, offset, "seek back after a registry failure");
-                }
-                *registry_backoff = (*registry_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-                std::thread::sleep(*registry_backoff);
-                break;
+            if let Some(msg) = ctx.unavailable.take() {
+                ctx.block(consumer, msg);
             }
-        }
-        if polled.messages > 0 && ctx.rewind.is_none() {
-            *registry_backoff = Duration::ZERO;
         }
         polled
     }
@@ -254,6 +247,21 @@ impl KafkaSource {
     }
 }
 
+/// A partition whose next message could not be decoded because the schema
+/// registry was unavailable. Nobody has seen that message to be bad, so it
+/// must not be dead-lettered: the partition is paused (other partitions go
+/// on), the message is retried with backoff, and once it is decoded the
+/// partition is sought to the message after it and resumed. Messages of the
+/// partition that were already fetched behind it are dropped meanwhile and
+/// fetched again after the seek, so order and positions stay exact.
+struct Blocked {
+    msg: OwnedMessage,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Decoded and handled; only the seek and resume are left.
+    handled: bool,
+}
+
 /// The parts of the source a message touches, borrowed apart from the
 /// consumer that lends the message.
 struct Handler<'a> {
@@ -263,8 +271,9 @@ struct Handler<'a> {
     metrics: &'a Metrics,
     positions: &'a mut Offsets,
     healthy: &'a mut bool,
-    /// A message to read again: (topic, partition, offset).
-    rewind: Option<(String, i32, i64)>,
+    blocked: &'a mut HashMap<(String, i32), Blocked>,
+    /// The message just found undecodable for want of a registry.
+    unavailable: Option<OwnedMessage>,
 }
 
 impl Handler<'_> {
@@ -283,9 +292,26 @@ impl Handler<'_> {
             }
         };
         *self.healthy = true;
+        if !self.blocked.is_empty() && self.blocked.contains_key(&(msg.topic().to_owned(), msg.partition())) {
+            // Behind a blocked message: read again after its seek.
+            return;
+        }
+        if !self.process(&msg, polled, emit) {
+            self.unavailable = Some(msg.detach());
+        }
+    }
+
+    /// Decodes and hands on one message. False when the registry could not
+    /// be asked (nothing was done; the message must be retried).
+    fn process<M: Message>(
+        &mut self,
+        msg: &M,
+        polled: &mut Polled,
+        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+    ) -> bool {
         let topic_name = msg.topic();
         let Some(&(topic, format, ref consumed)) = self.topics.get(topic_name) else {
-            return;
+            return true;
         };
         let offset = msg.offset();
         let decoded: Result<Upsert, _> = match (format, self.avro) {
@@ -294,9 +320,8 @@ impl Handler<'_> {
                 Err(AvroError::Rejected(r)) => Err(r),
                 Err(e) => {
                     self.metrics.registry_errors.inc();
-                    tracing::warn!(error = %e, topic = topic_name, partition = msg.partition(), offset, "schema registry unavailable; retrying the message");
-                    self.rewind = Some((topic_name.to_owned(), msg.partition(), offset));
-                    return;
+                    tracing::warn!(error = %e, topic = topic_name, partition = msg.partition(), offset, "schema registry unavailable; the partition waits for it");
+                    return false;
                 }
             },
             _ => decode(topic, msg.key(), msg.payload()),
@@ -321,5 +346,56 @@ impl Handler<'_> {
             }
         }
         self.positions.insert((topic_name.to_owned(), msg.partition()), offset + 1);
+        true
+    }
+
+    /// Pauses `msg`'s partition until the registry answers for `msg`.
+    fn block(&mut self, consumer: &BaseConsumer, msg: OwnedMessage) {
+        let tp = (msg.topic().to_owned(), msg.partition());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        if let Err(e) = consumer.pause(&tpl) {
+            // Still correct: its later messages are dropped until the seek.
+            tracing::warn!(error = %e, topic = tp.0, partition = tp.1, "pausing a partition");
+        }
+        let backoff = Duration::from_millis(100);
+        self.blocked.insert(tp, Blocked { msg, retry_at: Instant::now() + backoff, backoff, handled: false });
+    }
+
+    /// Retries the blocked messages that are due; seeks and resumes their
+    /// partitions once they are handled.
+    fn retry_blocked(
+        &mut self,
+        consumer: &BaseConsumer,
+        polled: &mut Polled,
+        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+    ) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<(String, i32)> =
+            self.blocked.iter().filter(|(_, b)| b.retry_at <= now).map(|(tp, _)| tp.clone()).collect();
+        for tp in due {
+            let Some(mut b) = self.blocked.remove(&tp) else { continue };
+            if !b.handled && !self.process(&b.msg, polled, emit) {
+                b.backoff = (b.backoff * 2).min(Duration::from_secs(5));
+                b.retry_at = now + b.backoff;
+                self.blocked.insert(tp, b);
+                continue;
+            }
+            b.handled = true;
+            let next = Offset::Offset(b.msg.offset() + 1);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            match consumer.seek(&tp.0, tp.1, next, Duration::from_secs(1)).and_then(|()| consumer.resume(&tpl)) {
+                Ok(()) => tracing::info!(topic = tp.0, partition = tp.1, "schema registry answered; partition resumed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = tp.0, partition = tp.1, "seek/resume after a registry outage; retrying");
+                    b.retry_at = now + Duration::from_millis(100);
+                    self.blocked.insert(tp, b);
+                }
+            }
+        }
     }
 }

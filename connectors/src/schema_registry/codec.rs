@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
-use revpulse_pipelines::event::{decode, decode_value, Reason, Reject, Topic, Upsert, MAX_PAYLOAD_BYTES};
+use revpulse_pipelines::event::{decode, validate_json, Reason, Reject, Topic, Upsert, MAX_PAYLOAD_BYTES};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -42,6 +42,9 @@ pub struct AvroCodec {
 
 impl AvroCodec {
     pub fn new(cfg: &SchemaRegistryConfig, rt: tokio::runtime::Handle) -> Result<Self, AvroError> {
+        // A few bytes may declare a huge array or string; cap what one
+        // decode may allocate (the first setting in the process wins).
+        apache_avro::util::max_allocation_bytes(4 * MAX_PAYLOAD_BYTES);
         let settings = || {
             let mut b = SrSettings::new_builder(cfg.url.trim_end_matches('/').to_owned());
             b.set_timeout(Duration::from_millis(cfg.timeout_ms.max(1)));
@@ -84,22 +87,30 @@ impl AvroCodec {
         // are told apart; the schema is cached, so the decode below does not
         // ask again.
         if let Err(e) = self.rt.block_on(self.decoder.get_schema(id)) {
-            return Err(if e.retriable {
-                AvroError::Unavailable(describe(&e))
-            } else {
-                reject(Reason::UnknownSchema, format!("schema id {id}: {}", describe(&e)))
-            });
+            // Only "no such schema" says the message is bad. Anything else
+            // (5xx, 429, auth, a proxy's error page) says nothing about the
+            // message: retry it, and forget the cached failure so the retry
+            // asks the registry again.
+            let talking_failed = e.retriable
+                || e.error.starts_with("HTTP request to schema registry failed")
+                || e.error.starts_with("could not parse to RawRegisteredSchema");
+            if talking_failed && !e.error.contains("status 404") {
+                self.decoder.remove_errors_from_cache();
+                return Err(AvroError::Unavailable(describe(&e)));
+            }
+            // 404, or the id names a schema that is not usable Avro.
+            return Err(reject(Reason::UnknownSchema, format!("schema id {id}: {}", describe(&e))));
         }
+        // The schema is cached now, so failing here is about the bytes.
         let value = match self.rt.block_on(self.decoder.decode(Some(bytes))) {
             Ok(r) => r.value,
-            Err(e) if e.retriable => return Err(AvroError::Unavailable(describe(&e))),
             Err(e) => return Err(reject(Reason::BadFormat, format!("schema id {id}: {}", describe(&e)))),
         };
         let json = to_json(value).map_err(|detail| reject(Reason::BadFormat, detail))?;
         // One validation path for both formats: the record is checked as the
         // JSON event it spells.
-        let text = serde_json::to_vec(&json).map_err(|e| reject(Reason::BadFormat, e.to_string()))?;
-        let event = decode_value(topic, &text).map_err(AvroError::Rejected)?;
+        let text = serde_json::to_string(&json).map_err(|e| reject(Reason::BadFormat, e.to_string()))?;
+        let event = validate_json(topic, &text).map_err(AvroError::Rejected)?;
         Ok(Upsert { key: event.upsert_key().to_owned(), value: Some(event) })
     }
 
