@@ -3,6 +3,7 @@
 //! live in `revpulse-pipelines`, Kafka and ClickHouse in
 //! `revpulse-connectors`, the HTTP API in `revpulse-api`.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod generate;

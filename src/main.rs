@@ -126,6 +126,25 @@ enum Command {
         #[arg(long, env = "REVPULSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Throughput, freshness and memory in one run: replay, Kafka
+    /// consume+decode ceiling, full pipeline, freshness at half load, state
+    /// size (embedded broker, local ClickHouse). Build with --release.
+    Bench {
+        #[arg(long, default_value_t = 500_000)]
+        events: usize,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(long, default_value_t = 20)]
+        tenants: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Seconds of steady load for the freshness phase.
+        #[arg(long, default_value_t = 15)]
+        freshness_secs: u64,
+        /// ClickHouse connection (default: the local one).
+        #[arg(long, env = "REVPULSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -192,6 +211,16 @@ fn main() -> anyhow::Result<()> {
             Shared::default(),
         ),
         Command::Run { config } => run(&load(config.as_ref())?),
+        Command::Bench { events, partitions, tenants, seed, freshness_secs, config } => {
+            revpulse::bench::bench(&revpulse::bench::BenchOptions {
+                events,
+                partitions,
+                tenants,
+                seed,
+                freshness: Duration::from_secs(freshness_secs),
+                clickhouse: load(config.as_ref())?.clickhouse,
+            })
+        }
         Command::Config { command: ConfigCommand::Check { config } } => {
             let cfg = load(config.as_ref())?;
             print!("{}", cfg.redacted_toml());

@@ -90,6 +90,19 @@ pub fn parse_line(topic: Topic, line: &[u8]) -> Result<(String, Option<Event>), 
 /// Runs `lines` through the dataflow on `workers` threads, `batch` lines
 /// per epoch, and returns the final state.
 pub fn run(lines: Vec<Line>, cfg: &MetricsConfig, workers: usize, batch: usize) -> Result<State, ReplayError> {
+    run_observed(lines, cfg, workers, batch, || {})
+}
+
+/// As [`run`]; `after` runs on worker 0 once every line is processed, while
+/// the dataflow and its arrangements are still alive (`revpulse bench`
+/// measures the state's memory there).
+pub fn run_observed(
+    lines: Vec<Line>,
+    cfg: &MetricsConfig,
+    workers: usize,
+    batch: usize,
+    after: impl Fn() + Send + Sync + 'static,
+) -> Result<State, ReplayError> {
     let lines = Arc::new(lines);
     let cfg = cfg.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
@@ -105,6 +118,9 @@ pub fn run(lines: Vec<Line>, cfg: &MetricsConfig, workers: usize, batch: usize) 
             df.inputs.advance_to(epoch);
             df.inputs.flush();
             worker.step_while(|| df.probe.less_than(&epoch));
+        }
+        if index == 0 {
+            after();
         }
         let changes = std::mem::take(&mut df.completed.borrow_mut().changes);
         changes

@@ -1,0 +1,431 @@
+//! `revpulse bench`: throughput, freshness and memory of the whole system,
+//! measured in one process and one run so the figures compare (issue:
+//! performance). Everything runs on this machine: librdkafka's mock cluster
+//! as the broker and the local ClickHouse (started if needed).
+//!
+//! Phases, all over the same generated events:
+//! 1. `replay`: the generator's files through `revpulse replay`'s path
+//!    (read, decode, dataflow; no Kafka, no ClickHouse), on 1 and 2 timely
+//!    workers — comparable with other engines on identical input.
+//! 2. state: resident memory the dataflow holds after all events, per
+//!    current version, against the JSON size of those versions.
+//! 3. ceiling: Kafka consume + decode only (a plain `BaseConsumer` loop).
+//! 4. pipeline: Kafka → dataflow (all five families) → ClickHouse with the
+//!    production runner, until every row is acknowledged.
+//! 5. freshness: a steady load at half the pipeline's rate; Kafka message
+//!    timestamp → its rows acknowledged by ClickHouse, p50/p99.
+//!
+//! The mock cluster keeps only ~5 MiB per partition, so producers run
+//! concurrently with the consumer under test and never get more than
+//! `window` messages ahead of it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::{Offset, TopicPartitionList};
+use revpulse_connectors::clickhouse::{migrate, ClickHouseConfig, ClickHouseSink};
+use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer, TopicNames};
+use revpulse_pipelines::event::{decode, Event, Topic};
+
+use crate::config::Config;
+use crate::demo::ensure_clickhouse;
+use crate::generate::{write_dir, GenConfig, Generator};
+use crate::replay::{self, Line};
+use crate::runner::{run_pipeline, Shared};
+
+/// Benchmark knobs.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub events: usize,
+    pub partitions: i32,
+    pub tenants: usize,
+    pub seed: u64,
+    /// Length of the freshness phase.
+    pub freshness: Duration,
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// One produced message.
+struct Msg {
+    topic: Topic,
+    key: String,
+    payload: Option<String>,
+}
+
+pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    println!(
+        "revpulse bench: {} events, {} partitions per topic, {} tenants",
+        opts.events, opts.partitions, opts.tenants
+    );
+    let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, ..GenConfig::default() });
+    let msgs: Vec<Msg> = (0..opts.events)
+        .map(|_| {
+            let r = generator.next_record();
+            Msg { topic: r.topic, key: r.key, payload: r.payload }
+        })
+        .collect();
+    let json_bytes: usize = msgs.iter().map(|m| m.payload.as_ref().map_or(0, String::len)).sum();
+    println!("input: {:.1} MiB of JSON\n", json_bytes as f64 / MIB);
+
+    // 1. replay, from the generator's files.
+    let dir = std::env::temp_dir().join(format!("revpulse-bench-{}", std::process::id()));
+    write_dir(&dir, GenConfig { seed: opts.seed, tenants: opts.tenants, ..GenConfig::default() }, opts.events)?;
+    let t = Instant::now();
+    let (lines, _) = replay::read_dir(&dir)?;
+    let decode_secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = lines.len();
+    let cfg = Config::default();
+    let mut replay_rate = [0.0; 2];
+    for (i, workers) in [1usize, 2].into_iter().enumerate() {
+        let lines = lines.iter().map(clone_line).collect();
+        let t = Instant::now();
+        replay::run(lines, &cfg.metrics, workers, 100_000)?;
+        replay_rate[i] = n as f64 / (t.elapsed().as_secs_f64() + decode_secs);
+    }
+
+    // 2. state held by the dataflow.
+    let (versions, current_json) = {
+        let current = current_versions(&lines);
+        (current.len(), current.values().map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())).sum::<usize>())
+    };
+    let held = Arc::new(AtomicU64::new(0));
+    let probe = held.clone();
+    // The input lines exist before the baseline and live until after the
+    // measurement, so the difference is what the dataflow holds.
+    let before = reset_peak_rss();
+    replay::run_observed(lines, &cfg.metrics, 1, 100_000, move || {
+        trim_heap();
+        probe.store(rss_bytes().saturating_sub(before), Ordering::Relaxed)
+    })?;
+    let state = held.load(Ordering::Relaxed);
+
+    // 3 and 4 share a broker; every phase gets topics of its own.
+    let cluster = MockCluster::new(1).context("mock cluster")?;
+    let window = 4_000 * opts.partitions.max(1) as u64 * 5;
+    let ceiling = {
+        let kafka = phase_kafka(&cluster, "ceiling", opts.partitions)?;
+        let base = reset_peak_rss();
+        let consumed = Arc::new(AtomicU64::new(0));
+        let t = Instant::now();
+        let producer = spawn_producer(&kafka, &msgs, consumed.clone(), window, None);
+        consume_and_decode(&kafka, msgs.len() as u64, &consumed)?;
+        let secs = t.elapsed().as_secs_f64();
+        join(producer)?;
+        (msgs.len() as f64 / secs, peak_rss_bytes(), base)
+    };
+
+    rt.block_on(ensure_clickhouse(&opts.clickhouse))?;
+    let pipeline = {
+        let cfg = Config {
+            kafka: phase_kafka(&cluster, "pipeline", opts.partitions)?,
+            clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_bench")?,
+            ..Config::default()
+        };
+        let base = reset_peak_rss();
+        let shared = Shared::default();
+        let seen = Arc::new(AtomicU64::new(0));
+        let t = Instant::now();
+        let producer = spawn_producer(&cfg.kafka, &msgs, seen.clone(), window, None);
+        let runner = spawn_runner(&rt, &cfg, &shared);
+        while (read_messages(&shared) as usize) < msgs.len() {
+            seen.store(read_messages(&shared), Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.store(u64::MAX, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
+        join(runner)?;
+        let secs = t.elapsed().as_secs_f64();
+        join(producer)?;
+        (msgs.len() as f64 / secs, peak_rss_bytes(), base)
+    };
+
+    // 5. freshness at half the sustained rate.
+    let rate = (pipeline.0 / 2.0).max(100.0);
+    let (p50, p99, batches) = {
+        let cfg = Config {
+            kafka: phase_kafka(&cluster, "freshness", opts.partitions)?,
+            clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_bench")?,
+            ..Config::default()
+        };
+        let shared = Shared::default();
+        let runner = spawn_runner(&rt, &cfg, &shared);
+        let unpaced = Arc::new(AtomicU64::new(u64::MAX));
+        let limit = ((rate * opts.freshness.as_secs_f64()) as usize).min(msgs.len());
+        let producer = spawn_producer(&cfg.kafka, &msgs[..limit], unpaced, u64::MAX, Some(rate));
+        join(producer)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (read_messages(&shared) as usize) < limit && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+        join(runner)?;
+        let h = shared.metrics.freshness.clone();
+        (quantile(&h, 0.5), quantile(&h, 0.99), h.get_sample_count())
+    };
+
+    let mib = |b: u64| b as f64 / MIB;
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| replay (files → dataflow), 1 worker | {:.0} events/s |", replay_rate[0]);
+    println!(
+        "| replay, 2 workers | {:.0} events/s ({:.2}× 1 worker) |",
+        replay_rate[1],
+        replay_rate[1] / replay_rate[0]
+    );
+    println!(
+        "| ceiling: Kafka consume + decode | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
+        ceiling.0,
+        mib(ceiling.1),
+        mib(ceiling.1.saturating_sub(ceiling.2))
+    );
+    println!(
+        "| pipeline: Kafka → dataflow → ClickHouse | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
+        pipeline.0,
+        mib(pipeline.1),
+        mib(pipeline.1.saturating_sub(pipeline.2))
+    );
+    println!("| pipeline / ceiling | {:.3} |", pipeline.0 / ceiling.0);
+    println!("| freshness at {:.0} events/s ({} sink batches) | p50 {:.3} s, p99 {:.3} s |", rate, batches, p50, p99);
+    println!(
+        "| state: {} current versions, {:.1} MiB of JSON | {:.1} MiB resident, {:.0} bytes per version, {:.2}× their JSON |",
+        versions,
+        mib(current_json as u64),
+        mib(state),
+        state as f64 / versions.max(1) as f64,
+        state as f64 / current_json.max(1) as f64,
+    );
+    Ok(())
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn clone_line(l: &Line) -> Line {
+    Line { topic: l.topic, key: l.key.clone(), value: l.value.clone(), seq: l.seq }
+}
+
+/// The versions the upsert rule keeps (SPEC §2): greatest `ts` since the
+/// last tombstone, ties to the later arrival.
+fn current_versions(lines: &[Line]) -> HashMap<(Topic, &str), &Event> {
+    let mut order: Vec<&Line> = lines.iter().collect();
+    order.sort_by_key(|l| (l.topic, l.seq));
+    let mut current: HashMap<(Topic, &str), &Event> = HashMap::new();
+    for l in order {
+        let key = (l.topic, l.key.as_str());
+        match &l.value {
+            None => {
+                current.remove(&key);
+            }
+            Some(e) => {
+                let newer = current.get(&key).is_none_or(|c| e.ts() >= c.ts());
+                if newer {
+                    current.insert(key, e);
+                }
+            }
+        }
+    }
+    current
+}
+
+fn phase_kafka(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    phase: &str,
+    partitions: i32,
+) -> anyhow::Result<KafkaConfig> {
+    let mut kafka = KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        group_id: format!("bench-{phase}"),
+        ..KafkaConfig::default()
+    };
+    let name = |t: Topic| format!("{phase}.{}", t.name());
+    kafka.topics = TopicNames {
+        impressions: name(Topic::Impressions),
+        conversations: name(Topic::Conversations),
+        messages: name(Topic::Messages),
+        payments: name(Topic::Payments),
+        ro_updates: name(Topic::RoUpdates),
+    };
+    kafka.dlq_topic = format!("{phase}.dlq");
+    for t in Topic::ALL {
+        cluster.create_topic(kafka.topics.get(t), partitions, 1)?;
+    }
+    cluster.create_topic(&kafka.dlq_topic, 1, 1)?;
+    Ok(kafka)
+}
+
+fn fresh_database(
+    rt: &tokio::runtime::Runtime,
+    base: &ClickHouseConfig,
+    name: &str,
+) -> anyhow::Result<ClickHouseConfig> {
+    let cfg = ClickHouseConfig { database: name.into(), ..base.clone() };
+    rt.block_on(async {
+        let admin = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
+        admin.client().query(&format!("DROP DATABASE IF EXISTS {name}")).execute().await?;
+        migrate(&cfg).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(cfg)
+}
+
+/// Produces `msgs` on a thread, at most `window` messages ahead of `progress`
+/// (what the consumer under test has read), or at `rate` per second.
+fn spawn_producer(
+    kafka: &KafkaConfig,
+    msgs: &[Msg],
+    progress: Arc<AtomicU64>,
+    window: u64,
+    rate: Option<f64>,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let kafka = kafka.clone();
+    let batch: Vec<(Topic, String, Option<String>)> =
+        msgs.iter().map(|m| (m.topic, m.key.clone(), m.payload.clone())).collect();
+    std::thread::spawn(move || {
+        let producer = KeyedProducer::new(&kafka)?;
+        let start = Instant::now();
+        for (i, (topic, key, payload)) in batch.iter().enumerate() {
+            let i = i as u64;
+            while i > progress.load(Ordering::Relaxed).saturating_add(window) {
+                producer.poll();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if let Some(rate) = rate {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            producer.send(kafka.topics.get(*topic), key.as_bytes(), payload.as_deref().map(str::as_bytes))?;
+            if i.is_multiple_of(1_000) {
+                producer.poll();
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    })
+}
+
+/// The ceiling: read and decode every message of the phase's topics.
+fn consume_and_decode(kafka: &KafkaConfig, total: u64, progress: &AtomicU64) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut topics = HashMap::new();
+    for t in Topic::ALL {
+        let name = kafka.topics.get(t);
+        topics.insert(name.to_owned(), t);
+        let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5))?;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(name, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let (mut read, mut valid) = (0u64, 0u64);
+    while read < total {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+            if let Some(&t) = topics.get(m.topic()) {
+                valid += u64::from(decode(t, m.key(), m.payload()).is_ok());
+            }
+            if read.is_multiple_of(1_000) {
+                progress.store(read, Ordering::Relaxed);
+            }
+        }
+    }
+    progress.store(u64::MAX, Ordering::Relaxed);
+    anyhow::ensure!(valid == total, "{} of {total} messages did not decode", total - valid);
+    Ok(())
+}
+
+fn spawn_runner(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    shared: &Shared,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
+    let (cfg, shared, handle) = (cfg.clone(), shared.clone(), rt.handle().clone());
+    std::thread::spawn(move || run_pipeline(&cfg, shared, sink, handle).map(|_| ()))
+}
+
+/// Messages the runner has read (consumed and rejected).
+fn read_messages(shared: &Shared) -> u64 {
+    let m = &shared.metrics;
+    Topic::ALL.iter().map(|t| m.consumed.with_label_values(&[t.name()]).get()).sum()
+}
+
+fn join(h: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    h.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+}
+
+/// The `q` quantile of a histogram, interpolated within its bucket as
+/// Prometheus' `histogram_quantile` does.
+fn quantile(h: &prometheus::Histogram, q: f64) -> f64 {
+    let m = prometheus::core::Collector::collect(h);
+    let Some(hist) = m.first().and_then(|f| f.get_metric().first()).map(|m| m.get_histogram().clone()) else {
+        return f64::NAN;
+    };
+    let total = hist.get_sample_count() as f64;
+    let rank = q * total;
+    let (mut prev_bound, mut prev_count) = (0.0, 0.0);
+    for b in hist.get_bucket() {
+        let (bound, count) = (b.upper_bound(), b.cumulative_count() as f64);
+        if count >= rank {
+            let within = if count > prev_count { (rank - prev_count) / (count - prev_count) } else { 0.0 };
+            return prev_bound + (bound - prev_bound) * within;
+        }
+        (prev_bound, prev_count) = (bound, count);
+    }
+    prev_bound
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_bytes() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+fn peak_rss_bytes() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// Hands freed heap pages back to the OS, so RSS shows what is live rather
+/// than what glibc's allocator keeps cached from earlier phases.
+fn trim_heap() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim takes no pointers and may be called at
+    // any time from any thread.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// Trims the heap and resets the peak-RSS mark (Linux: writing 5 to
+/// clear_refs); returns the RSS the phase starts from.
+fn reset_peak_rss() -> u64 {
+    trim_heap();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    rss_bytes()
+}
