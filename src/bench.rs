@@ -94,7 +94,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     // 2. state held by the dataflow.
     let (versions, current_json) = {
         let current = current_versions(&lines);
-        (current.len(), current.values().map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())).sum::<usize>())
+        (current.len(), current.values().map(|e| e.to_json().len()).sum::<usize>())
     };
     let held = Arc::new(AtomicU64::new(0));
     let probe = held.clone();

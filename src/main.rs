@@ -10,7 +10,7 @@ use revpulse::config::Config;
 use revpulse::demo::{demo, DemoOptions};
 use revpulse::generate::{write_dir, GenConfig};
 use revpulse::replay;
-use revpulse::runner::{run_pipeline, Shared};
+use revpulse::runner::{run_cluster, Cluster, Shared};
 use revpulse::serve::start_api;
 use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
 use revpulse_connectors::kafka::KeyedProducer;
@@ -88,6 +88,22 @@ enum Command {
         /// Configuration file; `REVPULSE__…` variables override it.
         #[arg(long, env = "REVPULSE_CONFIG")]
         config: Option<PathBuf>,
+        /// Timely worker threads in this process (timely's -w).
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Processes in the cluster (timely's -n); each runs this command.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        processes: usize,
+        /// This process's index, 0..processes (timely's -p).
+        #[arg(long, short = 'p', default_value_t = 0)]
+        process_index: usize,
+        /// File with one host:port per line, process 0 first (timely's -h).
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+        /// API listen address (overrides the configuration; each process of
+        /// a cluster on one host needs its own).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Runs the dataflow over DIR/<topic>.jsonl and writes the final metrics.
     Replay {
@@ -210,7 +226,13 @@ fn main() -> anyhow::Result<()> {
             },
             Shared::default(),
         ),
-        Command::Run { config } => run(&load(config.as_ref())?),
+        Command::Run { config, workers, processes, process_index, hostfile, listen } => {
+            let mut cfg = load(config.as_ref())?;
+            if let Some(l) = listen {
+                cfg.api.listen = l;
+            }
+            run(&cfg, &Cluster { workers, processes, process_index, hostfile })
+        }
         Command::Bench { events, partitions, tenants, seed, freshness_secs, config } => {
             revpulse::bench::bench(&revpulse::bench::BenchOptions {
                 events,
@@ -308,14 +330,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run(cfg: &Config) -> anyhow::Result<()> {
+fn run(cfg: &Config, cluster: &Cluster) -> anyhow::Result<()> {
     let rt = runtime()?;
     let shared = Shared::default();
     rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
     let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
     let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
     revpulse::install_signal_handlers(&rt, &shared);
-    let stats = run_pipeline(cfg, shared.clone(), sink, rt.handle().clone());
+    let stats = run_cluster(cfg, cluster, shared.clone(), sink, rt.handle().clone());
     shared.stop.store(true, Ordering::Relaxed);
     let _ = rt.block_on(api.handle);
     stats.map(|_| ())

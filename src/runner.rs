@@ -1,13 +1,14 @@
 //! The production pipeline: Kafka → dataflow → ClickHouse, with offsets
 //! committed only after ClickHouse acknowledged the rows that cover them.
 //!
-//! One driver thread owns the Kafka consumer and the timely worker: it reads
-//! a batch of messages as one epoch, steps the dataflow until the epoch is
-//! complete, and hands the consolidated row changes plus the source
-//! positions to the sink task. The sink task coalesces whatever batches are
-//! waiting, writes them with retries, and sends the positions back for
-//! commit. The channel between them is bounded, so a ClickHouse outage
-//! pauses consumption instead of growing memory.
+//! Each timely worker owns a Kafka consumer for its share of the partitions
+//! and a sink task: it reads a batch of messages as one epoch, steps the
+//! dataflow until the epoch is complete, and hands the consolidated row
+//! changes it owns to its sink task. The sink task coalesces whatever
+//! batches are waiting, writes them with retries, and acknowledges the
+//! epoch; offsets are committed once every worker acknowledged it (see
+//! [`run_cluster`]). The channel to the sink is bounded, so a ClickHouse
+//! outage pauses consumption instead of growing memory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
-use revpulse_pipelines::dataflow::{build, net_changes};
+use revpulse_pipelines::dataflow::{build, net_changes, row_owner};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use tokio::sync::mpsc;
 
@@ -47,7 +48,8 @@ pub struct RunStats {
 
 struct SinkBatch {
     rows: Vec<(RowKey, Option<RowVals>)>,
-    offsets: Offsets,
+    /// The epoch whose rows these are; acknowledged back once written.
+    epoch: u64,
     oldest_ms: Option<i64>,
 }
 
@@ -56,16 +58,16 @@ fn now_ms() -> i64 {
 }
 
 /// Writes batches in order, coalescing those that queued up meanwhile, and
-/// acknowledges each write's source positions.
+/// acknowledges the newest epoch each write covers.
 async fn sink_task(
     sink: Arc<ClickHouseSink>,
     mut rx: mpsc::Receiver<SinkBatch>,
-    acks: std::sync::mpsc::Sender<Offsets>,
+    acks: std::sync::mpsc::Sender<u64>,
     shared: Shared,
 ) {
     while let Some(first) = rx.recv().await {
         let mut merged: BTreeMap<RowKey, Option<RowVals>> = BTreeMap::new();
-        let mut offsets = Offsets::new();
+        let mut epoch = 0;
         let mut oldest: Option<i64> = None;
         let mut batches = 0;
         let mut next = Some(first);
@@ -73,7 +75,7 @@ async fn sink_task(
             batches += 1;
             // Later batches override earlier ones key by key.
             merged.extend(b.rows);
-            offsets = b.offsets;
+            epoch = b.epoch;
             oldest = match (oldest, b.oldest_ms) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -90,7 +92,7 @@ async fn sink_task(
             shared.metrics.freshness.observe(((now_ms() - ts).max(0) as f64) / 1000.0);
         }
         shared.metrics.sink_in_flight.sub(batches);
-        if acks.send(offsets).is_err() {
+        if acks.send(epoch).is_err() {
             return;
         }
     }
@@ -106,13 +108,20 @@ struct CatchUp {
 }
 
 impl CatchUp {
-    fn start(source: &KafkaSource, sink: &ClickHouseSink, rt: &tokio::runtime::Handle) -> anyhow::Result<CatchUp> {
+    /// `index` of `peers`: this worker only answers for the keys it owns.
+    fn start(
+        source: &KafkaSource,
+        sink: &ClickHouseSink,
+        rt: &tokio::runtime::Handle,
+        index: usize,
+        peers: usize,
+    ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
         for table in Table::ALL {
             let keys =
                 rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
-            suspects.extend(keys);
+            suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
         }
         tracing::info!(
             partitions = targets.len(),
@@ -143,90 +152,274 @@ impl CatchUp {
     }
 }
 
-/// Runs the pipeline until `shared.stop` is set.
+/// Where the timely workers of `revpulse run` live: threads of this
+/// process, and optionally peer processes (timely's own cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    pub process_index: usize,
+    /// One `host:port` per line, process 0 first (needed when processes > 1).
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster { workers: 1, processes: 1, process_index: 0, hostfile: None }
+    }
+}
+
+impl Cluster {
+    fn timely_config(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "revpulse".to_owned(),
+            "-w".to_owned(),
+            self.workers.max(1).to_string(),
+            "-n".to_owned(),
+            self.processes.max(1).to_string(),
+            "-p".to_owned(),
+            self.process_index.to_string(),
+        ];
+        if let Some(h) = &self.hostfile {
+            args.extend(["-h".to_owned(), h.display().to_string()]);
+        } else if self.processes > 1 {
+            anyhow::bail!("--processes {} needs --hostfile", self.processes);
+        }
+        anyhow::ensure!(self.process_index < self.processes.max(1), "--process-index must be below --processes");
+        timely::Config::from_args(args.into_iter().skip(1)).map_err(|e| anyhow::anyhow!("timely cluster: {e}"))
+    }
+}
+
+/// Runs the pipeline on one worker until `shared.stop` is set.
 pub fn run_pipeline(
     cfg: &Config,
     shared: Shared,
     sink: Arc<ClickHouseSink>,
     rt: tokio::runtime::Handle,
 ) -> anyhow::Result<RunStats> {
+    run_cluster(cfg, &Cluster::default(), shared, sink, rt)
+}
+
+/// An all-workers agreement on a one-off event (caught up, stopping): each
+/// worker signals once; `all()` is true once every worker has.
+struct Agreement {
+    input: Option<timely::dataflow::operators::vec::input::Handle<u64, ()>>,
+    probe: timely::dataflow::ProbeHandle<u64>,
+}
+
+impl Agreement {
+    fn new(worker: &mut timely::worker::Worker) -> Agreement {
+        use timely::dataflow::operators::vec::Input;
+        use timely::dataflow::operators::Probe;
+        let (input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<()>();
+            (input, stream.probe().0)
+        });
+        Agreement { input: Some(input), probe }
+    }
+
+    fn signal(&mut self) {
+        self.input = None;
+    }
+
+    fn signalled(&self) -> bool {
+        self.input.is_none()
+    }
+
+    fn all(&self) -> bool {
+        self.probe.done()
+    }
+}
+
+/// Runs the pipeline on `cluster`'s workers until `shared.stop` is set.
+///
+/// Every worker drives its own share of the Kafka partitions, its own sink
+/// task (rows are routed to the worker that owns their key, so writes never
+/// overlap) and its own commits. Workers seal an epoch per loop, with or
+/// without messages, so the frontier moves in lockstep. Three agreements
+/// keep the guarantees across workers:
+/// - acknowledgements: each worker advances an "acked" input to the oldest
+///   epoch its sink has not acknowledged; offsets of epoch `e` are committed
+///   only once every worker has acknowledged `e`, since rows derived from a
+///   worker's messages may be written by any worker;
+/// - catch-up: stale keys are deleted only after every worker has read up to
+///   its start-up high watermarks, and two epochs later (a peer may be one
+///   epoch ahead), so every row of the rebuilt state has reached its owner;
+/// - stopping: on the stop flag a worker stops reading but keeps sealing
+///   epochs until every worker has stopped, then drains two more epochs, so
+///   no row routed to it is left unwritten.
+pub fn run_cluster(
+    cfg: &Config,
+    cluster: &Cluster,
+    shared: Shared,
+    sink: Arc<ClickHouseSink>,
+    rt: tokio::runtime::Handle,
+) -> anyhow::Result<RunStats> {
     let cfg = cfg.clone();
-    timely::execute_directly(move |worker| -> anyhow::Result<RunStats> {
-        let mut df = build(worker, &cfg.metrics);
-        let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
-            (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
-            _ => None,
-        };
-        let mut source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, 0, 1, Duration::from_secs(60))
+    let guards = timely::execute(cluster.timely_config()?, move |worker| -> anyhow::Result<RunStats> {
+        run_worker(worker, &cfg, shared.clone(), sink.clone(), &rt)
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let mut stats = RunStats::default();
+    for result in guards.join() {
+        let s = result.map_err(|e| anyhow::anyhow!("timely worker: {e}"))??;
+        stats.epochs = stats.epochs.max(s.epochs);
+        stats.messages += s.messages;
+        stats.committed.extend(s.committed);
+    }
+    Ok(stats)
+}
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    cfg: &Config,
+    shared: Shared,
+    sink: Arc<ClickHouseSink>,
+    rt: &tokio::runtime::Handle,
+) -> anyhow::Result<RunStats> {
+    use timely::dataflow::operators::vec::Input;
+    use timely::dataflow::operators::Probe;
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut df = build(worker, &cfg.metrics);
+    let (mut acked, ack_probe) = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<()>();
+        (input, stream.probe().0)
+    });
+    let mut caught_up = Agreement::new(worker);
+    let mut stopping = Agreement::new(worker);
+
+    let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
+        (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
+        _ => None,
+    };
+    let mut source =
+        KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
             .context("connecting the Kafka source")?;
-        let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
-        let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Offsets>();
-        // Recovery (README "Recovery"): the dataflow starts empty and re-reads
-        // every partition. Rows live in ClickHouse that the rebuilt state no
-        // longer has must be deleted once the catch-up is complete.
-        let mut catch_up = Some(CatchUp::start(&source, &sink, &rt)?);
-        let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
-        let mut stats = RunStats::default();
-        let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
-        let commit = |source: &KafkaSource, offsets: &Offsets, stats: &mut RunStats| {
-            match source.commit(offsets) {
-                Ok(()) => stats.committed = offsets.clone(),
-                // A failed commit only delays progress tracking; the next one covers it.
-                Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+    let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<u64>();
+    // Recovery (README "Recovery"): the dataflow starts empty and re-reads
+    // every partition. Rows live in ClickHouse that the rebuilt state no
+    // longer has must be deleted once the catch-up is complete.
+    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers)?);
+    let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
+    let mut stats = RunStats::default();
+    let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
+    // Epochs sent to the sink and not yet acknowledged, oldest first.
+    let mut unacked: std::collections::VecDeque<u64> = Default::default();
+    // Source positions after each epoch that read messages, oldest first.
+    let mut positions: std::collections::VecDeque<(u64, Offsets)> = Default::default();
+    let mut reconcile_at: Option<u64> = None;
+    let mut drain_until: Option<u64> = None;
+    let mut epoch: u64 = 0;
+
+    let commit = |source: &KafkaSource, offsets: &Offsets, stats: &mut RunStats| match source.commit(offsets) {
+        Ok(()) => stats.committed = offsets.clone(),
+        // A failed commit only delays progress tracking; the next one covers it.
+        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+    };
+    // Commits the newest positions whose epoch every worker has acknowledged.
+    let commit_acked =
+        |source: &KafkaSource, positions: &mut std::collections::VecDeque<(u64, Offsets)>, stats: &mut RunStats| {
+            let all_acked_below = ack_probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            let mut newest = None;
+            while positions.front().is_some_and(|(e, _)| *e < all_acked_below) {
+                newest = positions.pop_front();
+            }
+            if let Some((_, offsets)) = newest {
+                commit(source, &offsets, stats);
             }
         };
 
-        while !shared.stop.load(Ordering::Relaxed) {
-            let polled = source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
+    loop {
+        if shared.stop.load(Ordering::Relaxed) && !stopping.signalled() {
+            stopping.signal();
+        }
+        let polled = if stopping.signalled() {
+            Default::default()
+        } else {
+            source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
                 df.inputs.send(topic, key, value, seq);
-            });
+            })
+        };
+        if stopping.signalled() {
+            // Nothing to read: seal epochs at a calm pace until all stop.
+            std::thread::sleep(Duration::from_millis(10));
+        } else {
             source.probe_broker(Duration::from_secs(2));
             shared.readiness.kafka.store(source.healthy(), Ordering::Relaxed);
-            while let Ok(offsets) = ack_rx.try_recv() {
-                commit(&source, &offsets, &mut stats);
-            }
             source.update_lag(Duration::from_secs(5));
-            let mut rows = Vec::new();
-            if polled.messages > 0 {
-                stats.messages += polled.messages as u64;
-                stats.epochs += 1;
-                let epoch = stats.epochs;
-                df.inputs.advance_to(epoch);
-                df.inputs.flush();
-                let sealed = Instant::now();
-                worker.step_while(|| df.probe.less_than(&epoch));
-                shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
-                rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
-                shared.metrics.emitted_rows.inc_by(rows.len() as u64);
-                if let Some(c) = catch_up.as_mut() {
-                    c.touched(&rows);
-                }
+        }
+        stats.messages += polled.messages as u64;
+        epoch += 1;
+        df.inputs.advance_to(epoch);
+        df.inputs.flush();
+        let sealed = Instant::now();
+        worker.step_while(|| df.probe.less_than(&epoch));
+        if polled.messages > 0 {
+            shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
+        }
+        let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+        shared.metrics.emitted_rows.inc_by(rows.len() as u64);
+        if let Some(c) = catch_up.as_mut() {
+            c.touched(&rows);
+            if !caught_up.signalled() && source.reached(&c.targets) {
+                caught_up.signal();
             }
-            // The deletes ride in the batch that completes the catch-up, so the
-            // offsets that mark it complete are committed only with them.
-            let deletes = catch_up.take_if(|c| source.reached(&c.targets)).map(CatchUp::finish);
-            if polled.messages == 0 && deletes.is_none() {
-                continue;
+            if reconcile_at.is_none() && caught_up.all() {
+                reconcile_at = Some(epoch + 2);
             }
-            if let Some(deletes) = deletes {
-                rows.extend(deletes);
+        }
+        // The deletes ride in the batch that completes the catch-up, so the
+        // offsets that mark it complete are committed only with them.
+        if reconcile_at.is_some_and(|at| epoch >= at) {
+            if let Some(c) = catch_up.take() {
+                rows.extend(c.finish());
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
             }
+        }
+        if polled.messages > 0 {
+            stats.epochs += 1;
+            positions.push_back((epoch, source.positions().clone()));
+        }
+        if !rows.is_empty() {
             shared.metrics.sink_in_flight.inc();
-            let batch = SinkBatch { rows, offsets: source.positions().clone(), oldest_ms: polled.oldest_timestamp_ms };
+            unacked.push_back(epoch);
+            let batch = SinkBatch { rows, epoch, oldest_ms: polled.oldest_timestamp_ms };
             if batch_tx.blocking_send(batch).is_err() {
                 break;
             }
         }
-        // Drain: the sink finishes what it holds, then its acks end.
-        drop(batch_tx);
-        for offsets in ack_rx.iter() {
-            commit(&source, &offsets, &mut stats);
+        while let Ok(e) = ack_rx.try_recv() {
+            while unacked.front().is_some_and(|u| *u <= e) {
+                unacked.pop_front();
+            }
         }
-        if let Err(e) = rt.block_on(sink_handle) {
-            tracing::error!(error = %e, "sink task failed");
+        acked.advance_to(unacked.front().copied().unwrap_or(epoch + 1));
+        worker.step();
+        commit_acked(&source, &mut positions, &mut stats);
+        if drain_until.is_none() && stopping.all() {
+            drain_until = Some(epoch + 2);
         }
-        tracing::info!(epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
-        Ok(stats)
-    })
+        if drain_until.is_some_and(|d| epoch >= d) {
+            break;
+        }
+    }
+    // Drain: the sink finishes what it holds, then its acks end; every
+    // worker then waits until all have acknowledged everything.
+    drop(batch_tx);
+    drop(df.inputs);
+    for _ in ack_rx.iter() {}
+    if let Err(e) = rt.block_on(sink_handle) {
+        tracing::error!(error = %e, "sink task failed");
+    }
+    drop(acked);
+    while !ack_probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+    commit_acked(&source, &mut positions, &mut stats);
+    tracing::info!(worker = index, epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
+    Ok(stats)
 }

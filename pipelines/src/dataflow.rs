@@ -5,11 +5,13 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::input::Handle;
 use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::{Exchange as _, Probe as _};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::MetricsConfig;
@@ -138,12 +140,23 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig) -> Datafl
     })
 }
 
-/// Stashes row changes by epoch and releases each epoch, consolidated by
-/// the driver, once the frontier has passed it.
+/// The worker, of `peers`, that captures and writes `key`'s row: every
+/// change of a row goes to one worker, so sink writes are partitioned
+/// without duplicates and consolidate per key. Start-up reconciliation uses
+/// the same rule to split ClickHouse's live keys.
+pub fn row_owner(key: &RowKey, peers: usize) -> usize {
+    (key.hashed() % peers.max(1) as u64) as usize
+}
+
+/// Routes row changes to their owning worker, stashes them by epoch and
+/// releases each epoch, consolidated by the driver, once the frontier has
+/// passed it. The probe sits behind the exchange, so an epoch is complete
+/// only when every worker's changes for it have arrived.
 fn capture(rows: VecCollection<'_, Epoch, (RowKey, RowVals)>, out: Rc<RefCell<Completed>>) -> ProbeHandle<Epoch> {
-    let (probe, rows) = rows.probe();
+    let routed = rows.inner.exchange(|((k, _), _, _): &((RowKey, RowVals), Epoch, isize)| k.hashed());
+    let (probe, routed) = routed.probe();
     let mut stash: BTreeMap<Epoch, Vec<(RowKey, RowVals, isize)>> = BTreeMap::new();
-    rows.inner.sink(Pipeline, "Capture", move |(input, frontier)| {
+    routed.sink(Pipeline, "Capture", move |(input, frontier)| {
         input.for_each(|cap, data| {
             let batch = stash.entry(*cap.time()).or_default();
             batch.extend(data.drain(..).map(|((k, v), _t, d)| (k, v, d)));

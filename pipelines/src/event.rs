@@ -96,27 +96,27 @@ pub enum DecisionMaker {
 /// Lead facts a conversation event may carry (SPEC §2.2); all optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Facts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub homeowner: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub monthly_bill: Option<NonNeg>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub property_type: Option<PropertyType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub region: Option<Str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub timeline_months: Option<Count>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credit_signal: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub decision_maker: Option<DecisionMaker>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sentiment: Option<Signed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub questions: Option<Count>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub technical_questions: Option<Count>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub objections_resolved: Option<Count>,
 }
 
@@ -129,7 +129,7 @@ pub struct Conversation {
     pub conversation_id: Str,
     pub subject_id: Str,
     pub kind: ConversationKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub facts: Option<Facts>,
 }
 
@@ -176,16 +176,16 @@ pub struct Message {
     pub subject_id: Str,
     pub direction: Direction,
     pub channel: MessageChannel,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub campaign_id: Option<Str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub offer_id: Option<Str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub experiment_id: Option<Str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub variant: Option<Variant>,
     pub status: MessageStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sent_at: Option<Ts>,
 }
 
@@ -207,7 +207,7 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub amount_cents: Count,
     pub currency: Str,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub plan_id: Option<Str>,
 }
 
@@ -223,7 +223,7 @@ pub enum RoStatus {
 pub struct RoLine {
     pub code: Str,
     pub amount_cents: Count,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub offer_id: Option<Str>,
 }
 
@@ -234,13 +234,13 @@ pub struct RoUpdate {
     pub ts: Ts,
     pub ro_id: Str,
     pub subject_id: Str,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub vin: Option<Str>,
     pub status: RoStatus,
     pub opened_at: Ts,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub closed_at: Option<Ts>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub advisor: Option<Str>,
     pub lines: Vec<RoLine>,
 }
@@ -311,14 +311,29 @@ impl Event {
     /// The event as one JSON object (the wire format of every topic).
     pub fn to_json(&self) -> String {
         let r = match self {
-            Event::Impression(e) => serde_json::to_string(e),
-            Event::Conversation(e) => serde_json::to_string(e),
-            Event::Message(e) => serde_json::to_string(e),
-            Event::Payment(e) => serde_json::to_string(e),
-            Event::RoUpdate(e) => serde_json::to_string(e),
+            Event::Impression(e) => serde_json::to_value(e),
+            Event::Conversation(e) => serde_json::to_value(e),
+            Event::Message(e) => serde_json::to_value(e),
+            Event::Payment(e) => serde_json::to_value(e),
+            Event::RoUpdate(e) => serde_json::to_value(e),
         };
         // Serializing these plain structs cannot fail (no maps with non-string keys).
-        r.unwrap_or_default()
+        strip_nulls(r.unwrap_or_default()).to_string()
+    }
+}
+
+/// Drops `null` members of objects, at any depth: an absent optional field
+/// and a null one read the same, and events are written without them. (The
+/// structs themselves serialize every field: timely's exchange between
+/// processes uses bincode, which cannot skip fields.)
+pub fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.into_iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k, strip_nulls(x))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
+        other => other,
     }
 }
 

@@ -180,14 +180,23 @@ impl<'de> Deserialize<'de> for Tenant {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ts(pub Micros);
 
+/// RFC 3339 text in human-readable formats (JSON); plain microseconds in
+/// binary ones (timely's exchange between processes).
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_micros(self.0))
+        if s.is_human_readable() {
+            s.serialize_str(&format_micros(self.0))
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Ts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Micros::deserialize(d).map(Ts);
+        }
         let s = String::deserialize(d)?;
         parse_rfc3339(&s)
             .map(Ts)

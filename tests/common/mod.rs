@@ -105,13 +105,27 @@ pub fn run_until_seen(
     cfg: &revpulse::config::Config,
     messages: usize,
     within: std::time::Duration,
+    during: impl FnMut(&revpulse::runner::Shared),
+) -> (revpulse::runner::Shared, revpulse::runner::RunStats) {
+    run_cluster_until_seen(rt, cfg, &Default::default(), messages, within, during)
+}
+
+/// As [`run_until_seen`], on `cluster`'s workers.
+pub fn run_cluster_until_seen(
+    rt: &tokio::runtime::Runtime,
+    cfg: &revpulse::config::Config,
+    cluster: &revpulse::runner::Cluster,
+    messages: usize,
+    within: std::time::Duration,
     mut during: impl FnMut(&revpulse::runner::Shared),
 ) -> (revpulse::runner::Shared, revpulse::runner::RunStats) {
     use std::sync::atomic::Ordering;
     let shared = revpulse::runner::Shared::default();
     let sink = std::sync::Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
     let (handle, runner_shared, runner_cfg) = (rt.handle().clone(), shared.clone(), cfg.clone());
-    let runner = std::thread::spawn(move || revpulse::runner::run_pipeline(&runner_cfg, runner_shared, sink, handle));
+    let cluster = cluster.clone();
+    let runner =
+        std::thread::spawn(move || revpulse::runner::run_cluster(&runner_cfg, &cluster, runner_shared, sink, handle));
     let deadline = std::time::Instant::now() + within;
     while messages_seen(&shared.metrics) < messages {
         assert!(

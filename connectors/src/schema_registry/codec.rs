@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use apache_avro::types::Value as AvroValue;
 use apache_avro::Schema;
-use revpulse_pipelines::event::{decode, validate_json, Reason, Reject, Topic, Upsert, MAX_PAYLOAD_BYTES};
+use revpulse_pipelines::event::{decode, strip_nulls, validate_json, Reason, Reject, Topic, Upsert, MAX_PAYLOAD_BYTES};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -168,15 +168,5 @@ fn from_json(v: &JsonValue) -> AvroValue {
         JsonValue::String(s) => AvroValue::String(s.clone()),
         JsonValue::Array(a) => AvroValue::Array(a.iter().map(from_json).collect()),
         JsonValue::Object(m) => AvroValue::Map(m.iter().map(|(k, x)| (k.clone(), from_json(x))).collect()),
-    }
-}
-
-fn strip_nulls(v: JsonValue) -> JsonValue {
-    match v {
-        JsonValue::Object(m) => {
-            JsonValue::Object(m.into_iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k, strip_nulls(x))).collect())
-        }
-        JsonValue::Array(a) => JsonValue::Array(a.into_iter().map(strip_nulls).collect()),
-        other => other,
     }
 }
