@@ -11,7 +11,8 @@
 //!    current version, against the JSON size of those versions.
 //! 3. ceiling: Kafka consume + decode only (a plain `BaseConsumer` loop).
 //! 4. pipeline: Kafka → dataflow (all five families) → ClickHouse with the
-//!    production runner, until every row is acknowledged.
+//!    production runner, until every row is acknowledged; on 1 and on 2
+//!    timely workers.
 //! 5. freshness: a steady load at half the pipeline's rate; Kafka message
 //!    timestamp → its rows acknowledged by ClickHouse, p50/p99.
 //!
@@ -37,7 +38,7 @@ use crate::config::Config;
 use crate::demo::ensure_clickhouse;
 use crate::generate::{write_dir, GenConfig, Generator};
 use crate::replay::{self, Line};
-use crate::runner::{run_pipeline, Shared};
+use crate::runner::{run_cluster, Cluster, Shared};
 
 /// Benchmark knobs.
 #[derive(Clone, Debug)]
@@ -123,9 +124,9 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     };
 
     rt.block_on(ensure_clickhouse(&opts.clickhouse))?;
-    let pipeline = {
+    let run_phase = |name: &str, workers: usize| -> anyhow::Result<(f64, u64, u64)> {
         let cfg = Config {
-            kafka: phase_kafka(&cluster, "pipeline", opts.partitions)?,
+            kafka: phase_kafka(&cluster, name, opts.partitions)?,
             clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_bench")?,
             ..Config::default()
         };
@@ -134,7 +135,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         let seen = Arc::new(AtomicU64::new(0));
         let t = Instant::now();
         let producer = spawn_producer(&cfg.kafka, &msgs, seen.clone(), window, None);
-        let runner = spawn_runner(&rt, &cfg, &shared);
+        let runner = spawn_runner(&rt, &cfg, &shared, workers);
         while (read_messages(&shared) as usize) < msgs.len() {
             seen.store(read_messages(&shared), Ordering::Relaxed);
             std::thread::sleep(Duration::from_millis(5));
@@ -144,8 +145,10 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         join(runner)?;
         let secs = t.elapsed().as_secs_f64();
         join(producer)?;
-        (msgs.len() as f64 / secs, peak_rss_bytes(), base)
+        Ok((msgs.len() as f64 / secs, peak_rss_bytes(), base))
     };
+    let pipeline = run_phase("pipeline", 1)?;
+    let pipeline2 = run_phase("pipeline2", 2)?;
 
     // 5. freshness at half the sustained rate.
     let rate = (pipeline.0 / 2.0).max(100.0);
@@ -156,7 +159,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
             ..Config::default()
         };
         let shared = Shared::default();
-        let runner = spawn_runner(&rt, &cfg, &shared);
+        let runner = spawn_runner(&rt, &cfg, &shared, 1);
         let unpaced = Arc::new(AtomicU64::new(u64::MAX));
         let limit = ((rate * opts.freshness.as_secs_f64()) as usize).min(msgs.len());
         let producer = spawn_producer(&cfg.kafka, &msgs[..limit], unpaced, u64::MAX, Some(rate));
@@ -191,6 +194,12 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         pipeline.0,
         mib(pipeline.1),
         mib(pipeline.1.saturating_sub(pipeline.2))
+    );
+    println!(
+        "| pipeline, 2 workers | {:.0} events/s ({:.2}× 1 worker; peak RSS {:.0} MiB) |",
+        pipeline2.0,
+        pipeline2.0 / pipeline.0,
+        mib(pipeline2.1)
     );
     println!("| pipeline / ceiling | {:.3} |", pipeline.0 / ceiling.0);
     println!("| freshness at {:.0} events/s ({} sink batches) | p50 {:.3} s, p99 {:.3} s |", rate, batches, p50, p99);
@@ -352,10 +361,12 @@ fn spawn_runner(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
     shared: &Shared,
+    workers: usize,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
     let (cfg, shared, handle) = (cfg.clone(), shared.clone(), rt.handle().clone());
-    std::thread::spawn(move || run_pipeline(&cfg, shared, sink, handle).map(|_| ()))
+    let cluster = Cluster { workers, ..Cluster::default() };
+    std::thread::spawn(move || run_cluster(&cfg, &cluster, shared, sink, handle).map(|_| ()))
 }
 
 /// Messages the runner has read (consumed and rejected).
