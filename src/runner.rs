@@ -36,6 +36,16 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Hard stop: also abandon a write that is still being retried.
     pub abort: Arc<AtomicBool>,
+    /// A worker of this process failed: the others stop without further
+    /// commits or reconciliation (their rows may depend on it).
+    pub failed: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Aborted or failed: nothing may be committed any more.
+    fn halted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
 }
 
 /// What a run processed.
@@ -282,15 +292,55 @@ fn run_worker(
 ) -> anyhow::Result<RunStats> {
     use timely::dataflow::operators::vec::Input;
     use timely::dataflow::operators::Probe;
-    let (index, peers) = (worker.index(), worker.peers());
-    let mut df = build(worker, &cfg.metrics);
-    let (mut acked, ack_probe) = worker.dataflow::<u64, _, _>(|scope| {
+    let index = worker.index();
+    let df = build(worker, &cfg.metrics);
+    let (acked, ack_probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (input, stream) = scope.new_input::<()>();
         (input, stream.probe().0)
     });
-    let mut caught_up = Agreement::new(worker);
-    let mut stopping = Agreement::new(worker);
+    let mut h = Handles {
+        df,
+        acked: Some(acked),
+        ack_probe,
+        caught_up: Agreement::new(worker),
+        stopping: Agreement::new(worker),
+    };
+    let result = drive(worker, cfg, &shared, sink, rt, &mut h);
+    if let Err(e) = &result {
+        // Before this worker's inputs close (which its peers would read as
+        // "caught up", "stopped", "acknowledged"), make sure they commit and
+        // reconcile nothing more.
+        shared.failed.store(true, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
+        tracing::error!(
+            worker = index,
+            error = format!("{e:#}"),
+            "worker failed; the pipeline stops without further commits"
+        );
+    }
+    h.caught_up.signal();
+    h.stopping.signal();
+    result
+}
 
+/// The dataflow and the cross-worker agreements of one worker.
+struct Handles {
+    df: revpulse_pipelines::dataflow::Dataflow,
+    acked: Option<timely::dataflow::operators::vec::input::Handle<u64, ()>>,
+    ack_probe: timely::dataflow::ProbeHandle<u64>,
+    caught_up: Agreement,
+    stopping: Agreement,
+}
+
+fn drive(
+    worker: &mut timely::worker::Worker,
+    cfg: &Config,
+    shared: &Shared,
+    sink: Arc<ClickHouseSink>,
+    rt: &tokio::runtime::Handle,
+    h: &mut Handles,
+) -> anyhow::Result<RunStats> {
+    let (index, peers) = (worker.index(), worker.peers());
     let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
         (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
         _ => None,
@@ -314,37 +364,47 @@ fn run_worker(
     let mut reconcile_at: Option<u64> = None;
     let mut drain_until: Option<u64> = None;
     let mut epoch: u64 = 0;
+    // While idle peers finish their poll, park briefly instead of spinning.
+    let park = Some(Duration::from_millis(1));
 
-    let commit = |source: &KafkaSource, offsets: &Offsets, stats: &mut RunStats| match source.commit(offsets) {
-        Ok(()) => stats.committed = offsets.clone(),
-        // A failed commit only delays progress tracking; the next one covers it.
-        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
-    };
     // Commits the newest positions whose epoch every worker has acknowledged.
-    let commit_acked =
-        |source: &KafkaSource, positions: &mut std::collections::VecDeque<(u64, Offsets)>, stats: &mut RunStats| {
-            let all_acked_below = ack_probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
-            let mut newest = None;
-            while positions.front().is_some_and(|(e, _)| *e < all_acked_below) {
-                newest = positions.pop_front();
+    let commit_acked = |source: &KafkaSource,
+                        ack_probe: &timely::dataflow::ProbeHandle<u64>,
+                        positions: &mut std::collections::VecDeque<(u64, Offsets)>,
+                        stats: &mut RunStats| {
+        if shared.halted() {
+            return;
+        }
+        let all_acked_below = ack_probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+        let mut newest = None;
+        while positions.front().is_some_and(|(e, _)| *e < all_acked_below) {
+            newest = positions.pop_front();
+        }
+        if let Some((_, offsets)) = newest {
+            match source.commit(&offsets) {
+                Ok(()) => stats.committed = offsets,
+                // A failed commit only delays progress tracking; the next one covers it.
+                Err(e) => tracing::warn!(error = %e, "offset commit failed"),
             }
-            if let Some((_, offsets)) = newest {
-                commit(source, &offsets, stats);
-            }
-        };
+        }
+    };
 
     loop {
-        if shared.stop.load(Ordering::Relaxed) && !stopping.signalled() {
-            stopping.signal();
+        if shared.halted() {
+            break;
         }
-        let polled = if stopping.signalled() {
+        if shared.stop.load(Ordering::Relaxed) && !h.stopping.signalled() {
+            h.stopping.signal();
+        }
+        let df = &mut h.df;
+        let polled = if h.stopping.signalled() {
             Default::default()
         } else {
             source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
                 df.inputs.send(topic, key, value, seq);
             })
         };
-        if stopping.signalled() {
+        if h.stopping.signalled() {
             // Nothing to read: seal epochs at a calm pace until all stop.
             std::thread::sleep(Duration::from_millis(10));
         } else {
@@ -357,7 +417,7 @@ fn run_worker(
         df.inputs.advance_to(epoch);
         df.inputs.flush();
         let sealed = Instant::now();
-        worker.step_while(|| df.probe.less_than(&epoch));
+        worker.step_or_park_while(park, || df.probe.less_than(&epoch) && !shared.halted());
         if polled.messages > 0 {
             shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
@@ -365,16 +425,17 @@ fn run_worker(
         shared.metrics.emitted_rows.inc_by(rows.len() as u64);
         if let Some(c) = catch_up.as_mut() {
             c.touched(&rows);
-            if !caught_up.signalled() && source.reached(&c.targets) {
-                caught_up.signal();
+            if !h.caught_up.signalled() && source.reached(&c.targets) {
+                h.caught_up.signal();
             }
-            if reconcile_at.is_none() && caught_up.all() {
+            if reconcile_at.is_none() && h.caught_up.all() {
                 reconcile_at = Some(epoch + 2);
             }
         }
-        // The deletes ride in the batch that completes the catch-up, so the
-        // offsets that mark it complete are committed only with them.
-        if reconcile_at.is_some_and(|at| epoch >= at) {
+        // Every worker has read up to its start-up high watermarks, and
+        // every row that reading produced has reached its owner: the keys
+        // this worker owns that no row touched are stale.
+        if reconcile_at.is_some_and(|at| epoch >= at) && !shared.halted() {
             if let Some(c) = catch_up.take() {
                 rows.extend(c.finish());
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -397,10 +458,12 @@ fn run_worker(
                 unacked.pop_front();
             }
         }
-        acked.advance_to(unacked.front().copied().unwrap_or(epoch + 1));
+        if let Some(acked) = h.acked.as_mut() {
+            acked.advance_to(unacked.front().copied().unwrap_or(epoch + 1));
+        }
         worker.step();
-        commit_acked(&source, &mut positions, &mut stats);
-        if drain_until.is_none() && stopping.all() {
+        commit_acked(&source, &h.ack_probe, &mut positions, &mut stats);
+        if drain_until.is_none() && h.stopping.all() {
             drain_until = Some(epoch + 2);
         }
         if drain_until.is_some_and(|d| epoch >= d) {
@@ -410,16 +473,31 @@ fn run_worker(
     // Drain: the sink finishes what it holds, then its acks end; every
     // worker then waits until all have acknowledged everything.
     drop(batch_tx);
-    drop(df.inputs);
-    for _ in ack_rx.iter() {}
+    h.stopping.signal();
+    h.caught_up.signal();
+    // No more input from this worker: peers still draining must not wait
+    // for its epochs.
+    h.df.inputs.advance_to(u64::MAX);
+    h.df.inputs.flush();
+    for e in ack_rx.iter() {
+        while unacked.front().is_some_and(|u| *u <= e) {
+            unacked.pop_front();
+        }
+    }
     if let Err(e) = rt.block_on(sink_handle) {
         tracing::error!(error = %e, "sink task failed");
     }
-    drop(acked);
-    while !ack_probe.done() {
-        worker.step_or_park(Some(Duration::from_millis(10)));
+    if !unacked.is_empty() {
+        // The sink gave up (abort): what it did not write must not count as
+        // acknowledged, here or at any peer.
+        shared.failed.store(true, Ordering::Relaxed);
     }
-    commit_acked(&source, &mut positions, &mut stats);
+    h.acked = None;
+    worker.step_or_park_while(Some(Duration::from_millis(10)), || !h.ack_probe.done() && !shared.halted());
+    commit_acked(&source, &h.ack_probe, &mut positions, &mut stats);
     tracing::info!(worker = index, epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
+    if shared.failed.load(Ordering::Relaxed) && unacked.is_empty() && !shared.abort.load(Ordering::Relaxed) {
+        anyhow::bail!("stopped because another worker failed");
+    }
     Ok(stats)
 }
