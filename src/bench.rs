@@ -440,3 +440,85 @@ fn reset_peak_rss() -> u64 {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     rss_bytes()
 }
+
+/// Soak knobs: a steady stream for a long time, RSS sampled as it goes.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    pub duration: Duration,
+    /// Offered events per second.
+    pub rate: u64,
+    /// Event time that passes per wall-clock second, so days and months of
+    /// event time (and so closed periods) go by within the run.
+    pub event_secs_per_sec: u64,
+    pub sample: Duration,
+    pub partitions: i32,
+    pub tenants: usize,
+    pub seed: u64,
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// `revpulse bench --soak SECS`: streams generated events at a steady rate
+/// through the production pipeline (embedded broker, local ClickHouse) and
+/// prints RSS, throughput and lag every `sample`. Memory flat once the
+/// retention horizon has passed is the goal of lateness/retention (SPEC §7,
+/// not yet implemented: without it, state grows with the keys seen).
+pub fn soak(opts: &SoakOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(ensure_clickhouse(&opts.clickhouse))?;
+    let cluster = MockCluster::new(1).context("mock cluster")?;
+    let cfg = Config {
+        kafka: phase_kafka(&cluster, "soak", opts.partitions)?,
+        clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_soak")?,
+        ..Config::default()
+    };
+    let shared = Shared::default();
+    let runner = spawn_runner(&rt, &cfg, &shared, 1);
+    let step = (opts.event_secs_per_sec as i64 * 1_000_000) / opts.rate.max(1) as i64;
+    let start = crate::generate::GenConfig::default().start;
+    let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start, step });
+    let producer = KeyedProducer::new(&cfg.kafka)?;
+    println!(
+        "soak: {} events/s for {} s, {} s of event time per second, sampling every {} s",
+        opts.rate,
+        opts.duration.as_secs(),
+        opts.event_secs_per_sec,
+        opts.sample.as_secs()
+    );
+    println!("| elapsed s | event time | produced | consumed | RSS MiB |");
+    println!("|---:|---|---:|---:|---:|");
+    let t0 = Instant::now();
+    let mut produced = 0u64;
+    let mut next_sample = opts.sample;
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while t0.elapsed() < opts.duration {
+        let due = (t0.elapsed().as_secs_f64() * opts.rate as f64) as u64;
+        while produced < due {
+            let r = generator.next_record();
+            producer.send(cfg.kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;
+            produced += 1;
+        }
+        producer.poll();
+        if t0.elapsed() >= next_sample {
+            next_sample += opts.sample;
+            let rss = rss_bytes();
+            samples.push((t0.elapsed().as_secs_f64(), rss));
+            println!(
+                "| {:.0} | {} | {} | {} | {:.0} |",
+                t0.elapsed().as_secs_f64(),
+                revpulse_pipelines::time::format_micros(generator.now()),
+                produced,
+                read_messages(&shared),
+                rss as f64 / MIB
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    producer.flush(Duration::from_secs(30))?;
+    shared.stop.store(true, Ordering::Relaxed);
+    join(runner)?;
+    if let (Some(mid), Some(last)) = (samples.get(samples.len() / 2), samples.last()) {
+        let per_min = (last.1 as f64 - mid.1 as f64) / MIB / ((last.0 - mid.0) / 60.0).max(1e-9);
+        println!("RSS growth over the second half: {per_min:+.1} MiB/min");
+    }
+    Ok(())
+}

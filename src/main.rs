@@ -157,6 +157,12 @@ enum Command {
         /// Seconds of steady load for the freshness phase.
         #[arg(long, default_value_t = 15)]
         freshness_secs: u64,
+        /// Instead of the phases above: stream at --soak-rate for this many
+        /// seconds and print RSS over time.
+        #[arg(long)]
+        soak: Option<u64>,
+        #[arg(long, default_value_t = 5_000)]
+        soak_rate: u64,
         /// ClickHouse connection (default: the local one).
         #[arg(long, env = "REVPULSE_CONFIG")]
         config: Option<PathBuf>,
@@ -233,7 +239,19 @@ fn main() -> anyhow::Result<()> {
             }
             run(&cfg, &Cluster { workers, processes, process_index, hostfile })
         }
-        Command::Bench { events, partitions, tenants, seed, freshness_secs, config } => {
+        Command::Bench { events, partitions, tenants, seed, freshness_secs, soak, soak_rate, config } => {
+            if let Some(secs) = soak {
+                return revpulse::bench::soak(&revpulse::bench::SoakOptions {
+                    duration: Duration::from_secs(secs),
+                    rate: soak_rate,
+                    event_secs_per_sec: 3_600,
+                    sample: Duration::from_secs(30),
+                    partitions,
+                    tenants,
+                    seed,
+                    clickhouse: load(config.as_ref())?.clickhouse,
+                });
+            }
             revpulse::bench::bench(&revpulse::bench::BenchOptions {
                 events,
                 partitions,
