@@ -213,34 +213,55 @@ pub fn run_pipeline(
     run_cluster(cfg, &Cluster::default(), shared, sink, rt)
 }
 
-/// An all-workers agreement on a one-off event (caught up, stopping): each
-/// worker signals once; `all()` is true once every worker has.
-struct Agreement {
+/// An input that carries no data, only progress: each worker advances or
+/// closes its own, and timely's progress tracking tells every worker the
+/// least over all of them. Used for acknowledged epochs and, closed once,
+/// as an all-workers agreement (caught up, stopping).
+struct Progress {
     input: Option<timely::dataflow::operators::vec::input::Handle<u64, ()>>,
     probe: timely::dataflow::ProbeHandle<u64>,
 }
 
-impl Agreement {
-    fn new(worker: &mut timely::worker::Worker) -> Agreement {
+impl Progress {
+    fn new(worker: &mut timely::worker::Worker) -> Progress {
         use timely::dataflow::operators::vec::Input;
         use timely::dataflow::operators::Probe;
         let (input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<()>();
             (input, stream.probe().0)
         });
-        Agreement { input: Some(input), probe }
+        Progress { input: Some(input), probe }
     }
 
-    fn signal(&mut self) {
+    fn advance_to(&mut self, time: u64) {
+        if let Some(input) = self.input.as_mut() {
+            input.advance_to(time);
+        }
+    }
+
+    fn close(&mut self) {
         self.input = None;
     }
 
-    fn signalled(&self) -> bool {
+    fn closed(&self) -> bool {
         self.input.is_none()
     }
 
-    fn all(&self) -> bool {
+    /// Every worker has closed its input.
+    fn all_closed(&self) -> bool {
         self.probe.done()
+    }
+
+    /// The least time any worker's input is still open at.
+    fn least(&self) -> u64 {
+        self.probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+    }
+}
+
+/// Drops the epochs an acknowledgement of `acked` covers (acks are in order).
+fn acknowledge(unacked: &mut std::collections::VecDeque<u64>, acked: u64) {
+    while unacked.front().is_some_and(|u| *u <= acked) {
+        unacked.pop_front();
     }
 }
 
@@ -290,21 +311,10 @@ fn run_worker(
     sink: Arc<ClickHouseSink>,
     rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<RunStats> {
-    use timely::dataflow::operators::vec::Input;
-    use timely::dataflow::operators::Probe;
     let index = worker.index();
     let df = build(worker, &cfg.metrics);
-    let (acked, ack_probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<()>();
-        (input, stream.probe().0)
-    });
-    let mut h = Handles {
-        df,
-        acked: Some(acked),
-        ack_probe,
-        caught_up: Agreement::new(worker),
-        stopping: Agreement::new(worker),
-    };
+    let mut h =
+        Handles { df, acked: Progress::new(worker), caught_up: Progress::new(worker), stopping: Progress::new(worker) };
     let result = drive(worker, cfg, &shared, sink, rt, &mut h);
     if let Err(e) = &result {
         // Before this worker's inputs close (which its peers would read as
@@ -318,18 +328,18 @@ fn run_worker(
             "worker failed; the pipeline stops without further commits"
         );
     }
-    h.caught_up.signal();
-    h.stopping.signal();
+    h.caught_up.close();
+    h.stopping.close();
     result
 }
 
 /// The dataflow and the cross-worker agreements of one worker.
 struct Handles {
     df: revpulse_pipelines::dataflow::Dataflow,
-    acked: Option<timely::dataflow::operators::vec::input::Handle<u64, ()>>,
-    ack_probe: timely::dataflow::ProbeHandle<u64>,
-    caught_up: Agreement,
-    stopping: Agreement,
+    /// The oldest epoch this worker's sink has not acknowledged.
+    acked: Progress,
+    caught_up: Progress,
+    stopping: Progress,
 }
 
 fn drive(
@@ -369,13 +379,13 @@ fn drive(
 
     // Commits the newest positions whose epoch every worker has acknowledged.
     let commit_acked = |source: &KafkaSource,
-                        ack_probe: &timely::dataflow::ProbeHandle<u64>,
+                        acked: &Progress,
                         positions: &mut std::collections::VecDeque<(u64, Offsets)>,
                         stats: &mut RunStats| {
         if shared.halted() {
             return;
         }
-        let all_acked_below = ack_probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+        let all_acked_below = acked.least();
         let mut newest = None;
         while positions.front().is_some_and(|(e, _)| *e < all_acked_below) {
             newest = positions.pop_front();
@@ -393,18 +403,18 @@ fn drive(
         if shared.halted() {
             break;
         }
-        if shared.stop.load(Ordering::Relaxed) && !h.stopping.signalled() {
-            h.stopping.signal();
+        if shared.stop.load(Ordering::Relaxed) && !h.stopping.closed() {
+            h.stopping.close();
         }
         let df = &mut h.df;
-        let polled = if h.stopping.signalled() {
+        let polled = if h.stopping.closed() {
             Default::default()
         } else {
             source.poll_batch(cfg.kafka.max_batch_messages, wait, |topic, key, value, seq| {
                 df.inputs.send(topic, key, value, seq);
             })
         };
-        if h.stopping.signalled() {
+        if h.stopping.closed() {
             // Nothing to read: seal epochs at a calm pace until all stop.
             std::thread::sleep(Duration::from_millis(10));
         } else {
@@ -425,10 +435,10 @@ fn drive(
         shared.metrics.emitted_rows.inc_by(rows.len() as u64);
         if let Some(c) = catch_up.as_mut() {
             c.touched(&rows);
-            if !h.caught_up.signalled() && source.reached(&c.targets) {
-                h.caught_up.signal();
+            if !h.caught_up.closed() && source.reached(&c.targets) {
+                h.caught_up.close();
             }
-            if reconcile_at.is_none() && h.caught_up.all() {
+            if reconcile_at.is_none() && h.caught_up.all_closed() {
                 reconcile_at = Some(epoch + 2);
             }
         }
@@ -454,16 +464,12 @@ fn drive(
             }
         }
         while let Ok(e) = ack_rx.try_recv() {
-            while unacked.front().is_some_and(|u| *u <= e) {
-                unacked.pop_front();
-            }
+            acknowledge(&mut unacked, e);
         }
-        if let Some(acked) = h.acked.as_mut() {
-            acked.advance_to(unacked.front().copied().unwrap_or(epoch + 1));
-        }
+        h.acked.advance_to(unacked.front().copied().unwrap_or(epoch + 1));
         worker.step();
-        commit_acked(&source, &h.ack_probe, &mut positions, &mut stats);
-        if drain_until.is_none() && h.stopping.all() {
+        commit_acked(&source, &h.acked, &mut positions, &mut stats);
+        if drain_until.is_none() && h.stopping.all_closed() {
             drain_until = Some(epoch + 2);
         }
         if drain_until.is_some_and(|d| epoch >= d) {
@@ -473,16 +479,14 @@ fn drive(
     // Drain: the sink finishes what it holds, then its acks end; every
     // worker then waits until all have acknowledged everything.
     drop(batch_tx);
-    h.stopping.signal();
-    h.caught_up.signal();
+    h.stopping.close();
+    h.caught_up.close();
     // No more input from this worker: peers still draining must not wait
     // for its epochs.
     h.df.inputs.advance_to(u64::MAX);
     h.df.inputs.flush();
     for e in ack_rx.iter() {
-        while unacked.front().is_some_and(|u| *u <= e) {
-            unacked.pop_front();
-        }
+        acknowledge(&mut unacked, e);
     }
     if let Err(e) = rt.block_on(sink_handle) {
         tracing::error!(error = %e, "sink task failed");
@@ -492,9 +496,9 @@ fn drive(
         // acknowledged, here or at any peer.
         shared.failed.store(true, Ordering::Relaxed);
     }
-    h.acked = None;
-    worker.step_or_park_while(Some(Duration::from_millis(10)), || !h.ack_probe.done() && !shared.halted());
-    commit_acked(&source, &h.ack_probe, &mut positions, &mut stats);
+    h.acked.close();
+    worker.step_or_park_while(Some(Duration::from_millis(10)), || !h.acked.all_closed() && !shared.halted());
+    commit_acked(&source, &h.acked, &mut positions, &mut stats);
     tracing::info!(worker = index, epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
     if shared.failed.load(Ordering::Relaxed) && unacked.is_empty() && !shared.abort.load(Ordering::Relaxed) {
         anyhow::bail!("stopped because another worker failed");
