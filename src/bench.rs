@@ -86,7 +86,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     let cfg = Config::default();
     let mut replay_rate = [0.0; 2];
     for (i, workers) in [1usize, 2].into_iter().enumerate() {
-        let lines = lines.iter().map(clone_line).collect();
+        let lines = lines.clone();
         let t = Instant::now();
         replay::run(lines, &cfg.metrics, workers, 100_000)?;
         replay_rate[i] = n as f64 / (t.elapsed().as_secs_f64() + decode_secs);
@@ -215,10 +215,6 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn clone_line(l: &Line) -> Line {
-    Line { topic: l.topic, key: l.key.clone(), value: l.value.clone(), seq: l.seq }
-}
 
 /// The versions the upsert rule keeps (SPEC §2): greatest `ts` since the
 /// last tombstone, ties to the later arrival.

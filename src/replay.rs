@@ -14,6 +14,7 @@ use revpulse_pipelines::row::{RowKey, RowVals};
 pub type State = BTreeMap<RowKey, RowVals>;
 
 /// One line of a replay file, decoded.
+#[derive(Clone, Debug)]
 pub struct Line {
     pub topic: Topic,
     pub key: String,

@@ -107,7 +107,7 @@ fn avro_topics_match_replay_and_bad_frames_are_dead_lettered() {
     rt.block_on(common::assert_clickhouse_matches(&ch, &expected));
 
     let letters = common::dead_letters(&cluster.bootstrap_servers(), &cfg.kafka.dlq_topic, bad.len());
-    let mut got: Vec<&str> = letters.iter().map(|(r, _)| r.as_str()).collect();
+    let mut got: Vec<&str> = letters.iter().map(|l| l.reason.as_deref().unwrap_or_default()).collect();
     got.sort();
     let mut want: Vec<&str> = bad.iter().map(|(_, _, r)| *r).collect();
     want.sort();

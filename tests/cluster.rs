@@ -32,8 +32,7 @@ fn produce(producer: &KeyedProducer, cfg: &Config, g: &mut Generator, n: usize, 
 }
 
 fn expected(lines: &[Line], cfg: &Config) -> replay::State {
-    let copy = lines.iter().map(|l| Line { topic: l.topic, key: l.key.clone(), value: l.value.clone(), seq: l.seq });
-    replay::run(copy.collect(), &cfg.metrics, 1, 100_000).expect("replay")
+    replay::run(lines.to_vec(), &cfg.metrics, 1, 100_000).expect("replay")
 }
 
 fn setup(
@@ -87,10 +86,6 @@ fn worker_threads_agree_across_restarts_that_change_their_number() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// Sum of `revpulse_consumed_total` over a process's `/metrics`.
 fn consumed(api: &str) -> u64 {
     let out = Command::new("curl").args(["-sS", "--max-time", "2", &format!("http://{api}/metrics")]).output();
@@ -121,7 +116,8 @@ fn two_processes_on_loopback_match_one_worker() {
     let dir = std::env::temp_dir().join(format!("revpulse-procs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let hostfile = dir.join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", common::free_port(), common::free_port()))
+        .expect("hostfile");
     let config = dir.join("revpulse.toml");
     std::fs::write(
         &config,
@@ -131,7 +127,7 @@ fn two_processes_on_loopback_match_one_worker() {
         ),
     )
     .expect("config");
-    let apis = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    let apis = [format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port())];
     let procs: Vec<Proc> = (0..2)
         .map(|i| {
             Proc(
@@ -168,10 +164,10 @@ fn two_processes_on_loopback_match_one_worker() {
     // A cluster stops together: every process gets the signal, and each
     // finishes once all have stopped reading (README "Running a cluster").
     for p in &procs {
-        Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status().expect("kill -TERM");
+        common::send_sigterm(&p.0);
     }
     for mut p in procs {
-        let status = p.0.wait().expect("wait");
+        let status = common::wait_exit(&mut p.0, Duration::from_secs(60));
         assert!(status.success(), "process exited with {status}");
     }
     rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));

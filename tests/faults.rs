@@ -29,10 +29,6 @@ use revpulse_pipelines::event::{decode_value, Topic};
 
 const GROUP: &str = "revpulse-faults";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, api_port: u16) -> PathBuf {
     let path = dir.join("revpulse.toml");
     let text = format!(
@@ -139,16 +135,8 @@ fn wait_committed(brokers: &str, kafka: &KafkaConfig, deadline: Duration) {
 }
 
 fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill -TERM");
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::send_sigterm(child);
+    common::wait_exit(child, Duration::from_secs(60))
 }
 
 fn setup(
@@ -173,7 +161,7 @@ fn kill_9_three_times_then_sigterm_is_exact() {
     let ch = rt.block_on(common::fresh_clickhouse("kill9"));
     // 8 partitions per topic keep each under the mock cluster's ~5 MiB retention.
     let (_cluster, kafka, dir) = setup("kill9", 8);
-    let config = write_config(&dir, &kafka.brokers, &ch, free_port());
+    let config = write_config(&dir, &kafka.brokers, &ch, common::free_port());
     let log = dir.join("revpulse.log");
 
     let mut child = spawn(&config, &log);
@@ -216,7 +204,7 @@ fn clickhouse_outage_of_20s_is_exact_and_bounded() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     // A ClickHouse of its own, so stopping it disturbs no other test.
     let ch_dir = std::env::temp_dir().join(format!("revpulse-faults-ch-{}", std::process::id()));
-    let (http, tcp) = (free_port(), free_port());
+    let (http, tcp) = (common::free_port(), common::free_port());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
     let clickhouse = |verb: &str| {
         let ok = Command::new("bash")
@@ -234,7 +222,7 @@ fn clickhouse_outage_of_20s_is_exact_and_bounded() {
     assert_eq!(ch.url, format!("http://127.0.0.1:{http}"));
 
     let (_cluster, kafka, dir) = setup("outage", 4);
-    let api_port = free_port();
+    let api_port = common::free_port();
     let config = write_config(&dir, &kafka.brokers, &ch, api_port);
     let mut child = spawn(&config, &dir.join("revpulse.log"));
     let pid = child.id();
@@ -298,7 +286,7 @@ fn kafka_broker_outage_is_exact() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("broker"));
     let (cluster, kafka, dir) = setup("broker", 4);
-    let api_port = free_port();
+    let api_port = common::free_port();
     let config = write_config(&dir, &kafka.brokers, &ch, api_port);
     let mut child = spawn(&config, &dir.join("revpulse.log"));
     let kafka_ready = || {

@@ -7,19 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::ClientConfig;
 use revpulse::config::Config;
 use revpulse::generate::{GenConfig, Generator};
 use revpulse::replay::{self, Line};
-use revpulse::runner::{run_pipeline, Shared};
-use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::KeyedProducer;
 use revpulse_pipelines::event::{decode_value, Topic};
 
@@ -67,29 +60,8 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     let bad_sent = total / 2_000 + bad.len();
 
     // Run the pipeline until everything is consumed, then stop gracefully.
-    let shared = Shared::default();
-    let sink = Arc::new(ClickHouseSink::new(ch.clone(), Some(shared.metrics.clone())));
-    let handle = rt.handle().clone();
-    let runner_shared = shared.clone();
-    let runner_cfg = cfg.clone();
-    let runner = std::thread::spawn(move || run_pipeline(&runner_cfg, runner_shared, sink, handle));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let (shared, stats) = common::run_until_seen(&rt, &cfg, total + bad_sent, Duration::from_secs(120), |_| {});
     let m = &shared.metrics;
-    let seen = || -> usize {
-        let consumed: u64 = Topic::ALL.iter().map(|t| m.consumed.with_label_values(&[t.name()]).get()).sum();
-        let rejected: u64 = Topic::ALL
-            .iter()
-            .flat_map(|t| revpulse_pipelines::event::Reason::ALL.iter().map(move |r| (t, r)))
-            .map(|(t, r)| m.rejected.with_label_values(&[t.name(), r.as_str()]).get())
-            .sum();
-        (consumed + rejected) as usize
-    };
-    while seen() < total + bad_sent {
-        assert!(Instant::now() < deadline, "pipeline consumed only {} of {}", seen(), total + bad_sent);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    shared.stop.store(true, Ordering::Relaxed);
-    let stats = runner.join().expect("runner thread").expect("runner ok");
     assert!(!stats.committed.is_empty(), "offsets were committed after the sink acknowledged");
     assert_eq!(m.sink_in_flight.get(), 0, "every batch handed to the sink was acknowledged and counted once");
 
@@ -98,30 +70,12 @@ fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
     rt.block_on(common::assert_clickhouse_matches(&ch, &expected));
 
     // Every bad message is in the DLQ with origin and reason headers, and counted.
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", "dlq-check")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("dlq consumer");
-    dlq.subscribe(&[&cfg.kafka.dlq_topic]).expect("subscribe");
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reasons.values().sum::<usize>() < bad_sent && Instant::now() < deadline {
-        if let Some(Ok(msg)) = dlq.poll(Duration::from_millis(200)) {
-            let headers = msg.headers().expect("dlq headers");
-            let get = |name: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            assert!(get("revpulse.source.topic").is_some_and(|t| t == "impressions" || t == "messages"));
-            assert!(get("revpulse.source.partition").is_some());
-            assert!(get("revpulse.source.offset").and_then(|o| o.parse::<i64>().ok()).is_some());
-            *reasons.entry(get("revpulse.reason").unwrap_or_default()).or_default() += 1;
-        }
+    for letter in common::dead_letters(&cluster.bootstrap_servers(), &cfg.kafka.dlq_topic, bad_sent) {
+        assert!(letter.source_topic.as_deref().is_some_and(|t| t == "impressions" || t == "messages"));
+        assert!(letter.source_partition.is_some());
+        assert!(letter.source_offset.and_then(|o| o.parse::<i64>().ok()).is_some());
+        *reasons.entry(letter.reason.unwrap_or_default()).or_default() += 1;
     }
     assert_eq!(reasons.values().sum::<usize>(), bad_sent, "{reasons:?}");
     for (_, _, _, reason) in &bad {

@@ -78,10 +78,6 @@ fn curl(args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 struct Prometheus(std::process::Child, PathBuf);
 
 impl Drop for Prometheus {
@@ -141,7 +137,7 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
 
     let dir = std::env::temp_dir().join(format!("revpulse-prom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("prometheus dir");
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

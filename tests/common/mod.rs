@@ -142,8 +142,18 @@ pub fn run_cluster_until_seen(
     (shared, stats)
 }
 
-/// Dead letters on `topic`, read from the beginning: (reason header, source topic header).
-pub fn dead_letters(brokers: &str, topic: &str, expect: usize) -> Vec<(String, String)> {
+/// The `revpulse.*` headers of one dead letter (`None`: header missing).
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub reason: Option<String>,
+    pub source_topic: Option<String>,
+    pub source_partition: Option<String>,
+    pub source_offset: Option<String>,
+}
+
+/// Dead letters on `topic`, read from the beginning, until `expect` of them
+/// arrived or 30 s passed.
+pub fn dead_letters(brokers: &str, topic: &str, expect: usize) -> Vec<DeadLetter> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let dlq: BaseConsumer = rdkafka::ClientConfig::new()
@@ -154,17 +164,45 @@ pub fn dead_letters(brokers: &str, topic: &str, expect: usize) -> Vec<(String, S
         .expect("dlq consumer");
     dlq.subscribe(&[topic]).expect("subscribe");
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while out.len() < expect && std::time::Instant::now() < deadline {
         if let Some(Ok(msg)) = dlq.poll(std::time::Duration::from_millis(200)) {
             let header = |name: &str| {
                 msg.headers()
                     .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
                     .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
             };
-            out.push((header("revpulse.reason"), header("revpulse.source.topic")));
+            out.push(DeadLetter {
+                reason: header("revpulse.reason"),
+                source_topic: header("revpulse.source.topic"),
+                source_partition: header("revpulse.source.partition"),
+                source_offset: header("revpulse.source.offset"),
+            });
         }
     }
     out
+}
+
+/// A loopback TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Sends SIGTERM to `child`.
+pub fn send_sigterm(child: &std::process::Child) {
+    let status =
+        std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill -TERM");
+    assert!(status.success());
+}
+
+/// Waits for `child` to exit, at most `within`.
+pub fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(started.elapsed() < within, "no exit within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
