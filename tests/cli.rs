@@ -1,5 +1,6 @@
 //! The `revpulse` binary: `generate` writes a data set, and `replay --output
-//! json` prints every metric table of SPEC §4 in the documented shape.
+//! json` prints every metric table of SPEC §4 in the documented shape;
+//! `bench` and `bench --soak` run through.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -38,4 +39,39 @@ fn generate_then_replay_json_prints_every_table() {
     }
     assert_eq!(tables, Table::ALL.into_iter().collect::<BTreeSet<_>>(), "every table has rows");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `revpulse bench` runs every phase end to end on a small input and prints
+/// each figure (the benchmark itself runs with --release; here it must only
+/// keep working). `--soak` streams and finishes cleanly.
+#[test]
+fn bench_and_soak_run_every_phase() {
+    let bin = env!("CARGO_BIN_EXE_revpulse");
+    let out = Command::new(bin)
+        .args(["bench", "--events", "3000", "--partitions", "2", "--tenants", "2", "--freshness-secs", "1"])
+        .env_remove("REVPULSE_CONFIG")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    for row in [
+        "| replay (files → dataflow), 1 worker |",
+        "| replay, 2 workers |",
+        "| ceiling: Kafka consume + decode |",
+        "| pipeline: Kafka → dataflow → ClickHouse |",
+        "| pipeline, 2 workers |",
+        "| pipeline / ceiling |",
+        "| freshness at ",
+        "| state: ",
+    ] {
+        assert!(stdout.contains(row), "no {row:?} in:\n{stdout}");
+    }
+    let out = Command::new(bin)
+        .args(["bench", "--soak", "2", "--soak-rate", "500", "--partitions", "2"])
+        .env_remove("REVPULSE_CONFIG")
+        .output()
+        .expect("soak runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| elapsed s | event time | produced | consumed | RSS MiB |"), "{stdout}");
 }
