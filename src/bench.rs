@@ -36,7 +36,7 @@ use revpulse_pipelines::event::{decode, Event, Topic};
 
 use crate::config::Config;
 use crate::demo::ensure_clickhouse;
-use crate::generate::{write_dir, GenConfig, Generator};
+use crate::generate::{write_dir, GenConfig, Generator, Record};
 use crate::replay::{self, Line};
 use crate::runner::{run_cluster, Cluster, Shared};
 
@@ -52,13 +52,6 @@ pub struct BenchOptions {
     pub clickhouse: ClickHouseConfig,
 }
 
-/// One produced message.
-struct Msg {
-    topic: Topic,
-    key: String,
-    payload: Option<String>,
-}
-
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     println!(
@@ -66,12 +59,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         opts.events, opts.partitions, opts.tenants
     );
     let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, ..GenConfig::default() });
-    let msgs: Vec<Msg> = (0..opts.events)
-        .map(|_| {
-            let r = generator.next_record();
-            Msg { topic: r.topic, key: r.key, payload: r.payload }
-        })
-        .collect();
+    let msgs: Vec<Record> = (0..opts.events).map(|_| generator.next_record()).collect();
     let json_bytes: usize = msgs.iter().map(|m| m.payload.as_ref().map_or(0, String::len)).sum();
     println!("input: {:.1} MiB of JSON\n", json_bytes as f64 / MIB);
 
@@ -284,18 +272,17 @@ fn fresh_database(
 /// (what the consumer under test has read), or at `rate` per second.
 fn spawn_producer(
     kafka: &KafkaConfig,
-    msgs: &[Msg],
+    msgs: &[Record],
     progress: Arc<AtomicU64>,
     window: u64,
     rate: Option<f64>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let kafka = kafka.clone();
-    let batch: Vec<(Topic, String, Option<String>)> =
-        msgs.iter().map(|m| (m.topic, m.key.clone(), m.payload.clone())).collect();
+    let batch = msgs.to_vec();
     std::thread::spawn(move || {
         let producer = KeyedProducer::new(&kafka)?;
         let start = Instant::now();
-        for (i, (topic, key, payload)) in batch.iter().enumerate() {
+        for (i, Record { topic, key, payload }) in batch.iter().enumerate() {
             let i = i as u64;
             while i > progress.load(Ordering::Relaxed).saturating_add(window) {
                 producer.poll();

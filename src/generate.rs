@@ -35,7 +35,7 @@ const REGIONS: [&str; 4] = ["us-west", "us-east", "us-central", "us-south"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub topic: Topic,
-    pub key: String,
+    pub key: revpulse_pipelines::types::Text,
     pub payload: Option<String>,
 }
 
@@ -67,7 +67,7 @@ pub struct Generator {
     now: Micros,
     n: u64,
     /// Recent versions per key, to correct, duplicate, reorder or delete.
-    recent: Vec<(Topic, String, Event)>,
+    recent: Vec<(Topic, revpulse_pipelines::types::Text, Event)>,
     /// Open repair orders and running conversations, to continue later.
     open_ros: Vec<RoUpdate>,
     conversations: BTreeMap<String, (String, String, Micros)>,
@@ -96,7 +96,7 @@ impl Generator {
 
     fn tenant(&mut self) -> Tenant {
         let t = self.rng.random_range(0..self.cfg.tenants.max(1));
-        Tenant(format!("dealer-{t:03}"))
+        Tenant(format!("dealer-{t:03}").into())
     }
 
     /// Customers come and go: the active population is a window of 400 ids
@@ -157,7 +157,7 @@ impl Generator {
     }
 
     fn record(&self, event: Event) -> Record {
-        Record { topic: event.topic(), key: event.upsert_key().to_owned(), payload: Some(event.to_json()) }
+        Record { topic: event.topic(), key: event.upsert_key().into(), payload: Some(event.to_json()) }
     }
 
     fn impression(&mut self) -> Event {
@@ -172,7 +172,7 @@ impl Generator {
         Event::Impression(Impression {
             tenant_id,
             ts: Ts(self.now),
-            event_id: Str(self.id("imp")),
+            event_id: Str(self.id("imp").into()),
             channel: Str(CHANNELS[self.rng.random_range(0..CHANNELS.len())].into()),
             intent_cluster: Str(INTENTS[self.rng.random_range(0..INTENTS.len())].into()),
             impressions: Count(self.rng.random_range(50..20_000)),
@@ -200,7 +200,7 @@ impl Generator {
                 let tenant = self.tenant();
                 let subject = self.subject(&tenant);
                 let id = self.id("conv");
-                self.conversations.insert(id.clone(), (tenant.0, subject, self.now));
+                self.conversations.insert(id.clone(), (tenant.0.to_string(), subject, self.now));
                 (id, ConversationKind::Started)
             }
         };
@@ -245,11 +245,11 @@ impl Generator {
         facts.technical_questions = Some(Count(self.rng.random_range(0..2)));
         facts.objections_resolved = Some(Count(self.rng.random_range(0..2)));
         Event::Conversation(Conversation {
-            tenant_id: Tenant(tenant),
+            tenant_id: Tenant(tenant.into()),
             ts: Ts(self.now),
-            event_id: Str(self.id("cev")),
-            conversation_id: Str(conversation_id),
-            subject_id: Str(subject),
+            event_id: Str(self.id("cev").into()),
+            conversation_id: Str(conversation_id.into()),
+            subject_id: Str(subject.into()),
             kind,
             facts: Some(facts),
         })
@@ -281,8 +281,8 @@ impl Generator {
         Event::Message(Message {
             tenant_id,
             ts: Ts(self.now),
-            message_id: Str(self.id("msg")),
-            subject_id: Str(subject),
+            message_id: Str(self.id("msg").into()),
+            subject_id: Str(subject.into()),
             direction: if outbound { Direction::Outbound } else { Direction::Inbound },
             channel: [MessageChannel::Sms, MessageChannel::Email, MessageChannel::Push][self.rng.random_range(0..3)],
             campaign_id: campaign,
@@ -301,12 +301,12 @@ impl Generator {
         Event::Payment(Payment {
             tenant_id,
             ts: Ts(self.now),
-            payment_id: Str(self.id("pay")),
-            subject_id: Str(subject),
+            payment_id: Str(self.id("pay").into()),
+            subject_id: Str(subject.into()),
             status: if self.rng.random_bool(0.9) { PaymentStatus::Succeeded } else { PaymentStatus::Failed },
             amount_cents: Count(self.rng.random_range(2_000..250_000)),
             currency: Str("USD".into()),
-            plan_id: self.rng.random_bool(0.5).then(|| Str(format!("plan-{}", self.rng.random_range(1..4)))),
+            plan_id: self.rng.random_bool(0.5).then(|| Str(format!("plan-{}", self.rng.random_range(1..4)).into())),
         })
     }
 
@@ -335,13 +335,13 @@ impl Generator {
         let ro = RoUpdate {
             tenant_id,
             ts: Ts(self.now),
-            ro_id: Str(self.id("ro")),
-            subject_id: Str(subject),
-            vin: Some(Str(format!("1HGCM82633A{:06}", self.rng.random_range(0..1_000_000)))),
+            ro_id: Str(self.id("ro").into()),
+            subject_id: Str(subject.into()),
+            vin: Some(Str(format!("1HGCM82633A{:06}", self.rng.random_range(0..1_000_000)).into())),
             status: RoStatus::Open,
             opened_at: Ts(self.now),
             closed_at: None,
-            advisor: Some(Str(format!("advisor-{}", self.rng.random_range(1..6)))),
+            advisor: Some(Str(format!("advisor-{}", self.rng.random_range(1..6)).into())),
             lines,
         };
         self.open_ros.push(ro.clone());

@@ -9,6 +9,7 @@ use revpulse_pipelines::config::MetricsConfig;
 use revpulse_pipelines::dataflow::{build, net_changes};
 use revpulse_pipelines::event::{decode_value, Event, Reject, Topic};
 use revpulse_pipelines::row::{RowKey, RowVals};
+use revpulse_pipelines::types::Text;
 
 /// The final state of every metric table.
 pub type State = BTreeMap<RowKey, RowVals>;
@@ -17,7 +18,7 @@ pub type State = BTreeMap<RowKey, RowVals>;
 #[derive(Clone, Debug)]
 pub struct Line {
     pub topic: Topic,
-    pub key: String,
+    pub key: Text,
     pub value: Option<Event>,
     /// 1-based line number within its file: the arrival order.
     pub seq: u64,
@@ -71,10 +72,10 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<Line>, Counts), ReplayError> {
 }
 
 /// A replay line: an event, or `{"_key": K, "_tombstone": true}`.
-pub fn parse_line(topic: Topic, line: &[u8]) -> Result<(String, Option<Event>), Reject> {
+pub fn parse_line(topic: Topic, line: &[u8]) -> Result<(Text, Option<Event>), Reject> {
     #[derive(serde::Deserialize)]
     struct Tombstone {
-        _key: String,
+        _key: Text,
         _tombstone: bool,
     }
     if line.windows(12).any(|w| w == b"\"_tombstone\"") {
@@ -85,7 +86,7 @@ pub fn parse_line(topic: Topic, line: &[u8]) -> Result<(String, Option<Event>), 
         }
     }
     let event = decode_value(topic, line)?;
-    Ok((event.upsert_key().to_owned(), Some(event)))
+    Ok((Text::from(event.upsert_key()), Some(event)))
 }
 
 /// Runs `lines` through the dataflow on `workers` threads, `batch` lines

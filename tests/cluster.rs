@@ -63,7 +63,7 @@ fn worker_threads_agree_across_restarts_that_change_their_number() {
         if round == 2 {
             // Deleted while no pipeline runs: the next start must delete
             // the rows these keys fed, whichever worker owns them now.
-            let victims: Vec<(Topic, String)> = lines
+            let victims: Vec<(Topic, revpulse_pipelines::types::Text)> = lines
                 .iter()
                 .filter(|l| l.value.is_some() && l.topic == Topic::Conversations)
                 .map(|l| (l.topic, l.key.clone()))

@@ -34,10 +34,11 @@ use crate::event::{Direction, Message, MessageStatus};
 use crate::fixed::{to_f64, Fixed};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::{day_of, Day, Micros};
+use crate::types::Text;
 use crate::upsert::Epoch;
 
 /// Conversions arranged by (tenant, subject), shared with experiment lift.
-pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(String, String), Conversion, Epoch, isize>>>;
+pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(Text, Text), Conversion, Epoch, isize>>>;
 
 /// Campaign credited for touches without `campaign_id`.
 pub const UNKNOWN_CAMPAIGN: &str = "unknown";
@@ -52,13 +53,13 @@ const PER_CENT: Fixed = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Touch {
     pub time: Micros,
-    pub message_id: String,
-    pub campaign: String,
-    pub offer: Option<String>,
+    pub message_id: Text,
+    pub campaign: Text,
+    pub offer: Option<Text>,
 }
 
 /// The touch a message is, keyed by (tenant, subject), if it is one.
-pub fn touch_of(m: &Message) -> Option<((String, String), Touch)> {
+pub fn touch_of(m: &Message) -> Option<((Text, Text), Touch)> {
     let counts = matches!(
         m.status,
         MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Clicked | MessageStatus::Replied
@@ -67,7 +68,7 @@ pub fn touch_of(m: &Message) -> Option<((String, String), Touch)> {
         let touch = Touch {
             time: m.sent_at.unwrap_or(m.ts).0,
             message_id: m.message_id.0.clone(),
-            campaign: m.campaign_id.as_ref().map_or(UNKNOWN_CAMPAIGN, |c| c.0.as_str()).to_owned(),
+            campaign: m.campaign_id.as_ref().map_or(UNKNOWN_CAMPAIGN, |c| c.0.as_str()).into(),
             offer: m.offer_id.as_ref().map(|o| o.0.clone()),
         };
         ((m.tenant_id.0.clone(), m.subject_id.0.clone()), touch)
@@ -93,15 +94,15 @@ impl Model {
 /// its candidate touches in (time, message_id) order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum AttrIn {
-    Conversion { day: Day, revenue_cents: u128, offer_lines: Vec<(String, u64)> },
+    Conversion { day: Day, revenue_cents: u128, offer_lines: Vec<(Text, u64)> },
     Candidate(Touch),
 }
 
 /// What one conversion contributes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Credit {
-    Campaign { day: Day, model: Model, campaign: String, conversions: Fixed, revenue: Fixed },
-    Offer { offer: String, lines: i64, cents: i128 },
+    Campaign { day: Day, model: Model, campaign: Text, conversions: Fixed, revenue: Fixed },
+    Offer { offer: Text, lines: i64, cents: i128 },
 }
 
 /// `total` split into `n` integer parts that sum to `total`, larger first.
@@ -112,7 +113,7 @@ pub fn apportion(total: Fixed, n: usize) -> impl Iterator<Item = Fixed> {
 }
 
 /// The credits of one conversion given its candidates in (time, message_id) order.
-pub fn credits(day: Day, revenue_cents: u128, offer_lines: &[(String, u64)], candidates: &[&Touch]) -> Vec<Credit> {
+pub fn credits(day: Day, revenue_cents: u128, offer_lines: &[(Text, u64)], candidates: &[&Touch]) -> Vec<Credit> {
     let revenue = revenue_cents as Fixed * PER_CENT;
     let mut out = Vec::new();
     let Some(last) = candidates.last() else {
@@ -172,7 +173,7 @@ crate::additive! {
 
 /// The `attribution_daily` and `offer_acceptance` rows.
 pub fn attribution<'s>(
-    messages: VecCollection<'s, Epoch, (String, Message)>,
+    messages: VecCollection<'s, Epoch, (Text, Message)>,
     conversions: VecCollection<'s, Epoch, Conversion>,
     by_subject: BySubject<'s>,
     window_secs: u64,
@@ -188,7 +189,7 @@ pub fn attribution<'s>(
             AttrIn::Conversion { day: day_of(c.time), revenue_cents: c.revenue_cents, offer_lines: c.offer_lines };
         ((c.tenant, c.source, c.id), input)
     });
-    let credited = per_conversion.concat(candidates).reduce(|_conv: &(String, Source, String), inputs, out| {
+    let credited = per_conversion.concat(candidates).reduce(|_conv: &(Text, Source, Text), inputs, out| {
         let Some((AttrIn::Conversion { day, revenue_cents, offer_lines }, _)) = inputs.first() else { return };
         let candidates: Vec<&Touch> = inputs
             .iter()

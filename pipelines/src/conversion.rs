@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Payment, PaymentStatus, RoStatus, RoUpdate};
 use crate::time::Micros;
+use crate::types::Text;
 use crate::upsert::Epoch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -29,15 +30,15 @@ impl Source {
 /// One conversion.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Conversion {
-    pub tenant: String,
-    pub subject: String,
+    pub tenant: Text,
+    pub subject: Text,
     pub source: Source,
     /// `payment_id` or `ro_id`.
-    pub id: String,
+    pub id: Text,
     pub time: Micros,
     pub revenue_cents: u128,
     /// RO lines that name an offer: (offer_id, amount_cents).
-    pub offer_lines: Vec<(String, u64)>,
+    pub offer_lines: Vec<(Text, u64)>,
 }
 
 /// The conversion a payment is, if any.
@@ -73,8 +74,8 @@ pub fn of_ro(r: &RoUpdate) -> Option<Conversion> {
 
 /// All current conversions.
 pub fn conversions<'s>(
-    payments: VecCollection<'s, Epoch, (String, Payment)>,
-    ros: VecCollection<'s, Epoch, (String, RoUpdate)>,
+    payments: VecCollection<'s, Epoch, (Text, Payment)>,
+    ros: VecCollection<'s, Epoch, (Text, RoUpdate)>,
 ) -> VecCollection<'s, Epoch, Conversion> {
     payments.flat_map(|(_, p)| of_payment(&p)).concat(ros.flat_map(|(_, r)| of_ro(&r)))
 }

@@ -17,6 +17,7 @@ use timely::dataflow::ProbeHandle;
 use crate::config::MetricsConfig;
 use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic};
 use crate::row::{RowKey, RowVals};
+use crate::types::Text;
 use crate::upsert::{upsert, Epoch, UpsertMsg};
 use crate::{attribution, conversion, experiment, lead_score, rar, revenue_per_minute};
 
@@ -32,7 +33,7 @@ pub struct Inputs {
 impl Inputs {
     /// Sends one decoded message of `topic` at the current epoch. A value of
     /// the wrong topic is a programming error upstream and is dropped.
-    pub fn send(&mut self, topic: Topic, key: String, value: Option<Event>, seq: u64) {
+    pub fn send(&mut self, topic: Topic, key: Text, value: Option<Event>, seq: u64) {
         match (topic, value) {
             (Topic::Impressions, None) => self.impressions.send((key, None, seq)),
             (Topic::Conversations, None) => self.conversations.send((key, None, seq)),
@@ -87,11 +88,11 @@ pub struct Dataflow {
 
 /// The current versions of the five topics.
 pub struct Current<'s> {
-    pub impressions: VecCollection<'s, Epoch, (String, Impression)>,
-    pub conversations: VecCollection<'s, Epoch, (String, Conversation)>,
-    pub messages: VecCollection<'s, Epoch, (String, Message)>,
-    pub payments: VecCollection<'s, Epoch, (String, Payment)>,
-    pub ro_updates: VecCollection<'s, Epoch, (String, RoUpdate)>,
+    pub impressions: VecCollection<'s, Epoch, (Text, Impression)>,
+    pub conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
+    pub messages: VecCollection<'s, Epoch, (Text, Message)>,
+    pub payments: VecCollection<'s, Epoch, (Text, Payment)>,
+    pub ro_updates: VecCollection<'s, Epoch, (Text, RoUpdate)>,
 }
 
 /// Builds every metric family (SPEC §3) over the current versions.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::time::Micros;
-use crate::types::{Count, NonNeg, Signed, Str, Tenant, Ts, Unit};
+use crate::types::{Count, NonNeg, Signed, Str, Tenant, Text, Ts, Unit};
 
 /// Largest accepted payload (SPEC §2.6).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -437,7 +437,7 @@ impl Reject {
 /// tombstone (`value == None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upsert {
-    pub key: String,
+    pub key: Text,
     pub value: Option<Event>,
 }
 
@@ -450,10 +450,10 @@ pub fn decode(topic: Topic, key: Option<&[u8]>, payload: Option<&[u8]>) -> Resul
             .ok_or_else(|| Reject::new(Reason::MissingKey, "tombstone without a message key"))?;
         let key =
             std::str::from_utf8(key).map_err(|e| Reject::new(Reason::InvalidUtf8, format!("message key: {e}")))?;
-        return Ok(Upsert { key: key.to_owned(), value: None });
+        return Ok(Upsert { key: Text::from(key), value: None });
     };
     let event = decode_value(topic, payload)?;
-    Ok(Upsert { key: event.upsert_key().to_owned(), value: Some(event) })
+    Ok(Upsert { key: Text::from(event.upsert_key()), value: Some(event) })
 }
 
 /// Decodes and validates one JSON event of `topic`.

@@ -26,6 +26,7 @@ use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Variant};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::Micros;
+use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
 
@@ -41,7 +42,7 @@ pub fn variant_name(v: Variant) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum SubjectIn {
     Assigned(Variant),
-    Converted { source: Source, id: String, cents: u128 },
+    Converted { source: Source, id: Text, cents: u128 },
 }
 
 crate::additive! {
@@ -91,14 +92,14 @@ pub fn lift(control: Option<&VariantSums>, treatment: Option<&VariantSums>) -> L
 }
 
 /// A subject in an experiment: (tenant, experiment, subject).
-pub type SubjectKey = (String, String, String);
+pub type SubjectKey = (Text, Text, Text);
 
 /// Per-(tenant, experiment) variant sums.
-type Variants<'s> = VecCollection<'s, Epoch, ((String, String), (Variant, VariantSums))>;
+type Variants<'s> = VecCollection<'s, Epoch, ((Text, Text), (Variant, VariantSums))>;
 
 /// The assignment of every subject: ((tenant, experiment, subject), (time, variant)).
 pub fn assignments<'s>(
-    messages: VecCollection<'s, Epoch, (String, Message)>,
+    messages: VecCollection<'s, Epoch, (Text, Message)>,
 ) -> VecCollection<'s, Epoch, (SubjectKey, (Micros, Variant))> {
     messages
         .flat_map(|(_, m)| {
@@ -115,7 +116,7 @@ pub fn assignments<'s>(
 
 /// The `experiment_variants` and `experiment_lift` rows.
 pub fn experiments<'s>(
-    messages: VecCollection<'s, Epoch, (String, Message)>,
+    messages: VecCollection<'s, Epoch, (Text, Message)>,
     by_subject: BySubject<'s>,
     window_secs: u64,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
@@ -124,7 +125,7 @@ pub fn experiments<'s>(
     let conversions =
         assigned.clone().map(|((tenant, experiment, subject), at)| ((tenant, subject), (experiment, at))).join_core(
             by_subject,
-            move |(tenant, subject), (experiment, (time, _)): &(String, (Micros, Variant)), c: &Conversion| {
+            move |(tenant, subject), (experiment, (time, _)): &(Text, (Micros, Variant)), c: &Conversion| {
                 (c.time >= *time && c.time <= time + window).then(|| {
                     let input = SubjectIn::Converted { source: c.source, id: c.id.clone(), cents: c.revenue_cents };
                     ((tenant.clone(), experiment.clone(), subject.clone()), input)

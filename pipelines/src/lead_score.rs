@@ -28,6 +28,7 @@ use crate::config::LeadScoreConfig;
 use crate::event::{Conversation, DecisionMaker, Facts, PropertyType};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::Micros;
+use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
 
@@ -36,8 +37,8 @@ use crate::upsert::Epoch;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LeadRecord {
     pub ts: Micros,
-    pub event_id: String,
-    pub conversation_id: String,
+    pub event_id: Text,
+    pub conversation_id: Text,
     pub facts: Facts,
 }
 
@@ -58,7 +59,7 @@ pub struct LeadFacts {
     pub homeowner: Option<bool>,
     pub monthly_bill: Option<f64>,
     pub property_type: Option<PropertyType>,
-    pub region: Option<String>,
+    pub region: Option<Text>,
     pub timeline_months: Option<u64>,
     pub credit_signal: Option<bool>,
     pub decision_maker: Option<DecisionMaker>,
@@ -173,7 +174,8 @@ pub fn score(f: &LeadFacts, cfg: &LeadScoreConfig) -> Score {
         None => 0.0,
     };
     let timing = timeline + credit + dm;
-    let market = f.region.as_ref().and_then(|r| cfg.market_scores.get(r)).copied().unwrap_or(cfg.default_market);
+    let market =
+        f.region.as_ref().and_then(|r| cfg.market_scores.get(r.as_str())).copied().unwrap_or(cfg.default_market);
     let score = round2((base + behavioral + timing + market).clamp(0.0, 100.0));
     let (tier, price) = if score >= cfg.premium_at {
         (Tier::Premium, cfg.premium_price)
@@ -199,11 +201,11 @@ pub fn score(f: &LeadFacts, cfg: &LeadScoreConfig) -> Score {
 }
 
 /// A lead: (tenant, subject).
-pub type LeadKey = (String, String);
+pub type LeadKey = (Text, Text);
 
 /// The score of every current lead.
 pub fn lead_scores<'s>(
-    conversations: VecCollection<'s, Epoch, (String, Conversation)>,
+    conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
     cfg: &LeadScoreConfig,
 ) -> VecCollection<'s, Epoch, (LeadKey, Score)> {
     let cfg = cfg.clone();

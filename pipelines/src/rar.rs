@@ -26,6 +26,7 @@ use crate::event::Impression;
 use crate::fixed::{ratio, to_f64, to_fixed, Fixed};
 use crate::row::{Cell, RowKey, RowVals, Table};
 use crate::time::{month_of, Day};
+use crate::types::Text;
 use crate::upsert::Epoch;
 
 /// How many intents `top_intents` lists.
@@ -78,7 +79,7 @@ impl RarSums {
 }
 
 /// The `rar_monthly` value columns.
-pub fn monthly_vals(s: &RarSums, top_intents: Vec<String>) -> RowVals {
+pub fn monthly_vals(s: &RarSums, top_intents: Vec<Text>) -> RowVals {
     vec![
         Cell::U64(u64::try_from(s.impressions).unwrap_or(u64::MAX)),
         Cell::f64(to_f64(s.sess_ai)),
@@ -99,19 +100,19 @@ pub fn part_vals(s: &RarSums) -> RowVals {
 }
 
 /// The 5 highest-`rar` intents of a month from `(intent, rar)` pairs.
-pub fn top_intents<'a>(intents: impl IntoIterator<Item = (&'a str, Fixed)>) -> Vec<String> {
+pub fn top_intents<'a>(intents: impl IntoIterator<Item = (&'a str, Fixed)>) -> Vec<Text> {
     let mut v: Vec<(Fixed, &str)> = intents.into_iter().map(|(i, r)| (-r, i)).collect();
     v.sort_unstable();
-    v.into_iter().take(TOP_INTENTS).map(|(_, i)| i.to_owned()).collect()
+    v.into_iter().take(TOP_INTENTS).map(|(_, i)| Text::from(i)).collect()
 }
 
-fn month_key(tenant: String, month: Day) -> Vec<Cell> {
+fn month_key(tenant: Text, month: Day) -> Vec<Cell> {
     vec![Cell::Str(tenant), Cell::Date(month)]
 }
 
 /// Builds the three RaR tables from the current impressions records.
 pub fn rar<'s>(
-    impressions: VecCollection<'s, Epoch, (String, Impression)>,
+    impressions: VecCollection<'s, Epoch, (Text, Impression)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let contributions = impressions.map(|(_, r)| {
         let sums = RarSums::of(&r);
@@ -124,7 +125,7 @@ pub fn rar<'s>(
 
     // Sorting `(-rar, intent)` ascending is rar descending, ties by name.
     let top = by_intent.clone().map(|((t, m, i), s)| ((t, m), (-s.rar, i))).reduce(|_month, ranked, out| {
-        let top: Vec<String> = ranked.iter().take(TOP_INTENTS).map(|((_, i), _)| i.clone()).collect();
+        let top: Vec<Text> = ranked.iter().take(TOP_INTENTS).map(|((_, i), _)| i.clone()).collect();
         out.push((top, 1));
     });
 

@@ -17,6 +17,7 @@ use crate::event::Conversation;
 use crate::lead_score::{LeadKey, Score};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::{minute_of, Micros, MICROS_PER_MINUTE};
+use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
 
@@ -40,7 +41,7 @@ pub fn realized<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> VecCol
             [((c.tenant.clone(), minute, Some(c.source)), r.clone()), ((c.tenant, minute, None), r)]
         })
         .count_total()
-        .map(|((tenant, minute, source), r): ((String, u32, Option<Source>), Realized)| {
+        .map(|((tenant, minute, source), r): ((Text, u32, Option<Source>), Realized)| {
             let source = source.map_or(ALL_SOURCES, Source::as_str);
             let vals = vec![Cell::f64(r.cents as f64 / 100.0), Cell::U64(r.conversions.max(0) as u64)];
             (RowKey::new(Table::RevenuePerMinute, vec![s(tenant), Cell::Minute(minute), s(source)]), vals)
@@ -49,12 +50,12 @@ pub fn realized<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> VecCol
 
 /// A conversation's extent: first and last `ts` and the subject of its
 /// latest record.
-pub type Extent = (Micros, Micros, String);
+pub type Extent = (Micros, Micros, Text);
 
 /// The extent of every current conversation, keyed by (tenant, conversation_id).
 pub fn extents<'s>(
-    conversations: VecCollection<'s, Epoch, (String, Conversation)>,
-) -> VecCollection<'s, Epoch, ((String, String), Extent)> {
+    conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
+) -> VecCollection<'s, Epoch, ((Text, Text), Extent)> {
     conversations.map(|(_, c)| ((c.tenant_id.0, c.conversation_id.0), (c.ts.0, c.event_id.0, c.subject_id.0))).reduce(
         |_conv, records, out| {
             // Values arrive sorted by (ts, event_id, …): first is earliest, last is latest.
@@ -72,7 +73,7 @@ pub fn duration_minutes(first: Micros, last: Micros) -> f64 {
 
 /// The `conversation_rpm` rows.
 pub fn conversation_rpm<'s>(
-    extents: VecCollection<'s, Epoch, ((String, String), Extent)>,
+    extents: VecCollection<'s, Epoch, ((Text, Text), Extent)>,
     scores: VecCollection<'s, Epoch, (LeadKey, Score)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let potential = scores.map(|(lead, sc)| (lead, sc.revenue_potential));

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::time::{format_day, format_minute, Day};
-use crate::types::F64;
+use crate::types::{Text, F64};
 
 /// ClickHouse column types used by metric tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl ColType {
 /// One value of a row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Cell {
-    Str(String),
+    Str(Text),
     /// Days since the epoch.
     Date(Day),
     /// Seconds since the epoch, whole minutes.
@@ -47,7 +47,7 @@ pub enum Cell {
     F64(F64),
     U64(u64),
     NullF64(Option<F64>),
-    StrArray(Vec<String>),
+    StrArray(Vec<Text>),
 }
 
 impl Cell {
@@ -66,14 +66,14 @@ impl Cell {
             Cell::F64(v) => Value::from(v.0),
             Cell::U64(v) => Value::from(*v),
             Cell::NullF64(v) => v.map_or(Value::Null, |v| Value::from(v.0)),
-            Cell::StrArray(v) => Value::from(v.clone()),
+            Cell::StrArray(v) => Value::from(v.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
         }
     }
 
     /// The value a deleted row carries in this column.
     pub fn zero(ty: ColType) -> Cell {
         match ty {
-            ColType::String => Cell::Str(String::new()),
+            ColType::String => Cell::Str(Text::default()),
             ColType::Date => Cell::Date(0),
             ColType::DateTime => Cell::Minute(0),
             ColType::Float64 => Cell::f64(0.0),
@@ -221,7 +221,7 @@ impl RowKey {
 }
 
 /// A string cell.
-pub fn s(v: impl Into<String>) -> Cell {
+pub fn s(v: impl Into<Text>) -> Cell {
     Cell::Str(v.into())
 }
 

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::time::{format_micros, parse_rfc3339, Micros};
 
+/// A short string kept inline (up to 24 bytes) instead of on the heap:
+/// tenant ids, entity ids and names are the keys of every arrangement, so
+/// cloning and comparing them must not allocate or chase pointers.
+pub type Text = compact_str::CompactString;
+
 /// Longest string SPEC §2.6 accepts, in characters.
 pub const MAX_STRING_CHARS: usize = 1024;
 /// Longest tenant id (SPEC §2).
@@ -110,7 +115,7 @@ impl<'de> Deserialize<'de> for Count {
 /// A string of at most [`MAX_STRING_CHARS`] characters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct Str(pub String);
+pub struct Str(pub Text);
 
 impl Deref for Str {
     type Target = str;
@@ -125,7 +130,7 @@ impl fmt::Display for Str {
 }
 impl From<&str> for Str {
     fn from(s: &str) -> Self {
-        Str(s.to_owned())
+        Str(Text::from(s))
     }
 }
 
@@ -142,7 +147,7 @@ fn check_len<E: serde::de::Error>(s: &str, min: usize, max: usize) -> Result<(),
 
 impl<'de> Deserialize<'de> for Str {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = Text::deserialize(d)?;
         check_len::<D::Error>(&s, 0, MAX_STRING_CHARS)?;
         Ok(Str(s))
     }
@@ -151,7 +156,7 @@ impl<'de> Deserialize<'de> for Str {
 /// A tenant id: 1..=128 characters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub Text);
 
 impl Deref for Tenant {
     type Target = str;
@@ -161,13 +166,13 @@ impl Deref for Tenant {
 }
 impl From<&str> for Tenant {
     fn from(s: &str) -> Self {
-        Tenant(s.to_owned())
+        Tenant(Text::from(s))
     }
 }
 
 impl<'de> Deserialize<'de> for Tenant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = Text::deserialize(d)?;
         if s.chars().count() > MAX_TENANT_CHARS {
             return Err(D::Error::custom(format_args!("string_too_long: tenant_id over {MAX_TENANT_CHARS} chars")));
         }
@@ -197,7 +202,7 @@ impl<'de> Deserialize<'de> for Ts {
         if !d.is_human_readable() {
             return Micros::deserialize(d).map(Ts);
         }
-        let s = String::deserialize(d)?;
+        let s = Text::deserialize(d)?;
         parse_rfc3339(&s)
             .map(Ts)
             .ok_or_else(|| D::Error::custom(format_args!("bad_timestamp: {s:?} is not RFC 3339 UTC in 1970..2105")))

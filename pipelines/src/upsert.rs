@@ -25,6 +25,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::event::Versioned;
+use crate::types::Text;
 
 /// Dataflow time: an ingestion epoch. Every batch of input messages gets the
 /// next epoch, so event times never gate progress and any lateness is fine.
@@ -34,7 +35,7 @@ pub type Epoch = u64;
 /// its arrival sequence number (Kafka offset, or line number in `replay`).
 /// All messages of one key come from one partition, so the sequence numbers
 /// of one key order its messages by arrival.
-pub type UpsertMsg<V> = (String, Option<V>, u64);
+pub type UpsertMsg<V> = (Text, Option<V>, u64);
 
 /// Applies the SPEC §2 upsert rule to the messages of one key, in arrival
 /// order, starting from the current version `current`. Returns `None` if the
@@ -63,18 +64,18 @@ pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item =
 pub fn upsert<'scope, V>(
     stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
     name: &str,
-) -> VecCollection<'scope, Epoch, (String, V)>
+) -> VecCollection<'scope, Epoch, (Text, V)>
 where
     V: ExchangeData + Versioned,
 {
     let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
     stream
-        .unary_frontier::<CapacityContainerBuilder<Vec<((String, V), Epoch, isize)>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Text, V), Epoch, isize)>>, _, _, _>(
             exchange,
             name,
             |_cap, _info| {
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
-                let mut state: HashMap<String, V> = HashMap::new();
+                let mut state: HashMap<Text, V> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);

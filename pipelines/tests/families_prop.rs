@@ -16,10 +16,11 @@ use revpulse_pipelines::dataflow::Inputs;
 use revpulse_pipelines::event::*;
 use revpulse_pipelines::row::{Cell, RowKey, Table};
 use revpulse_pipelines::time::{day_of, minute_of, Micros};
+use revpulse_pipelines::types::Text;
 use revpulse_pipelines::types::{Count, NonNeg, Signed, Str, Tenant, Ts, F64};
 
 /// One input message: topic, key and value (`None`: tombstone).
-type Msg = (Topic, String, Option<Event>);
+type Msg = (Topic, Text, Option<Event>);
 
 const HOUR: Micros = 3_600_000_000;
 const DAY: Micros = 24 * HOUR;
@@ -67,14 +68,14 @@ fn arb_facts() -> impl Strategy<Value = Facts> {
 }
 
 fn tenant(i: u8) -> Tenant {
-    Tenant(format!("t{i}"))
+    Tenant(format!("t{i}").into())
 }
 
 fn subject(i: u8) -> Str {
-    Str(format!("s{i}"))
+    Str(format!("s{i}").into())
 }
 
-fn arb_event(topic: Topic, key: String) -> BoxedStrategy<Event> {
+fn arb_event(topic: Topic, key: Text) -> BoxedStrategy<Event> {
     match topic {
         Topic::Conversations => (0u8..2, 0u8..24, 0u8..3, 0u8..3, opt(arb_facts()))
             .prop_map(move |(tn, slot, conv, subj, facts)| {
@@ -82,7 +83,7 @@ fn arb_event(topic: Topic, key: String) -> BoxedStrategy<Event> {
                     tenant_id: tenant(tn),
                     ts: t(slot),
                     event_id: Str(key.clone()),
-                    conversation_id: Str(format!("cv{conv}")),
+                    conversation_id: Str(format!("cv{conv}").into()),
                     subject_id: subject(subj),
                     kind: ConversationKind::Message,
                     facts,
@@ -169,7 +170,7 @@ fn arb_event(topic: Topic, key: String) -> BoxedStrategy<Event> {
     }
 }
 
-fn arb_msg(topic: Topic, key: String) -> impl Strategy<Value = Msg> {
+fn arb_msg(topic: Topic, key: Text) -> impl Strategy<Value = Msg> {
     let k = key.clone();
     prop_oneof![
         1 => Just((topic, key.clone(), None)),
@@ -187,7 +188,7 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
             .enumerate()
             .map(|(k, (ti, n))| {
                 let topic = topics[*ti];
-                prop::collection::vec(arb_msg(topic, format!("{}-{k}", topic.name())), *n..=*n)
+                prop::collection::vec(arb_msg(topic, format!("{}-{k}", topic.name()).into()), *n..=*n)
             })
             .collect::<Vec<_>>()
     });
@@ -197,8 +198,8 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
 
 // ---------------- naive recomputation ----------------
 
-fn current(msgs: &[Msg]) -> BTreeMap<(Topic, String), Event> {
-    let mut cur: BTreeMap<(Topic, String), Event> = BTreeMap::new();
+fn current(msgs: &[Msg]) -> BTreeMap<(Topic, Text), Event> {
+    let mut cur: BTreeMap<(Topic, Text), Event> = BTreeMap::new();
     for (topic, key, value) in msgs {
         let k = (*topic, key.clone());
         match value {
@@ -215,7 +216,7 @@ fn current(msgs: &[Msg]) -> BTreeMap<(Topic, String), Event> {
 }
 
 fn str_cell(x: &str) -> Cell {
-    Cell::Str(x.to_owned())
+    Cell::Str(x.to_owned().into())
 }
 
 fn f(x: f64) -> Cell {
@@ -307,11 +308,11 @@ fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static 
 }
 
 struct Conv {
-    tenant: String,
-    subject: String,
+    tenant: Text,
+    subject: Text,
     time: Micros,
     cents: u128,
-    offer_lines: Vec<(String, u64)>,
+    offer_lines: Vec<(Text, u64)>,
     source: &'static str,
 }
 
@@ -328,13 +329,13 @@ fn naive_rows(msgs: &[Msg]) -> State {
     };
 
     // §3.2 lead scores.
-    let mut leads: BTreeMap<(String, String), Vec<&Conversation>> = BTreeMap::new();
+    let mut leads: BTreeMap<(Text, Text), Vec<&Conversation>> = BTreeMap::new();
     for e in cur.values() {
         if let Event::Conversation(c) = e {
             leads.entry((c.tenant_id.0.clone(), c.subject_id.0.clone())).or_default().push(c);
         }
     }
-    let mut potential: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut potential: BTreeMap<(Text, Text), f64> = BTreeMap::new();
     for ((tn, subj), recs) in &leads {
         let (score, base, beh, timing, market, tier, rev, prob) = naive_score(recs);
         potential.insert((tn.clone(), subj.clone()), rev);
@@ -346,7 +347,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
     }
 
     // §3.3 conversation efficiency.
-    let mut convs: BTreeMap<(String, String), Vec<&Conversation>> = BTreeMap::new();
+    let mut convs: BTreeMap<(Text, Text), Vec<&Conversation>> = BTreeMap::new();
     for e in cur.values() {
         if let Event::Conversation(c) = e {
             convs.entry((c.tenant_id.0.clone(), c.conversation_id.0.clone())).or_default().push(c);
@@ -368,7 +369,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
     }
 
     // Conversions.
-    let mut conversions: Vec<(String, Conv)> = Vec::new();
+    let mut conversions: Vec<(Text, Conv)> = Vec::new();
     for e in cur.values() {
         match e {
             Event::Payment(p) if p.status == PaymentStatus::Succeeded => conversions.push((
@@ -402,7 +403,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
     }
 
     // §3.3 realized revenue per minute.
-    let mut rpm: BTreeMap<(String, u32, &str), (u64, u128)> = BTreeMap::new();
+    let mut rpm: BTreeMap<(Text, u32, &str), (u64, u128)> = BTreeMap::new();
     for (_, c) in &conversions {
         for source in [c.source, "all"] {
             let e = rpm.entry((c.tenant.clone(), minute_of(c.time), source)).or_default();
@@ -437,15 +438,15 @@ fn naive_rows(msgs: &[Msg]) -> State {
             _ => None,
         })
         .collect();
-    let mut attr: BTreeMap<(String, i32, &str, String), (i128, i128, i64)> = BTreeMap::new();
-    let mut offers: BTreeMap<(String, String), (u64, u128)> = BTreeMap::new();
+    let mut attr: BTreeMap<(Text, i32, &str, Text), (i128, i128, i64)> = BTreeMap::new();
+    let mut offers: BTreeMap<(Text, Text), (u64, u128)> = BTreeMap::new();
     for (_, c) in &conversions {
-        let mut cands: Vec<(Micros, String, String, Option<String>)> = touches
+        let mut cands: Vec<(Micros, Text, Text, Option<Text>)> = touches
             .iter()
             .filter(|m| m.tenant_id.0 == c.tenant && m.subject_id.0 == c.subject)
             .map(|m| {
                 let time = m.sent_at.unwrap_or(m.ts).0;
-                let campaign = m.campaign_id.as_ref().map_or("unknown".to_owned(), |x| x.0.clone());
+                let campaign = m.campaign_id.as_ref().map_or(Text::from("unknown"), |x| x.0.clone());
                 (time, m.message_id.0.clone(), campaign, m.offer_id.as_ref().map(|o| o.0.clone()))
             })
             .filter(|(time, ..)| *time <= c.time && *time >= c.time - WINDOW)
@@ -453,20 +454,20 @@ fn naive_rows(msgs: &[Msg]) -> State {
         cands.sort();
         let day = day_of(c.time);
         let revenue = c.cents as i128 * 10_000;
-        let mut credit = |model: &'static str, campaign: String, conv: i128, rev: i128| {
+        let mut credit = |model: &'static str, campaign: Text, conv: i128, rev: i128| {
             let e = attr.entry((c.tenant.clone(), day, model, campaign)).or_default();
             e.0 += conv;
             e.1 += rev;
             e.2 += 1;
         };
         if cands.is_empty() {
-            credit("last_touch", String::new(), 1_000_000, revenue);
-            credit("linear", String::new(), 1_000_000, revenue);
+            credit("last_touch", Text::default(), 1_000_000, revenue);
+            credit("linear", Text::default(), 1_000_000, revenue);
         } else {
             let last = cands.last().map(|c| c.2.clone()).unwrap_or_default();
             credit("last_touch", last, 1_000_000, revenue);
             let shares = split_evenly(1_000_000, cands.len()).into_iter().zip(split_evenly(revenue, cands.len()));
-            let mut per_campaign: BTreeMap<String, (i128, i128)> = BTreeMap::new();
+            let mut per_campaign: BTreeMap<Text, (i128, i128)> = BTreeMap::new();
             for (cand, (cv, rv)) in cands.iter().zip(shares) {
                 let e = per_campaign.entry(cand.2.clone()).or_default();
                 e.0 += cv;
@@ -501,7 +502,7 @@ fn naive_rows(msgs: &[Msg]) -> State {
     }
 
     // §3.5 experiments.
-    let mut assignment: BTreeMap<(String, String, String), (Micros, String, Variant)> = BTreeMap::new();
+    let mut assignment: BTreeMap<(Text, Text, Text), (Micros, Text, Variant)> = BTreeMap::new();
     for e in cur.values() {
         if let Event::Message(m) = e {
             if let (Some(exp), Some(variant)) = (&m.experiment_id, m.variant) {
@@ -515,12 +516,12 @@ fn naive_rows(msgs: &[Msg]) -> State {
         }
     }
     // (tenant, experiment) -> variant -> (subjects, converters, cents)
-    let mut arms: BTreeMap<(String, String), BTreeMap<Variant, (u64, u64, u128)>> = BTreeMap::new();
+    let mut arms: BTreeMap<(Text, Text), BTreeMap<Variant, (u64, u64, u128)>> = BTreeMap::new();
     for ((tn, exp, subj), (time, _, variant)) in &assignment {
         let inside: Vec<&Conv> = conversions
             .iter()
             .map(|(_, c)| c)
-            .filter(|c| &c.tenant == tn && &c.subject == subj && c.time >= *time && c.time <= time + WINDOW)
+            .filter(|c| c.tenant == *tn && c.subject == *subj && c.time >= *time && c.time <= time + WINDOW)
             .collect();
         let e = arms.entry((tn.clone(), exp.clone())).or_default().entry(*variant).or_default();
         e.0 += 1;

@@ -13,10 +13,11 @@ use revpulse_pipelines::dataflow::Inputs;
 use revpulse_pipelines::event::{Event, Impression, Topic};
 use revpulse_pipelines::row::{Cell, RowKey, Table};
 use revpulse_pipelines::time::parse_rfc3339;
+use revpulse_pipelines::types::Text;
 use revpulse_pipelines::types::{Count, NonNeg, Str, Tenant, Ts, Unit};
 
 /// One input message: key and value (`None`: tombstone).
-type Msg = (String, Option<Impression>);
+type Msg = (Text, Option<Impression>);
 
 /// Random choices for one version: tenant, month, time slot, channel, intent,
 /// the seven rates/amounts, impressions.
@@ -26,12 +27,12 @@ fn impression(key: &str, (tenant, month, slot, channel, intent, nums, imps): Ver
     let base = parse_rfc3339(&format!("2026-{:02}-01T00:00:00Z", month + 1)).unwrap_or_default();
     let u = |x: f64| Unit::new(x).unwrap_or_default();
     Impression {
-        tenant_id: Tenant(format!("t{tenant}")),
+        tenant_id: Tenant(format!("t{tenant}").into()),
         // Few distinct times, so equal-`ts` ties (decided by arrival) are common.
         ts: Ts(base + i64::from(slot) * 500_000_000_000),
-        event_id: Str(key.to_owned()),
-        channel: Str(format!("ch{channel}")),
-        intent_cluster: Str(format!("intent{intent}")),
+        event_id: Str(key.to_owned().into()),
+        channel: Str(format!("ch{channel}").into()),
+        intent_cluster: Str(format!("intent{intent}").into()),
         impressions: Count(imps),
         share_ai_snippet: u(nums[0]),
         ctr_baseline: u(nums[1]),
@@ -43,7 +44,7 @@ fn impression(key: &str, (tenant, month, slot, channel, intent, nums, imps): Ver
     }
 }
 
-fn arb_msg(key: String) -> impl Strategy<Value = Msg> {
+fn arb_msg(key: Text) -> impl Strategy<Value = Msg> {
     let version = (0u8..2, 0u8..3, 0u32..4, 0u8..3, 0u8..7, prop::array::uniform7(0.0f64..=1.0), 0u64..100_000);
     prop_oneof![
         1 => Just((key.clone(), None)),
@@ -59,7 +60,7 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
         let strategies: Vec<_> = keys
             .iter()
             .enumerate()
-            .map(|(k, msgs)| prop::collection::vec(arb_msg(format!("e{k}")), msgs.len()..=msgs.len()))
+            .map(|(k, msgs)| prop::collection::vec(arb_msg(format!("e{k}").into()), msgs.len()..=msgs.len()))
             .collect();
         strategies
     });
@@ -69,8 +70,8 @@ fn arb_input() -> impl Strategy<Value = (Vec<Msg>, Vec<usize>)> {
 
 // ---- naive recomputation, independent of the pipeline's code ----
 
-fn naive_current(msgs: &[Msg]) -> BTreeMap<String, Impression> {
-    let mut cur: BTreeMap<String, Impression> = BTreeMap::new();
+fn naive_current(msgs: &[Msg]) -> BTreeMap<Text, Impression> {
+    let mut cur: BTreeMap<Text, Impression> = BTreeMap::new();
     for (key, value) in msgs {
         match value {
             None => {
@@ -92,11 +93,11 @@ fn micros(x: f64) -> i128 {
 
 fn naive_rows(msgs: &[Msg]) -> State {
     // tenant, month -> [impressions, sess_ai, zero_click, lost_leads, lost_sales, rar, recoverable, baseline]
-    let mut monthly: BTreeMap<(String, String), [i128; 8]> = BTreeMap::new();
-    let mut by_channel: BTreeMap<(String, String, String), [i128; 2]> = BTreeMap::new();
-    let mut by_intent: BTreeMap<(String, String, String), [i128; 2]> = BTreeMap::new();
+    let mut monthly: BTreeMap<(Text, Text), [i128; 8]> = BTreeMap::new();
+    let mut by_channel: BTreeMap<(Text, Text, Text), [i128; 2]> = BTreeMap::new();
+    let mut by_intent: BTreeMap<(Text, Text, Text), [i128; 2]> = BTreeMap::new();
     for r in naive_current(msgs).values() {
-        let month = format!("{}-01", &revpulse_pipelines::time::format_micros(r.ts.0)[..7]);
+        let month = Text::from(format!("{}-01", &revpulse_pipelines::time::format_micros(r.ts.0)[..7]));
         let i = r.impressions.0 as f64;
         let sess = i * r.share_ai_snippet.get() * r.ctr_baseline.get();
         let zc = sess * r.ctr_drop_when_ai.get();
@@ -129,13 +130,13 @@ fn naive_rows(msgs: &[Msg]) -> State {
         |s: &str| Cell::Date((parse_rfc3339(&format!("{s}T00:00:00Z")).unwrap_or_default() / 86_400_000_000) as i32);
     let mut out = State::new();
     for ((t, m), s) in &monthly {
-        let mut intents: Vec<(i128, String)> = by_intent
+        let mut intents: Vec<(i128, Text)> = by_intent
             .iter()
             .filter(|((it, im, _), _)| it == t && im == m)
             .map(|((_, _, i), v)| (-v[0], i.clone()))
             .collect();
         intents.sort();
-        let top: Vec<String> = intents.into_iter().take(5).map(|(_, i)| i).collect();
+        let top: Vec<Text> = intents.into_iter().take(5).map(|(_, i)| i).collect();
         let pressure = if s[7] == 0 { 0.0 } else { (s[5] as f64 / s[7] as f64).clamp(0.0, 1.0) };
         let vals = vec![
             Cell::U64(s[0] as u64),
@@ -193,7 +194,7 @@ proptest! {
     fn rar_final_state_is_order_independent((msgs, cuts) in arb_input(), seed in any::<u64>()) {
         let one = run_dataflow(1, split(&msgs, &cuts), send);
         // Reverse the interleaving across keys while keeping per-key order.
-        let mut by_key: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
+        let mut by_key: BTreeMap<Text, Vec<Msg>> = BTreeMap::new();
         for m in &msgs {
             by_key.entry(m.0.clone()).or_default().push(m.clone());
         }

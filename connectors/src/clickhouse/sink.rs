@@ -156,7 +156,7 @@ impl ClickHouseSink {
                     ColType::DateTime => {
                         Cell::Minute((parse_rfc3339(text).unwrap_or_default() / MICROS_PER_SECOND) as u32)
                     }
-                    _ => Cell::Str(text.to_owned()),
+                    _ => Cell::Str(text.into()),
                 });
             }
             keys.push(RowKey::new(table, key));

@@ -18,6 +18,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use revpulse_pipelines::event::{decode, Event, Topic, Upsert};
+use revpulse_pipelines::types::Text;
 
 use super::dlq::{DeadLetters, Origin};
 use super::KafkaConfig;
@@ -167,7 +168,7 @@ impl KafkaSource {
         &mut self,
         max: usize,
         wait: Duration,
-        mut emit: impl FnMut(Topic, String, Option<Event>, u64),
+        mut emit: impl FnMut(Topic, Text, Option<Event>, u64),
     ) -> Polled {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
@@ -281,7 +282,7 @@ impl Handler<'_> {
         &mut self,
         result: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
         polled: &mut Polled,
-        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+        emit: &mut impl FnMut(Topic, Text, Option<Event>, u64),
     ) {
         let msg = match result {
             Ok(m) => m,
@@ -307,7 +308,7 @@ impl Handler<'_> {
         &mut self,
         msg: &M,
         polled: &mut Polled,
-        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+        emit: &mut impl FnMut(Topic, Text, Option<Event>, u64),
     ) -> bool {
         let topic_name = msg.topic();
         let Some(&(topic, format, ref consumed)) = self.topics.get(topic_name) else {
@@ -368,7 +369,7 @@ impl Handler<'_> {
         &mut self,
         consumer: &BaseConsumer,
         polled: &mut Polled,
-        emit: &mut impl FnMut(Topic, String, Option<Event>, u64),
+        emit: &mut impl FnMut(Topic, Text, Option<Event>, u64),
     ) {
         if self.blocked.is_empty() {
             return;

@@ -111,7 +111,7 @@ impl AvroCodec {
         // JSON event it spells.
         let text = serde_json::to_string(&json).map_err(|e| reject(Reason::BadFormat, e.to_string()))?;
         let event = validate_json(topic, &text).map_err(AvroError::Rejected)?;
-        Ok(Upsert { key: event.upsert_key().to_owned(), value: Some(event) })
+        Ok(Upsert { key: event.upsert_key().into(), value: Some(event) })
     }
 
     /// Encodes one JSON event of `topic` with its `schemas/avro` schema,
