@@ -13,12 +13,14 @@ pub struct KeyedProducer {
 
 impl KeyedProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
-        let producer = cfg
-            .client_config()
+        let mut client = rdkafka::ClientConfig::new();
+        client
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
-            .set("message.max.bytes", "16777216")
-            .create()?;
+            .set("message.max.bytes", "16777216");
+        // The user's properties (`kafka.properties`) win over these defaults.
+        cfg.apply(&mut client);
+        let producer = client.create()?;
         Ok(KeyedProducer { producer })
     }
 
