@@ -9,7 +9,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::generate::{GenConfig, Generator};
 use revpulse::replay::{self, Line};
@@ -35,25 +34,9 @@ fn expected(lines: &[Line], cfg: &Config) -> replay::State {
     replay::run(lines.to_vec(), &cfg.metrics, 1, 100_000).expect("replay")
 }
 
-fn setup(
-    name: &str,
-) -> (tokio::runtime::Runtime, MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Config) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let ch = rt.block_on(common::fresh_clickhouse(name));
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let mut cfg = Config { clickhouse: ch, ..Config::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
-    cfg.kafka.max_batch_messages = 1_500;
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 5, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
-    (rt, cluster, cfg)
-}
-
 #[test]
 fn worker_threads_agree_across_restarts_that_change_their_number() {
-    let (rt, _cluster, cfg) = setup("workers");
+    let (rt, _cluster, cfg) = common::mock_pipeline("workers", 5);
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
     let mut g = Generator::new(GenConfig { seed: 21, tenants: 3, ..GenConfig::default() });
     let mut lines = Vec::new();
@@ -107,7 +90,7 @@ impl Drop for Proc {
 
 #[test]
 fn two_processes_on_loopback_match_one_worker() {
-    let (rt, _cluster, cfg) = setup("procs");
+    let (rt, _cluster, cfg) = common::mock_pipeline("procs", 5);
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
     let mut g = Generator::new(GenConfig { seed: 22, tenants: 3, ..GenConfig::default() });
     let mut lines = Vec::new();

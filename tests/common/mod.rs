@@ -85,6 +85,31 @@ pub fn malformed() -> Vec<(revpulse_pipelines::event::Topic, &'static str, Vec<u
     ]
 }
 
+/// A runtime, a mock Kafka cluster with the five topics (`partitions`
+/// each) and the DLQ, and a configuration pointing at them and at a fresh
+/// ClickHouse database.
+pub fn mock_pipeline(
+    name: &str,
+    partitions: i32,
+) -> (
+    tokio::runtime::Runtime,
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    revpulse::config::Config,
+) {
+    use revpulse_pipelines::event::Topic;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let ch = rt.block_on(fresh_clickhouse(name));
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let mut cfg = revpulse::config::Config { clickhouse: ch, ..Default::default() };
+    cfg.kafka.brokers = cluster.bootstrap_servers();
+    cfg.kafka.max_batch_messages = 1_500;
+    for t in Topic::ALL {
+        cluster.create_topic(cfg.kafka.topics.get(t), partitions, 1).expect("create topic");
+    }
+    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
+    (rt, cluster, cfg)
+}
+
 /// Every message the pipeline has read so far: consumed plus rejected.
 pub fn messages_seen(m: &revpulse_connectors::metrics::Metrics) -> usize {
     use revpulse_pipelines::event::{Reason, Topic};
