@@ -106,6 +106,11 @@ impl Config {
         // sections are filled in so their fields are typed too.
         let mut typed = Config::default();
         typed.kafka.schema_registry = Some(crate::config::registry_for_typing());
+        typed.metrics.retention = revpulse_pipelines::config::RetentionConfig {
+            rar_lateness_secs: Some(0),
+            revenue_per_minute_lateness_secs: Some(0),
+            attribution_lateness_secs: Some(0),
+        };
         let defaults = toml::Table::try_from(typed).unwrap_or_default();
         let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         vars.sort();
@@ -333,6 +338,14 @@ mod tests {
         paths("", &example, &mut have);
         let missing: Vec<_> = want.iter().filter(|p| !have.contains(p)).collect();
         assert!(missing.is_empty(), "fields missing from config/revpulse.example.toml: {missing:?}");
+    }
+
+    #[test]
+    fn retention_lateness_from_the_environment() {
+        let env = [("REVPULSE__METRICS__RETENTION__RAR_LATENESS_SECS".to_owned(), "2678400".to_owned())];
+        let cfg = Config::resolve_with(None, env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.metrics.retention.rar_lateness_secs, Some(2_678_400));
+        assert_eq!(cfg.metrics.retention.attribution_lateness_secs, None);
     }
 
     #[test]

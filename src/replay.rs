@@ -8,6 +8,7 @@ use std::sync::Arc;
 use revpulse_pipelines::config::MetricsConfig;
 use revpulse_pipelines::dataflow::{build, net_changes};
 use revpulse_pipelines::event::{decode_value, Event, Reject, Topic};
+use revpulse_pipelines::retention::NO_WATERMARK;
 use revpulse_pipelines::row::{RowKey, RowVals};
 use revpulse_pipelines::types::Text;
 
@@ -108,7 +109,7 @@ pub fn run_observed(
     let lines = Arc::new(lines);
     let cfg = cfg.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-        let mut df = build(worker, &cfg);
+        let mut df = build(worker, &cfg, NO_WATERMARK);
         let (index, peers) = (worker.index(), worker.peers());
         let mut epoch = 0;
         for chunk in lines.chunks(batch.max(1)) {
@@ -120,6 +121,10 @@ pub fn run_observed(
             df.inputs.advance_to(epoch);
             df.inputs.flush();
             worker.step_while(|| df.probe.less_than(&epoch));
+            let late = std::mem::take(&mut *df.too_late.borrow_mut()).len();
+            if late > 0 {
+                tracing::warn!(too_late = late, "impressions of closed months left out (retention)");
+            }
         }
         if index == 0 {
             after();

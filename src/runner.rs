@@ -22,7 +22,11 @@ use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_pipelines::dataflow::{build, net_changes, row_owner};
+use revpulse_pipelines::event::Topic;
+use revpulse_pipelines::retention::{Lateness, NO_WATERMARK};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
+use revpulse_pipelines::time::{format_micros, Micros};
+use revpulse_pipelines::upsert::seq_parts;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -149,8 +153,10 @@ impl CatchUp {
         }
     }
 
-    /// Delete markers for the stale keys.
-    fn finish(self) -> Vec<(RowKey, Option<RowVals>)> {
+    /// Delete markers for the stale keys; rows of closed periods are final
+    /// (retention) and stay even when no retained input backs them.
+    fn finish(mut self, closed: impl Fn(&RowKey) -> bool) -> Vec<(RowKey, Option<RowVals>)> {
+        self.suspects.retain(|k| !closed(k));
         tracing::info!(
             seconds = self.started.elapsed().as_secs_f64(),
             stale_rows = self.suspects.len(),
@@ -312,10 +318,14 @@ fn run_worker(
     rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<RunStats> {
     let index = worker.index();
-    let df = build(worker, &cfg.metrics);
+    // Every worker builds the same dataflow even when its source failed, so
+    // peers are not left waiting for an operator that never exists.
+    let start = connect(worker, cfg, &shared, rt);
+    let initial_watermark = start.as_ref().map_or(NO_WATERMARK, |s| s.watermark);
+    let df = build(worker, &cfg.metrics, initial_watermark);
     let mut h =
         Handles { df, acked: Progress::new(worker), caught_up: Progress::new(worker), stopping: Progress::new(worker) };
-    let result = drive(worker, cfg, &shared, sink, rt, &mut h);
+    let result = start.and_then(|start| drive(worker, cfg, &shared, sink, rt, &mut h, start));
     if let Err(e) = &result {
         // Before this worker's inputs close (which its peers would read as
         // "caught up", "stopped", "acknowledged"), make sure they commit and
@@ -342,6 +352,41 @@ struct Handles {
     stopping: Progress,
 }
 
+/// A worker's source and what the previous run left behind.
+struct Start {
+    source: KafkaSource,
+    /// Committed offsets of this worker's partitions (with retention only):
+    /// `too_late` messages below them were handled by an earlier run.
+    committed: Offsets,
+    /// The watermark committed with them ([`NO_WATERMARK`] if none).
+    watermark: Micros,
+}
+
+fn connect(
+    worker: &timely::worker::Worker,
+    cfg: &Config,
+    shared: &Shared,
+    rt: &tokio::runtime::Handle,
+) -> anyhow::Result<Start> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
+        (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
+        _ => None,
+    };
+    let source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
+        .context("connecting the Kafka source")?;
+    if !Lateness::of(&cfg.metrics.retention).any() {
+        return Ok(Start { source, committed: Offsets::new(), watermark: NO_WATERMARK });
+    }
+    let (committed, watermark) = source
+        .committed(Duration::from_secs(30))
+        .context("reading the group's committed offsets and watermark (retention)")?;
+    if watermark != NO_WATERMARK {
+        tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
+    }
+    Ok(Start { source, committed, watermark })
+}
+
 fn drive(
     worker: &mut timely::worker::Worker,
     cfg: &Config,
@@ -349,15 +394,14 @@ fn drive(
     sink: Arc<ClickHouseSink>,
     rt: &tokio::runtime::Handle,
     h: &mut Handles,
+    start: Start,
 ) -> anyhow::Result<RunStats> {
     let (index, peers) = (worker.index(), worker.peers());
-    let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
-        (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
-        _ => None,
-    };
-    let mut source =
-        KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
-            .context("connecting the Kafka source")?;
+    let Start { mut source, committed: start_committed, watermark: initial_watermark } = start;
+    let lateness = Lateness::of(&cfg.metrics.retention);
+    // Retention's watermark as of the epochs sealed so far (a lower bound:
+    // only complete epochs' maxima are folded in).
+    let mut watermark = initial_watermark;
     let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<u64>();
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
@@ -369,8 +413,9 @@ fn drive(
     let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
     // Epochs sent to the sink and not yet acknowledged, oldest first.
     let mut unacked: std::collections::VecDeque<u64> = Default::default();
-    // Source positions after each epoch that read messages, oldest first.
-    let mut positions: std::collections::VecDeque<(u64, Offsets)> = Default::default();
+    // Source positions after each epoch that read messages, with the
+    // watermark of the epochs before it, oldest first.
+    let mut positions: std::collections::VecDeque<(u64, Offsets, Micros)> = Default::default();
     let mut reconcile_at: Option<u64> = None;
     let mut drain_until: Option<u64> = None;
     let mut epoch: u64 = 0;
@@ -380,19 +425,25 @@ fn drive(
     // Commits the newest positions whose epoch every worker has acknowledged.
     let commit_acked = |source: &KafkaSource,
                         acked: &Progress,
-                        positions: &mut std::collections::VecDeque<(u64, Offsets)>,
+                        positions: &mut std::collections::VecDeque<(u64, Offsets, Micros)>,
                         stats: &mut RunStats| {
         if shared.halted() {
             return;
         }
         let all_acked_below = acked.least();
         let mut newest = None;
-        while positions.front().is_some_and(|(e, _)| *e < all_acked_below) {
+        while positions.front().is_some_and(|(e, _, _)| *e < all_acked_below) {
             newest = positions.pop_front();
         }
-        if let Some((_, offsets)) = newest {
-            match source.commit(&offsets) {
-                Ok(()) => stats.committed = offsets,
+        if let Some((_, offsets, w)) = newest {
+            let w = (lateness.any() && w != NO_WATERMARK).then_some(w);
+            match source.commit(&offsets, w) {
+                Ok(()) => {
+                    stats.committed = offsets;
+                    if let Some(w) = w {
+                        shared.metrics.watermark.set(w.div_euclid(1_000_000));
+                    }
+                }
                 // A failed commit only delays progress tracking; the next one covers it.
                 Err(e) => tracing::warn!(error = %e, "offset commit failed"),
             }
@@ -432,6 +483,24 @@ fn drive(
             shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
         let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+        // W(<epoch): maxima of the epochs before this one that are complete.
+        {
+            let mut done = df.completed.borrow_mut();
+            while let Some(entry) = done.watermarks.first_entry() {
+                if *entry.key() >= epoch {
+                    break;
+                }
+                watermark = watermark.max(entry.remove());
+            }
+        }
+        for late in std::mem::take(&mut *df.too_late.borrow_mut()) {
+            let (partition, offset) = seq_parts(late.seq);
+            let tp = (cfg.kafka.topics.get(Topic::Impressions).to_owned(), partition);
+            // Below the committed offset: an earlier run already handled it.
+            if start_committed.get(&tp).is_none_or(|c| offset >= *c) {
+                source.dead_letter_too_late(Topic::Impressions, &late);
+            }
+        }
         shared.metrics.emitted_rows.inc_by(rows.len() as u64);
         if let Some(c) = catch_up.as_mut() {
             c.touched(&rows);
@@ -447,13 +516,13 @@ fn drive(
         // this worker owns that no row touched are stale.
         if reconcile_at.is_some_and(|at| epoch >= at) && !shared.halted() {
             if let Some(c) = catch_up.take() {
-                rows.extend(c.finish());
+                rows.extend(c.finish(|key| lateness.row_closed(key, watermark)));
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
             }
         }
         if polled.messages > 0 {
             stats.epochs += 1;
-            positions.push_back((epoch, source.positions().clone()));
+            positions.push_back((epoch, source.positions().clone(), watermark));
         }
         if !rows.is_empty() {
             shared.metrics.sink_in_flight.inc();

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub registry_errors: IntCounter,
     /// Query API request duration, by route and status.
     pub api_latency: HistogramVec,
+    /// Retention's watermark (greatest event time seen, committed epochs),
+    /// seconds since the epoch; 0 while retention is off or nothing was seen.
+    pub watermark: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -104,6 +107,10 @@ impl Metrics {
             .buckets(buckets()),
             &["route", "status"],
         );
+        let watermark = IntGauge::new(
+            "revpulse_watermark_timestamp_seconds",
+            "Retention watermark: the greatest event time seen, as of the last committed epoch (Unix seconds).",
+        );
         // Registration only fails on duplicate names, which the names above rule out.
         let m = Metrics {
             registry,
@@ -120,6 +127,7 @@ impl Metrics {
             dlq_errors: dlq_errors.unwrap_or_else(|e| panic!("metric: {e}")),
             registry_errors: registry_errors.unwrap_or_else(|e| panic!("metric: {e}")),
             api_latency: api_latency.unwrap_or_else(|e| panic!("metric: {e}")),
+            watermark: watermark.unwrap_or_else(|e| panic!("metric: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.consumed.clone()),
@@ -135,6 +143,7 @@ impl Metrics {
             Box::new(m.dlq_errors.clone()),
             Box::new(m.registry_errors.clone()),
             Box::new(m.api_latency.clone()),
+            Box::new(m.watermark.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::conversion::{Conversion, Source};
 use crate::event::{Direction, Message, MessageStatus};
 use crate::fixed::{to_f64, Fixed};
+use crate::lead_score::LeadKey;
+use crate::retention::{self, day_end, Retained};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
@@ -102,7 +104,7 @@ enum AttrIn {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Credit {
     Campaign { day: Day, model: Model, campaign: Text, conversions: Fixed, revenue: Fixed },
-    Offer { offer: Text, lines: i64, cents: i128 },
+    Offer { day: Day, offer: Text, lines: i64, cents: i128 },
 }
 
 /// `total` split into `n` integer parts that sum to `total`, larger first.
@@ -148,7 +150,7 @@ pub fn credits(day: Day, revenue_cents: u128, offer_lines: &[(Text, u64)], candi
         }
     }
     for (offer, (lines, cents)) in offers {
-        out.push(Credit::Offer { offer: offer.into(), lines, cents });
+        out.push(Credit::Offer { day, offer: offer.into(), lines, cents });
     }
     out
 }
@@ -177,9 +179,20 @@ pub fn attribution<'s>(
     conversions: VecCollection<'s, Epoch, Conversion>,
     by_subject: BySubject<'s>,
     window_secs: u64,
+    retained: Option<&Retained<'s>>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let window = window_secs as Micros * 1_000_000;
-    let touches = messages.flat_map(|(_, m)| touch_of(&m));
+    // With retention (SPEC §7): a conversion's day closes at its end plus the
+    // lateness; a touch is kept until every day it could credit is closed.
+    let touches = retention::retain(
+        messages.flat_map(|(_, m)| touch_of(&m)),
+        retained,
+        |l| l.attribution,
+        "Retain: touches",
+        move |(_, t): &(LeadKey, Touch)| day_end(day_of(t.time.saturating_add(window))),
+    );
+    let conversions =
+        retention::retain(conversions, retained, |l| l.attribution, "Retain: conversions", |c| day_end(day_of(c.time)));
     let candidates = touches.join_core(by_subject, move |_lead, touch: &Touch, conv: &Conversion| {
         let in_window = touch.time <= conv.time && touch.time >= conv.time - window;
         in_window.then(|| ((conv.tenant.clone(), conv.source, conv.id.clone()), AttrIn::Candidate(touch.clone())))
@@ -217,9 +230,21 @@ pub fn attribution<'s>(
                 vec![Cell::f64(to_f64(c.conversions)), Cell::f64(to_f64(c.revenue))],
             )
         });
+    // Offer acceptance is a lifetime sum: a closed conversion's credits stay
+    // counted when its state is released.
+    let credited = match retained {
+        Some(r) if r.lateness.attribution.is_some() => {
+            let lateness = r.lateness.attribution.unwrap_or_default();
+            retention::freeze_where(credited, r, "Freeze closed offer credits", move |(_, credit), w| match credit {
+                Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
+                Credit::Campaign { .. } => false,
+            })
+        }
+        _ => credited,
+    };
     let offers = credited
         .explode(|((tenant, _, _), credit)| match credit {
-            Credit::Offer { offer, lines, cents } => Some(((tenant, offer), Accepted { lines, cents })),
+            Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
             Credit::Campaign { .. } => None,
         })
         .count_total()

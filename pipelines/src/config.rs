@@ -15,6 +15,28 @@ pub struct MetricsConfig {
     pub attribution_window_secs: u64,
     /// Conversion window after an experiment assignment, in seconds (SPEC §3.5).
     pub experiment_window_secs: u64,
+    /// Lateness per metric family (SPEC §7 "Lateness and retention"); off
+    /// unless set.
+    pub retention: RetentionConfig,
+}
+
+/// How late an event may be, per metric family, before its period is
+/// closed: a period (a month of RaR, a minute of revenue per minute, a day
+/// of attribution) closes once the greatest event time seen passes its end
+/// by the family's lateness. Events of closed periods are `too_late`, the
+/// state they held is released, and their rows in ClickHouse are final.
+/// Unset: the family never closes a period (exact for any lateness).
+/// Leads, conversations and experiments are lifetime metrics and keep
+/// their inputs (README "Lateness and retention").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Revenue at Risk: seconds after the end of a month (of impression `ts`).
+    pub rar_lateness_secs: Option<u64>,
+    /// Realized revenue per minute: seconds after the end of a minute (of conversion time).
+    pub revenue_per_minute_lateness_secs: Option<u64>,
+    /// Attribution and offer acceptance: seconds after the end of a conversion's day.
+    pub attribution_lateness_secs: Option<u64>,
 }
 
 impl Default for MetricsConfig {
@@ -23,6 +45,7 @@ impl Default for MetricsConfig {
             lead_score: LeadScoreConfig::default(),
             attribution_window_secs: 7 * 86_400,
             experiment_window_secs: 7 * 86_400,
+            retention: RetentionConfig::default(),
         }
     }
 }

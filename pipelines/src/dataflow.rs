@@ -11,15 +11,18 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::input::Handle;
 use timely::dataflow::operators::vec::Input;
-use timely::dataflow::operators::{Exchange as _, Probe as _};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::vec::Map as _;
+use timely::dataflow::operators::{Concat as _, Exchange as _, Probe as _};
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::config::MetricsConfig;
-use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic};
+use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic, Versioned};
+use crate::retention::{watermarks, Lateness, Retained, Watermarks, NO_WATERMARK};
 use crate::row::{RowKey, RowVals};
+use crate::time::{month_of, Micros};
 use crate::types::Text;
-use crate::upsert::{upsert, Epoch, UpsertMsg};
-use crate::{attribution, conversion, experiment, lead_score, rar, revenue_per_minute};
+use crate::upsert::{upsert, Epoch, TooLate, UpsertMsg, UpsertRetention};
+use crate::{attribution, conversion, experiment, lead_score, rar, retention, revenue_per_minute};
 
 /// The input handles of one worker, one per topic.
 pub struct Inputs {
@@ -77,6 +80,9 @@ pub struct Completed {
     /// All epochs `< frontier` are complete (and their changes below).
     pub frontier: Epoch,
     pub changes: Vec<(RowKey, RowVals, isize)>,
+    /// Greatest event time per complete epoch (with retention configured),
+    /// for the watermark committed with the offsets of an epoch.
+    pub watermarks: BTreeMap<Epoch, Micros>,
 }
 
 /// The dataflow of one worker.
@@ -84,6 +90,9 @@ pub struct Dataflow {
     pub inputs: Inputs,
     pub probe: ProbeHandle<Epoch>,
     pub completed: Rc<RefCell<Completed>>,
+    /// Impressions rejected because their month was closed (SPEC §7), for
+    /// the driver to dead-letter.
+    pub too_late: Rc<RefCell<Vec<TooLate>>>,
 }
 
 /// The current versions of the five topics.
@@ -95,8 +104,13 @@ pub struct Current<'s> {
     pub ro_updates: VecCollection<'s, Epoch, (Text, RoUpdate)>,
 }
 
-/// Builds every metric family (SPEC §3) over the current versions.
-pub fn metrics<'s>(current: Current<'s>, cfg: &MetricsConfig) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+/// Builds every metric family (SPEC §3) over the current versions; with
+/// retention, closed periods are released and their rows frozen.
+pub fn metrics<'s>(
+    current: Current<'s>,
+    cfg: &MetricsConfig,
+    retained: Option<&Retained<'s>>,
+) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let conversions = conversion::conversions(current.payments, current.ro_updates);
     // One arrangement of conversions by lead, shared by attribution and experiments.
     let by_subject = conversions.clone().map(|c| ((c.tenant.clone(), c.subject.clone()), c)).arrange_by_key();
@@ -106,39 +120,98 @@ pub fn metrics<'s>(current: Current<'s>, cfg: &MetricsConfig) -> VecCollection<'
     rar::rar(current.impressions)
         .concat(lead_score::rows(scores.clone()))
         .concat(revenue_per_minute::conversation_rpm(extents, scores))
-        .concat(revenue_per_minute::realized(conversions.clone()))
+        .concat(revenue_per_minute::realized(retention::retain(
+            conversions.clone(),
+            retained,
+            |l| l.revenue_per_minute,
+            "Retain: revenue per minute",
+            |c| retention::minute_end(c.time),
+        )))
         .concat(attribution::attribution(
             current.messages.clone(),
             conversions,
             by_subject.clone(),
             cfg.attribution_window_secs,
+            retained,
         ))
         .concat(experiment::experiments(current.messages, by_subject, cfg.experiment_window_secs))
 }
 
-/// Builds the dataflow in a new worker scope.
-pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig) -> Dataflow {
+/// Builds the dataflow in a new worker scope. `initial_watermark` is the
+/// watermark the previous run committed ([`NO_WATERMARK`] if none).
+pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_watermark: Micros) -> Dataflow {
     let completed = Rc::new(RefCell::new(Completed::default()));
     let sink_state = Rc::clone(&completed);
+    let too_late = Rc::new(RefCell::new(Vec::new()));
+    let too_late_sink = Rc::clone(&too_late);
     let cfg = cfg.clone();
     worker.dataflow::<Epoch, _, _>(move |scope| {
-        let (impressions, imp_stream) = scope.new_input();
-        let (conversations, conv_stream) = scope.new_input();
-        let (messages, msg_stream) = scope.new_input();
-        let (payments, pay_stream) = scope.new_input();
-        let (ro_updates, ro_stream) = scope.new_input();
+        let (impressions, imp_stream) = scope.new_input::<UpsertMsg<Impression>>();
+        let (conversations, conv_stream) = scope.new_input::<UpsertMsg<Conversation>>();
+        let (messages, msg_stream) = scope.new_input::<UpsertMsg<Message>>();
+        let (payments, pay_stream) = scope.new_input::<UpsertMsg<Payment>>();
+        let (ro_updates, ro_stream) = scope.new_input::<UpsertMsg<RoUpdate>>();
 
+        let lateness = Lateness::of(&cfg.retention);
+        let retained = lateness.any().then(|| {
+            fn times<'a, V: Versioned + timely::ExchangeData + Clone>(
+                s: &StreamVec<'a, Epoch, UpsertMsg<V>>,
+            ) -> StreamVec<'a, Epoch, Micros> {
+                s.clone().flat_map(|(_, v, _)| v.map(|v| v.ts()))
+            }
+            let all = times(&imp_stream)
+                .concat(times(&conv_stream))
+                .concat(times(&msg_stream))
+                .concat(times(&pay_stream))
+                .concat(times(&ro_stream));
+            Retained { wm: watermarks(all), initial: initial_watermark, lateness }
+        });
+        let imp_retention = retained.as_ref().and_then(|r| {
+            Some(UpsertRetention {
+                retained: r,
+                lateness: r.lateness.rar?,
+                end_of: |i: &Impression| retention::month_end(month_of(i.ts.0)),
+                too_late: too_late_sink,
+            })
+        });
         let current = Current {
-            impressions: upsert::<Impression>(imp_stream, "Upsert: impressions"),
-            conversations: upsert::<Conversation>(conv_stream, "Upsert: conversations"),
-            messages: upsert::<Message>(msg_stream, "Upsert: messages"),
-            payments: upsert::<Payment>(pay_stream, "Upsert: payments"),
-            ro_updates: upsert::<RoUpdate>(ro_stream, "Upsert: ro_updates"),
+            impressions: upsert::<Impression>(imp_stream, "Upsert: impressions", imp_retention),
+            conversations: upsert::<Conversation>(conv_stream, "Upsert: conversations", None),
+            messages: upsert::<Message>(msg_stream, "Upsert: messages", None),
+            payments: upsert::<Payment>(pay_stream, "Upsert: payments", None),
+            ro_updates: upsert::<RoUpdate>(ro_stream, "Upsert: ro_updates", None),
         };
-        let rows = metrics(current, &cfg);
+        let rows = retention::freeze(metrics(current, &cfg, retained.as_ref()), retained.as_ref());
+        if let Some(r) = &retained {
+            record_watermarks(&r.wm, Rc::clone(&sink_state));
+        }
         let probe = capture(rows, sink_state);
-        Dataflow { inputs: Inputs { impressions, conversations, messages, payments, ro_updates }, probe, completed }
+        Dataflow {
+            inputs: Inputs { impressions, conversations, messages, payments, ro_updates },
+            probe,
+            completed,
+            too_late,
+        }
     })
+}
+
+/// Keeps the per-epoch watermark maxima of complete epochs in `out`.
+fn record_watermarks(wm: &Watermarks<'_>, out: Rc<RefCell<Completed>>) {
+    let mut stash: BTreeMap<Epoch, Micros> = BTreeMap::new();
+    wm.clone().sink(Pipeline, "Record watermarks", move |(input, frontier)| {
+        input.for_each(|cap, data| {
+            let e = stash.entry(*cap.time()).or_insert(NO_WATERMARK);
+            *e = data.iter().copied().fold(*e, Micros::max);
+        });
+        let mut out = out.borrow_mut();
+        while let Some(entry) = stash.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let (e, w) = entry.remove_entry();
+            out.watermarks.insert(e, w);
+        }
+    });
 }
 
 /// The worker, of `peers`, that captures and writes `key`'s row: every

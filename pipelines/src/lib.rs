@@ -15,6 +15,7 @@ pub mod experiment;
 pub mod fixed;
 pub mod lead_score;
 pub mod rar;
+pub mod retention;
 pub mod revenue_per_minute;
 pub mod row;
 pub mod time;

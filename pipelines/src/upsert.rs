@@ -13,11 +13,14 @@
 //! current version per key in a hash map, as Materialize's upsert operator
 //! does; everything downstream is arrangements, `reduce` and `join`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{ExchangeData, VecCollection};
+use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -25,6 +28,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::event::Versioned;
+use crate::retention::{by_watermark, closed, Retained, Work};
+use crate::time::Micros;
 use crate::types::Text;
 
 /// Dataflow time: an ingestion epoch. Every batch of input messages gets the
@@ -60,14 +65,132 @@ pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item =
     next
 }
 
+/// The arrival position of a Kafka message: partition and offset in one
+/// number (offset in the low 40 bits), so it orders one key's versions
+/// (which share a partition) and names the message for a dead letter.
+pub fn seq(partition: i32, offset: i64) -> u64 {
+    ((partition.max(0) as u64) << 40) | (offset.max(0) as u64 & ((1 << 40) - 1))
+}
+
+/// The partition and offset of a [`seq`].
+pub fn seq_parts(seq: u64) -> (i32, i64) {
+    ((seq >> 40) as i32, (seq & ((1 << 40) - 1)) as i64)
+}
+
+/// A message rejected because its period was closed (SPEC §7), for the
+/// dead-letter topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooLate {
+    pub key: Text,
+    /// See [`seq`].
+    pub seq: u64,
+    /// The event as decoded, in canonical JSON.
+    pub payload: String,
+    /// The watermark it was judged against.
+    pub watermark: Micros,
+}
+
+/// Retention of an upsert stream: versions whose period is closed are
+/// rejected, and current versions are retracted when their period closes.
+pub struct UpsertRetention<'r, 's, V> {
+    pub retained: &'r Retained<'s>,
+    pub lateness: Micros,
+    pub end_of: fn(&V) -> Micros,
+    pub too_late: Rc<RefCell<Vec<TooLate>>>,
+}
+
+/// The current version per key, with an index of period ends for release.
+struct State<V> {
+    current: HashMap<Text, V>,
+    /// (period end, key) of versions made current; entries go stale when a
+    /// key moves on, and are checked against `current` on release.
+    ends: BTreeMap<Micros, Vec<Text>>,
+}
+
+impl<V: Versioned + Clone + PartialEq> State<V> {
+    /// Applies one epoch's messages, sorted by key then arrival; `admit`
+    /// says whether a version may enter (its period is open).
+    fn apply(
+        &mut self,
+        batch: Vec<UpsertMsg<V>>,
+        mut admit: impl FnMut(&Text, u64, &V) -> bool,
+        end_of: Option<fn(&V) -> Micros>,
+        mut give: impl FnMut((Text, V), isize),
+    ) {
+        let mut msgs = batch.into_iter().peekable();
+        while let Some((key, first, seq)) = msgs.next() {
+            let mut group = Vec::new();
+            let mut push = |v: Option<V>, seq: u64| match v {
+                Some(v) if !admit(&key, seq, &v) => {}
+                v => group.push(v),
+            };
+            push(first, seq);
+            while let Some((_, v, seq)) = msgs.next_if(|m| m.0 == key) {
+                push(v, seq);
+            }
+            let Some(next) = resolve(self.current.get(&key), group) else {
+                continue;
+            };
+            let prev = match &next {
+                Some(v) => {
+                    if let Some(end_of) = end_of {
+                        self.ends.entry(end_of(v)).or_default().push(key.clone());
+                    }
+                    self.current.insert(key.clone(), v.clone())
+                }
+                None => self.current.remove(&key),
+            };
+            if prev == next {
+                continue;
+            }
+            if let Some(p) = prev {
+                give((key.clone(), p), -1);
+            }
+            if let Some(n) = next {
+                give((key, n), 1);
+            }
+        }
+    }
+
+    /// Retracts every current version whose period end is `<= horizon`.
+    fn release(
+        &mut self,
+        closed: impl Fn(Micros) -> bool,
+        end_of: fn(&V) -> Micros,
+        mut give: impl FnMut((Text, V), isize),
+    ) {
+        while let Some(entry) = self.ends.first_entry() {
+            if !closed(*entry.key()) {
+                break;
+            }
+            for key in entry.remove() {
+                if self.current.get(&key).is_some_and(|v| closed(end_of(v))) {
+                    if let Some(v) = self.current.remove(&key) {
+                        give((key, v), -1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Groups by key; within a key, arrival order.
+fn sort_batch<V>(batch: &mut [UpsertMsg<V>]) {
+    batch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+}
+
 /// Maintains the collection of current versions of an upsert stream.
 pub fn upsert<'scope, V>(
     stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
     name: &str,
+    retention: Option<UpsertRetention<'_, 'scope, V>>,
 ) -> VecCollection<'scope, Epoch, (Text, V)>
 where
-    V: ExchangeData + Versioned,
+    V: ExchangeData + Versioned + Serialize,
 {
+    if let Some(retention) = retention {
+        return upsert_retained(stream, name, retention);
+    }
     let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
     stream
         .unary_frontier::<CapacityContainerBuilder<Vec<((Text, V), Epoch, isize)>>, _, _, _>(
@@ -75,7 +198,7 @@ where
             name,
             |_cap, _info| {
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
-                let mut state: HashMap<Text, V> = HashMap::new();
+                let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
@@ -85,37 +208,49 @@ where
                             break;
                         }
                         let (time, (cap, mut batch)) = entry.remove_entry();
-                        // Group by key; within a key, arrival order.
-                        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+                        sort_batch(&mut batch);
                         let mut session = output.session(&cap);
-                        let mut msgs = batch.into_iter().peekable();
-                        while let Some((key, first, _)) = msgs.next() {
-                            let mut group = vec![first];
-                            while let Some((_, v, _)) = msgs.next_if(|m| m.0 == key) {
-                                group.push(v);
-                            }
-                            let Some(next) = resolve(state.get(&key), group) else {
-                                continue;
-                            };
-                            let prev = match &next {
-                                Some(v) => state.insert(key.clone(), v.clone()),
-                                None => state.remove(&key),
-                            };
-                            if prev == next {
-                                continue;
-                            }
-                            if let Some(p) = prev {
-                                session.give(((key.clone(), p), time, -1));
-                            }
-                            if let Some(n) = next {
-                                session.give(((key, n), time, 1));
-                            }
-                        }
+                        state.apply(batch, |_, _, _| true, None, |d, r| session.give((d, time, r)));
                     }
                 }
             },
         )
         .as_collection()
+}
+
+/// [`upsert`] with retention: epochs are processed in order once the
+/// watermark before them is known (see [`by_watermark`]).
+fn upsert_retained<'scope, V>(
+    stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
+    name: &str,
+    retention: UpsertRetention<'_, 'scope, V>,
+) -> VecCollection<'scope, Epoch, (Text, V)>
+where
+    V: ExchangeData + Versioned + Serialize,
+{
+    let UpsertRetention { retained, lateness, end_of, too_late } = retention;
+    let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
+    let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
+    by_watermark(stream, exchange, retained, name, move |time, w, work, out| {
+        let is_closed = |end: Micros| closed(end, w, lateness);
+        match work {
+            Work::Release => state.release(is_closed, end_of, |d, r| out.push((d, time, r))),
+            Work::Data(mut batch) => {
+                sort_batch(&mut batch);
+                let mut late = too_late.borrow_mut();
+                let admit = |key: &Text, seq: u64, v: &V| {
+                    if !is_closed(end_of(v)) {
+                        return true;
+                    }
+                    let payload = serde_json::to_string(v).unwrap_or_default();
+                    late.push(TooLate { key: key.clone(), seq, payload, watermark: w });
+                    false
+                };
+                state.apply(batch, admit, Some(end_of), |d, r| out.push((d, time, r)));
+            }
+        }
+    })
+    .as_collection()
 }
 
 #[cfg(test)]

@@ -18,7 +18,14 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use revpulse_pipelines::event::{decode, Event, Topic, Upsert};
+use revpulse_pipelines::event::{Reason, Reject};
+use revpulse_pipelines::retention::NO_WATERMARK;
+use revpulse_pipelines::time::{format_micros, Micros};
 use revpulse_pipelines::types::Text;
+use revpulse_pipelines::upsert::{seq, seq_parts, TooLate};
+
+/// Prefix of the commit metadata that carries retention's watermark.
+pub const WATERMARK_METADATA: &str = "revpulse.watermark=";
 
 use super::dlq::{DeadLetters, Origin};
 use super::KafkaConfig;
@@ -51,6 +58,8 @@ pub struct KafkaSource {
     metrics: Metrics,
     positions: Offsets,
     assigned: Vec<(String, i32)>,
+    /// Every partition of the five topics, for the group's committed watermark.
+    all: Vec<(String, i32)>,
     healthy: bool,
     last_lag_check: Option<Instant>,
     last_probe: Option<Instant>,
@@ -118,7 +127,7 @@ impl KafkaSource {
         }
         all.sort();
         let assigned: Vec<(String, i32)> =
-            all.into_iter().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
+            all.iter().cloned().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
         let mut tpl = TopicPartitionList::new();
         for (t, p) in &assigned {
             tpl.add_partition_offset(t, *p, Offset::Beginning)?;
@@ -134,6 +143,7 @@ impl KafkaSource {
             metrics,
             positions: Offsets::new(),
             assigned,
+            all,
             healthy: true,
             last_lag_check: None,
             last_probe: None,
@@ -200,17 +210,66 @@ impl KafkaSource {
 
     /// Commits `offsets` for the group, after the DLQ has acknowledged every
     /// dead letter queued so far. Call only once ClickHouse acknowledged the
-    /// writes covering them.
-    pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+    /// writes covering them. `watermark` (retention's greatest event time as
+    /// of these offsets) is stored as each partition's commit metadata, so a
+    /// restart closes the same periods (see [`KafkaSource::committed`]).
+    pub fn commit(&self, offsets: &Offsets, watermark: Option<Micros>) -> Result<(), KafkaError> {
         if offsets.is_empty() {
             return Ok(());
         }
         self.dlq.flush(Duration::from_secs(30))?;
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            let mut elem = tpl.add_partition(t, *p);
+            elem.set_offset(Offset::Offset(*o))?;
+            if let Some(w) = watermark {
+                elem.set_metadata(format!("{WATERMARK_METADATA}{w}"));
+            }
         }
         self.consumer.commit(&tpl, CommitMode::Async)
+    }
+
+    /// The group's committed offsets of this worker's partitions, and the
+    /// greatest watermark committed for any partition of the five topics
+    /// ([`NO_WATERMARK`] when none): the previous run's progress.
+    pub fn committed(&self, timeout: Duration) -> Result<(Offsets, Micros), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &self.all {
+            tpl.add_partition(t, *p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, timeout)?;
+        let mut offsets = Offsets::new();
+        let mut watermark = NO_WATERMARK;
+        for elem in committed.elements() {
+            if let Some(w) = elem.metadata().strip_prefix(WATERMARK_METADATA).and_then(|w| w.parse::<Micros>().ok()) {
+                watermark = watermark.max(w);
+            }
+            let tp = (elem.topic().to_owned(), elem.partition());
+            if let (Offset::Offset(o), true) = (elem.offset(), self.assigned.contains(&tp)) {
+                offsets.insert(tp, o);
+            }
+        }
+        Ok((offsets, watermark))
+    }
+
+    /// Dead-letters a message the dataflow rejected as `too_late` (SPEC §7):
+    /// its payload is the event as decoded, in canonical JSON.
+    pub fn dead_letter_too_late(&self, topic: Topic, late: &TooLate) {
+        let Some(name) = self.topics.iter().find(|(_, (t, _, _))| *t == topic).map(|(n, _)| n.as_str()) else {
+            return;
+        };
+        let (partition, offset) = seq_parts(late.seq);
+        let reject = Reject::new(
+            Reason::TooLate,
+            format!("its period closed: the watermark is {}", format_micros(late.watermark)),
+        );
+        self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
+        tracing::warn!(topic = name, partition, offset, reason = "too_late", detail = %reject.detail, "rejected message sent to the dead-letter topic");
+        let origin = Origin { topic: name, partition, offset };
+        if let Err(e) = self.dlq.send(&origin, Some(late.key.as_bytes()), Some(late.payload.as_bytes()), &reject) {
+            self.metrics.dlq_errors.inc();
+            tracing::error!(error = %e, topic = name, offset, "could not queue dead letter");
+        }
     }
 
     /// Refreshes the consumer-lag gauges, at most every `every`.
@@ -334,7 +393,7 @@ impl Handler<'_> {
         match decoded {
             Ok(upsert) => {
                 consumed.inc();
-                emit(topic, upsert.key, upsert.value, offset as u64);
+                emit(topic, upsert.key, upsert.value, seq(msg.partition(), offset));
             }
             Err(reject) => {
                 self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();

@@ -58,9 +58,22 @@ pub fn run_dataflow<M: Clone + Send + Sync + 'static>(
     batches: Vec<Vec<M>>,
     send: fn(&mut Inputs, &M, u64),
 ) -> Vec<State> {
+    run_dataflow_with(MetricsConfig::default(), workers, batches, send).0
+}
+
+/// [`run_dataflow`] with a configuration; also returns every message the
+/// dataflow rejected as too late, by `seq`.
+pub fn run_dataflow_with<M: Clone + Send + Sync + 'static>(
+    cfg: MetricsConfig,
+    workers: usize,
+    batches: Vec<Vec<M>>,
+    send: fn(&mut Inputs, &M, u64),
+) -> (Vec<State>, Vec<u64>) {
     let batches = std::sync::Arc::new(batches);
+    let too_late = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let late_out = std::sync::Arc::clone(&too_late);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut df = build(worker, &MetricsConfig::default());
+        let mut df = build(worker, &cfg, revpulse_pipelines::retention::NO_WATERMARK);
         let mut seq = 0u64;
         let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
         for (epoch, batch) in batches.iter().enumerate() {
@@ -75,6 +88,9 @@ pub fn run_dataflow<M: Clone + Send + Sync + 'static>(
             worker.step_while(|| df.probe.less_than(&(epoch as u64 + 1)));
             per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
         }
+        if let Ok(mut late) = late_out.lock() {
+            late.extend(df.too_late.borrow().iter().map(|l| l.seq));
+        }
         per_batch
     })
     .expect("timely runs");
@@ -87,7 +103,7 @@ pub fn run_dataflow<M: Clone + Send + Sync + 'static>(
         }
     }
     let mut state = State::new();
-    merged
+    let states = merged
         .into_iter()
         .map(|changes| {
             for (key, vals) in net_changes(changes) {
@@ -98,7 +114,10 @@ pub fn run_dataflow<M: Clone + Send + Sync + 'static>(
             }
             state.clone()
         })
-        .collect()
+        .collect();
+    let mut late = too_late.lock().map(|l| l.clone()).unwrap_or_default();
+    late.sort_unstable();
+    (states, late)
 }
 
 /// Rows that differ between two states, for failure messages.

@@ -1,0 +1,367 @@
+//! Lateness and retention (SPEC §7; README "Lateness and retention").
+//!
+//! The watermark `W(<e)` of epoch `e` is the greatest event `ts` of every
+//! message in the epochs before `e`, or the watermark the previous run
+//! committed with its offsets, whichever is greater. It is a function of
+//! the epochs' contents, computed from every worker's input and broadcast,
+//! so every operator of every worker closes a period at the same epoch.
+//!
+//! A family with lateness `L` has the horizon `H(e) = W(<e) − L`; one of its
+//! periods is *closed* at epoch `e` when the period's end is at or before
+//! `H(e)`. From that epoch on:
+//! - inputs that would contribute to it are dropped (impressions are
+//!   dead-lettered as `too_late`; payments, ROs and messages still count in
+//!   the lifetime families, so they are only left out of this one);
+//! - the state that held its inputs is released: the records are retracted
+//!   at that epoch, so arrangements downstream compact them away;
+//! - changes to its rows are dropped before the sink ([`freeze`]), so the
+//!   rows ClickHouse holds stay at their last value: final, not deleted.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::collection::AsCollection;
+use differential_dataflow::{Data, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast as _;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use timely::progress::frontier::MutableAntichain;
+
+use crate::config::RetentionConfig;
+use crate::row::{Cell, RowKey, Table};
+use crate::time::{
+    civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
+};
+use crate::upsert::Epoch;
+
+/// Per-epoch maxima of event time, from every worker, at every worker.
+pub type Watermarks<'s> = StreamVec<'s, Epoch, Micros>;
+
+/// "No event seen yet": nothing is closed.
+pub const NO_WATERMARK: Micros = Micros::MIN;
+
+/// The lateness of each family, in microseconds (`None`: never closes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lateness {
+    pub rar: Option<Micros>,
+    pub revenue_per_minute: Option<Micros>,
+    pub attribution: Option<Micros>,
+}
+
+impl Lateness {
+    pub fn of(cfg: &RetentionConfig) -> Lateness {
+        let micros = |s: Option<u64>| s.map(|s| (s.min(i64::MAX as u64 / 1_000_000) as Micros) * MICROS_PER_SECOND);
+        Lateness {
+            rar: micros(cfg.rar_lateness_secs),
+            revenue_per_minute: micros(cfg.revenue_per_minute_lateness_secs),
+            attribution: micros(cfg.attribution_lateness_secs),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.rar.is_some() || self.revenue_per_minute.is_some() || self.attribution.is_some()
+    }
+
+    /// The lateness that governs a row's table, and the end of the row's
+    /// period; `None` for lifetime tables.
+    pub fn row_period(&self, key: &RowKey) -> Option<(Micros, Micros)> {
+        match (key.table, key.key.get(1)) {
+            (Table::RarMonthly | Table::RarByChannel | Table::RarByIntent, Some(Cell::Date(m))) => {
+                Some((self.rar?, month_end(*m)))
+            }
+            (Table::RevenuePerMinute, Some(Cell::Minute(m))) => {
+                Some((self.revenue_per_minute?, i64::from(*m) * MICROS_PER_SECOND + MICROS_PER_MINUTE))
+            }
+            (Table::AttributionDaily, Some(Cell::Date(d))) => Some((self.attribution?, day_end(*d))),
+            _ => None,
+        }
+    }
+
+    /// Whether a row belongs to a period closed under watermark `w`.
+    pub fn row_closed(&self, key: &RowKey, w: Micros) -> bool {
+        self.row_period(key).is_some_and(|(lateness, end)| closed(end, w, lateness))
+    }
+}
+
+/// Whether a period ending at `end` is closed under watermark `w`.
+pub fn closed(end: Micros, w: Micros, lateness: Micros) -> bool {
+    w != NO_WATERMARK && end <= w.saturating_sub(lateness)
+}
+
+/// First instant after the month starting on `month` (days since epoch).
+pub fn month_end(month: Day) -> Micros {
+    let (y, m, _) = civil_from_days(i64::from(month));
+    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    days_from_civil(y, m, 1) * MICROS_PER_DAY
+}
+
+/// First instant after `day`.
+pub fn day_end(day: Day) -> Micros {
+    (i64::from(day) + 1) * MICROS_PER_DAY
+}
+
+/// First instant after the minute of `ts`.
+pub fn minute_end(ts: Micros) -> Micros {
+    (ts.div_euclid(MICROS_PER_MINUTE) + 1) * MICROS_PER_MINUTE
+}
+
+/// The watermark stream: each worker's greatest event time per epoch of
+/// `times`, broadcast to every worker.
+pub fn watermarks<'s>(times: StreamVec<'s, Epoch, Micros>) -> Watermarks<'s> {
+    let mut maxima: BTreeMap<Epoch, (Capability<Epoch>, Micros)> = BTreeMap::new();
+    times
+        .unary_frontier::<CapacityContainerBuilder<Vec<Micros>>, _, _, _>(Pipeline, "Watermark", move |_cap, _| {
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let top = data.iter().copied().max().unwrap_or(NO_WATERMARK);
+                    let e = maxima.entry(*cap.time()).or_insert_with(|| (cap.retain(0), NO_WATERMARK));
+                    e.1 = e.1.max(top);
+                });
+                while let Some(entry) = maxima.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, w) = entry.remove();
+                    output.session(&cap).give(w);
+                }
+            }
+        })
+        .broadcast()
+}
+
+/// The watermark as operators see it: `W(<e)` for the epoch being
+/// processed. Operators handle epochs in order; an epoch `e` is ready when
+/// both its data and the watermark of every epoch before it are complete.
+pub struct Clock {
+    /// Watermark data per epoch not yet folded in, with a capability for the
+    /// epoch after it (when a greater watermark may release state).
+    pending: BTreeMap<Epoch, (Micros, Capability<Epoch>)>,
+    /// `W(<e)` for the next epoch to process.
+    w: Micros,
+}
+
+impl Clock {
+    pub fn new(initial: Micros) -> Clock {
+        Clock { pending: BTreeMap::new(), w: initial }
+    }
+
+    /// Takes in watermark data of one input batch.
+    pub fn absorb(&mut self, epoch: Epoch, data: &[Micros], cap: impl FnOnce(Epoch) -> Capability<Epoch>) {
+        let top = data.iter().copied().max().unwrap_or(NO_WATERMARK);
+        let entry = self.pending.entry(epoch).or_insert_with(|| (NO_WATERMARK, cap(epoch + 1)));
+        entry.0 = entry.0.max(top);
+    }
+
+    /// The watermark for the next epoch to process.
+    pub fn watermark(&self) -> Micros {
+        self.w
+    }
+
+    /// The next step: folding in the watermark of an epoch `x` (which may
+    /// release state at `x + 1`), or processing the data of epoch `e` —
+    /// whichever is first, a release before data of the same epoch.
+    /// `data_epoch` is the earliest stashed data epoch.
+    pub fn next_step(
+        &mut self,
+        data_epoch: Option<Epoch>,
+        data_frontier: &MutableAntichain<Epoch>,
+        wm_frontier: &MutableAntichain<Epoch>,
+    ) -> Option<Step> {
+        let release = self
+            .pending
+            .first_key_value()
+            .map(|(x, _)| *x)
+            .filter(|x| !wm_frontier.less_equal(x) && !data_frontier.less_equal(x));
+        let data = data_epoch.filter(|e| !data_frontier.less_equal(e) && !wm_frontier.less_than(e));
+        match (release, data) {
+            (Some(x), Some(e)) if x < e => self.fold(),
+            (Some(_), None) => self.fold(),
+            (_, Some(e)) => Some(Step::Data(e)),
+            (None, None) => None,
+        }
+    }
+
+    fn fold(&mut self) -> Option<Step> {
+        let (_, (w, cap)) = self.pending.pop_first()?;
+        if w > self.w {
+            self.w = w;
+            Some(Step::Release(cap))
+        } else {
+            Some(Step::Nothing)
+        }
+    }
+}
+
+/// What to do next (see [`Clock::next_step`]).
+pub enum Step {
+    /// The watermark rose: release what it closes, at this capability's epoch.
+    Release(Capability<Epoch>),
+    /// A watermark that changed nothing was folded in.
+    Nothing,
+    /// Process the stashed data of this epoch.
+    Data(Epoch),
+}
+
+/// One unit of work of an operator driven by [`by_watermark`].
+pub enum Work<D> {
+    /// The watermark rose: release what it closes.
+    Release,
+    /// The input of one epoch, complete.
+    Data(Vec<D>),
+}
+
+/// Drives `logic` over the epochs of `input` in order, each once its data
+/// and the watermark of every epoch before it are complete: `logic(epoch,
+/// W(<epoch), work, out)` pushes its output for that epoch into `out`.
+pub fn by_watermark<'s, D, O, P>(
+    input: StreamVec<'s, Epoch, D>,
+    pact: P,
+    retained: &Retained<'s>,
+    name: &str,
+    mut logic: impl FnMut(Epoch, Micros, Work<D>, &mut Vec<O>) + 'static,
+) -> StreamVec<'s, Epoch, O>
+where
+    D: Clone + 'static,
+    O: Clone + 'static,
+    P: ParallelizationContract<Epoch, Vec<D>>,
+{
+    let mut clock = Clock::new(retained.initial);
+    let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<D>)> = BTreeMap::new();
+    let mut buf = Vec::new();
+    input.binary_frontier::<_, CapacityContainerBuilder<Vec<O>>, _, _, _, _>(
+        retained.wm.clone(),
+        pact,
+        Pipeline,
+        name,
+        move |_cap, _| {
+            move |(data_in, data_f), (wm_in, wm_f), output| {
+                data_in.for_each(|cap, data| {
+                    stash.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
+                });
+                wm_in.for_each(|cap, data| clock.absorb(*cap.time(), data, |t| cap.delayed(&t, 0)));
+                while let Some(step) = clock.next_step(stash.first_key_value().map(|(e, _)| *e), data_f, wm_f) {
+                    let (cap, work) = match step {
+                        Step::Nothing => continue,
+                        Step::Release(cap) => (cap, Work::Release),
+                        Step::Data(e) => match stash.remove(&e) {
+                            Some((cap, batch)) => (cap, Work::Data(batch)),
+                            None => continue,
+                        },
+                    };
+                    logic(*cap.time(), clock.watermark(), work, &mut buf);
+                    if !buf.is_empty() {
+                        output.session(&cap).give_iterator(buf.drain(..));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Keeps the records of `input` whose period is open: a record whose period
+/// end (`end_of`) is closed at its epoch is dropped, and a held record is
+/// retracted at the epoch its period closes. Without the family's lateness
+/// the collection passes through untouched.
+pub fn retain<'s, D>(
+    input: VecCollection<'s, Epoch, D>,
+    retained: Option<&Retained<'s>>,
+    lateness: impl Fn(&Lateness) -> Option<Micros>,
+    name: &str,
+    end_of: impl Fn(&D) -> Micros + 'static,
+) -> VecCollection<'s, Epoch, D>
+where
+    D: Data,
+{
+    let Some((r, lateness)) = retained.and_then(|r| Some((r, lateness(&r.lateness)?))) else { return input };
+    // Open records by period end, with their multiplicity.
+    let mut held: BTreeMap<Micros, BTreeMap<D, isize>> = BTreeMap::new();
+    by_watermark(input.inner, Pipeline, r, name, move |epoch, w, work, out| match work {
+        Work::Release => {
+            while let Some(entry) = held.first_entry() {
+                if !closed(*entry.key(), w, lateness) {
+                    break;
+                }
+                out.extend(entry.remove().into_iter().map(|(d, r)| (d, epoch, -r)));
+            }
+        }
+        Work::Data(batch) => {
+            for (d, _, r) in batch {
+                let end = end_of(&d);
+                if closed(end, w, lateness) {
+                    continue;
+                }
+                let counts = held.entry(end).or_default();
+                let c = counts.entry(d.clone()).or_insert(0);
+                *c += r;
+                if *c == 0 {
+                    counts.remove(&d);
+                    if counts.is_empty() {
+                        held.remove(&end);
+                    }
+                }
+                out.push((d, epoch, r));
+            }
+        }
+    })
+    .as_collection()
+}
+
+/// The watermark context of a dataflow with retention configured.
+pub struct Retained<'s> {
+    pub wm: Watermarks<'s>,
+    /// The watermark committed by the previous run.
+    pub initial: Micros,
+    pub lateness: Lateness,
+}
+
+/// Drops every change to a row of a period closed at the change's epoch, so
+/// the sink keeps the row's last value (SPEC §7: closed periods are final).
+pub fn freeze<'s>(
+    rows: VecCollection<'s, Epoch, (RowKey, crate::row::RowVals)>,
+    retained: Option<&Retained<'s>>,
+) -> VecCollection<'s, Epoch, (RowKey, crate::row::RowVals)> {
+    let Some(r) = retained else { return rows };
+    let lateness = r.lateness;
+    freeze_where(rows, r, "Freeze closed periods", move |(key, _), w| lateness.row_closed(key, w))
+}
+
+/// Drops every change at an epoch whose watermark `w` makes `is_closed(record, w)`
+/// true: downstream keeps the record's last contribution.
+pub fn freeze_where<'s, D: Data>(
+    input: VecCollection<'s, Epoch, D>,
+    retained: &Retained<'s>,
+    name: &str,
+    is_closed: impl Fn(&D, Micros) -> bool + 'static,
+) -> VecCollection<'s, Epoch, D> {
+    by_watermark(input.inner, Pipeline, retained, name, move |_, w, work, out| {
+        if let Work::Data(batch) = work {
+            out.extend(batch.into_iter().filter(|(d, _, _)| !is_closed(d, w)));
+        }
+    })
+    .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{month_of, parse_rfc3339};
+
+    #[test]
+    fn period_ends() {
+        let ts = parse_rfc3339("2026-12-15T10:20:30Z").unwrap_or_default();
+        assert_eq!(Some(month_end(month_of(ts))), parse_rfc3339("2027-01-01T00:00:00Z"));
+        assert_eq!(Some(minute_end(ts)), parse_rfc3339("2026-12-15T10:21:00Z"));
+        let day = crate::time::day_of(ts);
+        assert_eq!(Some(day_end(day)), parse_rfc3339("2026-12-16T00:00:00Z"));
+    }
+
+    #[test]
+    fn closed_at_end_plus_lateness() {
+        let end = 1_000;
+        assert!(!closed(end, NO_WATERMARK, 0));
+        assert!(!closed(end, 1_099, 100));
+        assert!(closed(end, 1_100, 100));
+    }
+}

@@ -1,0 +1,112 @@
+//! Retention end to end (SPEC §7, README "Lateness and retention"): rows of
+//! closed months stay in ClickHouse as they were while their state is
+//! released; an impression of a closed month is dead-lettered as
+//! `too_late`, once, even though every restart re-reads it; a tombstone for
+//! a closed month's record changes nothing; the open month stays exact.
+
+mod common;
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use revpulse::replay::{self, Line};
+use revpulse_connectors::kafka::KeyedProducer;
+use revpulse_pipelines::event::{decode_value, Topic};
+use revpulse_pipelines::row::Table;
+
+fn impression(id: &str, ts: &str, impressions: u32) -> String {
+    format!(
+        r#"{{"tenant_id":"t1","ts":"{ts}","event_id":"{id}","channel":"c{}","intent_cluster":"i{}","impressions":{impressions},"share_ai_snippet":0.4,"ctr_baseline":0.05,"ctr_drop_when_ai":0.5,"lead_cr":0.1,"close_rate":0.2,"recoverable_share":0.3,"avg_gross":2500}}"#,
+        impressions % 3,
+        impressions % 4
+    )
+}
+
+/// Sends `(key, payload)` to impressions and records the replay line.
+fn send(producer: &KeyedProducer, topic: &str, lines: &mut Vec<Line>, key: &str, payload: Option<String>) {
+    producer.send(topic, key.as_bytes(), payload.as_deref().map(str::as_bytes)).expect("send");
+    let value = payload.map(|p| decode_value(Topic::Impressions, p.as_bytes()).expect("valid"));
+    let seq = lines.len() as u64 + 1;
+    lines.push(Line { topic: Topic::Impressions, key: key.into(), value, seq });
+}
+
+fn dlq_messages(brokers: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("consumer");
+    let (low, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)).expect("watermarks");
+    high - low
+}
+
+fn rar_rows(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .filter(|r| r["table"].as_str().is_some_and(|t| t.starts_with("rar_")))
+        .map(|r| r.to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn closed_months_stay_final_and_late_events_are_dead_lettered_once() {
+    let (rt, _cluster, mut cfg) = common::mock_pipeline("retention", 3);
+    cfg.metrics.retention.rar_lateness_secs = Some(10 * 86_400);
+    let topic = cfg.kafka.topics.get(Topic::Impressions).to_owned();
+    let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
+    let mut lines = Vec::new();
+    // January to June 2026 in order: by the end, January to May are closed
+    // (their end plus 10 days is before the last event), June is open.
+    for i in 0..180u32 {
+        let ts = format!("2026-{:02}-{:02}T12:00:00Z", 1 + i / 30, 1 + i % 28);
+        send(&producer, &topic, &mut lines, &format!("imp-{i}"), Some(impression(&format!("imp-{i}"), &ts, 100 + i)));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let (shared, _) = common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    // In order, nothing is too late: ClickHouse equals the exact result.
+    let exact =
+        replay::run(lines.clone(), &revpulse_pipelines::config::MetricsConfig::default(), 1, 10_000).expect("replay");
+    rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &exact));
+    assert!(shared.metrics.watermark.get() > 0, "the watermark is committed and exported");
+    let before = rar_rows(&rt.block_on(common::clickhouse_rows(&cfg.clickhouse)));
+
+    // A late impression of February, a tombstone of a January record (its
+    // month is closed: no effect), and one more June impression.
+    send(&producer, &topic, &mut lines, "late-1", Some(impression("late-1", "2026-02-10T00:00:00Z", 5_000)));
+    producer.send(&topic, b"imp-0", None).expect("tombstone");
+    send(&producer, &topic, &mut lines, "imp-june", Some(impression("imp-june", "2026-06-20T00:00:00Z", 7)));
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    // A restart re-reads everything: the committed watermark keeps January
+    // to May closed from the first epoch, and the late impression is
+    // dead-lettered once (not again by the restart after it).
+    for (run, expect) in [(2, 1), (3, 0)] {
+        let (shared, _) = common::run_until_seen(&rt, &cfg, lines.len() + 1, Duration::from_secs(60), |_| {});
+        let too_late = shared.metrics.rejected.with_label_values(&["impressions", "too_late"]).get();
+        assert_eq!(too_late, expect, "run {run}: the late impression is dead-lettered by the run that first reads it");
+    }
+    assert_eq!(dlq_messages(&cfg.kafka.brokers, &cfg.kafka.dlq_topic), 1, "one dead letter, not one per restart");
+    let letters = common::dead_letters(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 1);
+    assert_eq!(letters[0].reason.as_deref(), Some("too_late"));
+
+    let after = rar_rows(&rt.block_on(common::clickhouse_rows(&cfg.clickhouse)));
+    let closed = |rows: &[String]| rows.iter().filter(|r| !r.contains("2026-06-01")).cloned().collect::<Vec<_>>();
+    assert_eq!(
+        closed(&after),
+        closed(&before),
+        "closed months are final: the late event and the tombstone changed nothing"
+    );
+    // The open month is exact: every June impression, the new one included.
+    lines.retain(|l| l.key.as_str() != "late-1");
+    let exact = replay::run(lines, &revpulse_pipelines::config::MetricsConfig::default(), 1, 10_000).expect("replay");
+    let june: Vec<String> = {
+        let mut v: Vec<String> = exact
+            .iter()
+            .filter(|(k, _)| matches!(k.table, Table::RarMonthly | Table::RarByChannel | Table::RarByIntent))
+            .map(|(k, v)| revpulse_pipelines::row::row_json(k, v).to_string())
+            .filter(|r| r.contains("2026-06-01"))
+            .collect();
+        v.sort();
+        v
+    };
+    let june_actual: Vec<String> = after.iter().filter(|r| r.contains("2026-06-01")).cloned().collect();
+    assert_eq!(june_actual, june, "the open month is exact");
+}
