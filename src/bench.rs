@@ -438,6 +438,8 @@ pub struct SoakOptions {
     pub tenants: usize,
     pub seed: u64,
     pub clickhouse: ClickHouseConfig,
+    /// Lateness per family: the soak measures memory once periods close.
+    pub retention: revpulse_pipelines::config::RetentionConfig,
 }
 
 /// `revpulse bench --soak SECS`: streams generated events at a steady rate
@@ -449,17 +451,22 @@ pub fn soak(opts: &SoakOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(ensure_clickhouse(&opts.clickhouse))?;
     let cluster = MockCluster::new(1).context("mock cluster")?;
-    let cfg = Config {
+    let mut cfg = Config {
         kafka: phase_kafka(&cluster, "soak", opts.partitions)?,
         clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_soak")?,
         ..Config::default()
     };
+    cfg.metrics.retention = opts.retention.clone();
     let shared = Shared::default();
     let runner = spawn_runner(&rt, &cfg, &shared, 1);
     let step = (opts.event_secs_per_sec as i64 * 1_000_000) / opts.rate.max(1) as i64;
     let start = crate::generate::GenConfig::default().start;
     let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start, step });
-    let producer = KeyedProducer::new(&cfg.kafka)?;
+    // Big producer batches: the embedded broker scans its log per batch on
+    // every fetch, so many tiny batches would measure the broker, not us.
+    let mut producer_cfg = cfg.kafka.clone();
+    producer_cfg.properties.insert("linger.ms".into(), "200".into());
+    let producer = KeyedProducer::new(&producer_cfg)?;
     println!(
         "soak: {} events/s for {} s, {} s of event time per second, sampling every {} s",
         opts.rate,

@@ -244,12 +244,17 @@ fn main() -> anyhow::Result<()> {
                 return revpulse::bench::soak(&revpulse::bench::SoakOptions {
                     duration: Duration::from_secs(secs),
                     rate: soak_rate,
-                    event_secs_per_sec: 3_600,
+                    event_secs_per_sec: 86_400,
                     sample: Duration::from_secs(30),
                     partitions,
                     tenants,
                     seed,
                     clickhouse: load(config.as_ref())?.clickhouse,
+                    retention: revpulse_pipelines::config::RetentionConfig {
+                        rar_lateness_secs: Some(2 * 86_400),
+                        revenue_per_minute_lateness_secs: Some(3_600),
+                        attribution_lateness_secs: Some(2 * 86_400),
+                    },
                 });
             }
             revpulse::bench::bench(&revpulse::bench::BenchOptions {
