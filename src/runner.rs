@@ -493,13 +493,19 @@ fn drive(
                 watermark = watermark.max(entry.remove());
             }
         }
-        for late in std::mem::take(&mut *df.too_late.borrow_mut()) {
+        let too_late = std::mem::take(&mut *df.too_late.borrow_mut());
+        for late in &too_late {
             let (partition, offset) = seq_parts(late.seq);
             let tp = (cfg.kafka.topics.get(Topic::Impressions).to_owned(), partition);
             // Below the committed offset: an earlier run already handled it.
             if start_committed.get(&tp).is_none_or(|c| offset >= *c) {
-                source.dead_letter_too_late(Topic::Impressions, &late);
+                source.dead_letter_too_late(Topic::Impressions, late);
             }
+        }
+        // The worker that read these may not be this one, and it commits
+        // once this worker acknowledges the epoch: deliver them first.
+        if !too_late.is_empty() {
+            source.flush_dead_letters(Duration::from_secs(30)).context("delivering too-late dead letters")?;
         }
         shared.metrics.emitted_rows.inc_by(rows.len() as u64);
         if let Some(c) = catch_up.as_mut() {

@@ -357,6 +357,51 @@ mod tests {
         assert_eq!(Some(day_end(day)), parse_rfc3339("2026-12-16T00:00:00Z"));
     }
 
+    /// A record is held while its period is open, retracted at the epoch the
+    /// watermark closes it, and a record arriving for a closed period is
+    /// dropped: the release that bounds state.
+    #[test]
+    fn retain_releases_records_when_their_period_closes() {
+        use differential_dataflow::input::Input as _;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use timely::dataflow::operators::vec::Input as _;
+        use timely::dataflow::operators::{Inspect as _, Probe as _};
+
+        let mut seen = timely::execute_directly(move |worker| {
+            let seen: Rc<RefCell<Vec<(Micros, Epoch, isize)>>> = Rc::default();
+            let out = Rc::clone(&seen);
+            let (mut records, mut times, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (records, data) = scope.new_collection::<Micros, isize>();
+                let (times, stream) = scope.new_input::<Micros>();
+                let lateness = Lateness { rar: Some(10), ..Lateness::default() };
+                let retained = Retained { wm: watermarks(stream), initial: NO_WATERMARK, lateness };
+                let kept = retain(data, Some(&retained), |l| l.rar, "Retain", |end: &Micros| *end);
+                let (probe, _) = kept.inner.inspect(move |x| out.borrow_mut().push(*x)).probe();
+                (records, times, probe)
+            });
+            // Epoch 0: two open records; the watermark becomes 150.
+            records.insert(100);
+            records.insert(200);
+            times.send(150);
+            // Epoch 1: nothing; epoch 2: a record of a period closed since
+            // epoch 1 (end 120 <= 150 - 10).
+            for epoch in 1..=3u64 {
+                records.advance_to(epoch);
+                times.advance_to(epoch);
+                if epoch == 2 {
+                    records.insert(120);
+                }
+                records.flush();
+                worker.step_while(|| probe.less_than(&epoch));
+            }
+            let seen = seen.borrow().clone();
+            seen
+        });
+        seen.sort();
+        assert_eq!(seen, vec![(100, 0, 1), (100, 1, -1), (200, 0, 1)]);
+    }
+
     #[test]
     fn closed_at_end_plus_lateness() {
         let end = 1_000;

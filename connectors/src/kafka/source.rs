@@ -252,6 +252,11 @@ impl KafkaSource {
         Ok((offsets, watermark))
     }
 
+    /// Waits until every dead letter queued so far is acknowledged.
+    pub fn flush_dead_letters(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.dlq.flush(timeout)
+    }
+
     /// Dead-letters a message the dataflow rejected as `too_late` (SPEC §7):
     /// its payload is the event as decoded, in canonical JSON.
     pub fn dead_letter_too_late(&self, topic: Topic, late: &TooLate) {
