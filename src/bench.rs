@@ -440,6 +440,8 @@ pub struct SoakOptions {
     pub clickhouse: ClickHouseConfig,
     /// Lateness per family: the soak measures memory once periods close.
     pub retention: revpulse_pipelines::config::RetentionConfig,
+    /// Stream only these topics (empty: all).
+    pub topics: Vec<Topic>,
 }
 
 /// `revpulse bench --soak SECS`: streams generated events at a steady rate
@@ -484,6 +486,9 @@ pub fn soak(opts: &SoakOptions) -> anyhow::Result<()> {
         let due = (t0.elapsed().as_secs_f64() * opts.rate as f64) as u64;
         while produced < due {
             let r = generator.next_record();
+            if !opts.topics.is_empty() && !opts.topics.contains(&r.topic) {
+                continue;
+            }
             producer.send(cfg.kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;
             produced += 1;
         }

@@ -31,6 +31,9 @@ const CAMPAIGNS: [&str; 4] = ["nurture", "tierlift", "churnsave", "service_t48h"
 const OFFERS: [&str; 4] = ["oil_change_20", "tire_rotation_free", "brake_special", "detail_50"];
 const REGIONS: [&str; 4] = ["us-west", "us-east", "us-central", "us-south"];
 
+/// Conversations running at once per tenant (see `Generator::conversation`).
+const RUNNING_PER_TENANT: usize = 50;
+
 /// One message for a topic: upsert key and JSON payload (`None`: tombstone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -187,8 +190,12 @@ impl Generator {
     }
 
     fn conversation(&mut self) -> Event {
-        // Continue a running conversation, or start one.
-        let running = (!self.conversations.is_empty() && self.rng.random_bool(0.7))
+        // Continue a running conversation, or start one. At most
+        // `RUNNING_PER_TENANT` per tenant run at once: starts and ends then
+        // balance, so the running set (and a customer's history) stays
+        // bounded however long the stream runs.
+        let full = self.conversations.len() >= RUNNING_PER_TENANT * self.cfg.tenants.max(1);
+        let running = (!self.conversations.is_empty() && (full || self.rng.random_bool(0.7)))
             .then(|| self.conversations.keys().nth(self.rng.random_range(0..self.conversations.len())).cloned())
             .flatten();
         let (conversation_id, kind) = match running {

@@ -163,6 +163,13 @@ enum Command {
         soak: Option<u64>,
         #[arg(long, default_value_t = 5_000)]
         soak_rate: u64,
+        /// With --soak: stream only these topics (comma-separated), e.g.
+        /// `impressions` to watch one family's state alone.
+        #[arg(long, value_delimiter = ',')]
+        soak_topics: Vec<String>,
+        /// With --soak: leave retention off (to compare memory with it on).
+        #[arg(long)]
+        soak_no_retention: bool,
         /// ClickHouse connection (default: the local one).
         #[arg(long, env = "REVPULSE_CONFIG")]
         config: Option<PathBuf>,
@@ -239,8 +246,23 @@ fn main() -> anyhow::Result<()> {
             }
             run(&cfg, &Cluster { workers, processes, process_index, hostfile })
         }
-        Command::Bench { events, partitions, tenants, seed, freshness_secs, soak, soak_rate, config } => {
+        Command::Bench {
+            events,
+            partitions,
+            tenants,
+            seed,
+            freshness_secs,
+            soak,
+            soak_rate,
+            soak_topics,
+            soak_no_retention,
+            config,
+        } => {
             if let Some(secs) = soak {
+                let topics = soak_topics
+                    .iter()
+                    .map(|t| Topic::from_name(t).ok_or_else(|| anyhow::anyhow!("unknown topic {t:?}")))
+                    .collect::<anyhow::Result<Vec<Topic>>>()?;
                 return revpulse::bench::soak(&revpulse::bench::SoakOptions {
                     duration: Duration::from_secs(secs),
                     rate: soak_rate,
@@ -250,10 +272,15 @@ fn main() -> anyhow::Result<()> {
                     tenants,
                     seed,
                     clickhouse: load(config.as_ref())?.clickhouse,
-                    retention: revpulse_pipelines::config::RetentionConfig {
-                        rar_lateness_secs: Some(2 * 86_400),
-                        revenue_per_minute_lateness_secs: Some(3_600),
-                        attribution_lateness_secs: Some(2 * 86_400),
+                    topics,
+                    retention: if soak_no_retention {
+                        Default::default()
+                    } else {
+                        revpulse_pipelines::config::RetentionConfig {
+                            rar_lateness_secs: Some(2 * 86_400),
+                            revenue_per_minute_lateness_secs: Some(3_600),
+                            attribution_lateness_secs: Some(2 * 86_400),
+                        }
                     },
                 });
             }
