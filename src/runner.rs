@@ -355,7 +355,7 @@ struct Handles {
 /// A worker's source and what the previous run left behind.
 struct Start {
     source: KafkaSource,
-    /// Committed offsets of this worker's partitions (with retention only):
+    /// Committed offsets of every input partition (with retention only):
     /// `too_late` messages below them were handled by an earlier run.
     committed: Offsets,
     /// The watermark committed with them ([`NO_WATERMARK`] if none).
@@ -402,6 +402,10 @@ fn drive(
     // Retention's watermark as of the epochs sealed so far (a lower bound:
     // only complete epochs' maxima are folded in).
     let mut watermark = initial_watermark;
+    let mut recorded_watermark = initial_watermark;
+    // Replaying retained input must not close periods with newer events
+    // read early from some partition (README "Lateness and retention").
+    h.df.watermark_gate.set(false);
     let (batch_tx, batch_rx) = mpsc::channel::<SinkBatch>(cfg.pipeline.max_in_flight_batches.max(1));
     let (ack_tx, ack_rx) = std::sync::mpsc::channel::<u64>();
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
@@ -515,6 +519,7 @@ fn drive(
             }
             if reconcile_at.is_none() && h.caught_up.all_closed() {
                 reconcile_at = Some(epoch + 2);
+                h.df.watermark_gate.set(true);
             }
         }
         // Every worker has read up to its start-up high watermarks, and
@@ -528,7 +533,11 @@ fn drive(
         }
         if polled.messages > 0 {
             stats.epochs += 1;
+        }
+        // A risen watermark is committed too, even with no new message.
+        if polled.messages > 0 || recorded_watermark < watermark {
             positions.push_back((epoch, source.positions().clone(), watermark));
+            recorded_watermark = watermark;
         }
         if !rows.is_empty() {
             shared.metrics.sink_in_flight.inc();

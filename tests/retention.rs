@@ -110,3 +110,48 @@ fn closed_months_stay_final_and_late_events_are_dead_lettered_once() {
     let june_actual: Vec<String> = after.iter().filter(|r| r.contains("2026-06-01")).cloned().collect();
     assert_eq!(june_actual, june, "the open month is exact");
 }
+
+/// A restart replays retained input from the beginning; a newer event read
+/// early from one partition must not close a period whose older events
+/// another partition has yet to replay (the watermark stays at the
+/// committed one until the replay is complete).
+#[test]
+fn a_restart_does_not_close_periods_before_their_replay_is_complete() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (rt, _cluster, mut cfg) = common::mock_pipeline("retention_replay", 3);
+    cfg.metrics.retention.rar_lateness_secs = Some(2 * 86_400);
+    cfg.kafka.max_batch_messages = 20;
+    let topic = cfg.kafka.topics.get(Topic::Impressions).to_owned();
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &cfg.kafka.brokers).create().expect("producer");
+    let send_to = |partition: i32, key: &str, payload: &str| {
+        producer
+            .send(BaseRecord::to(&topic).partition(partition).key(key).payload(payload))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    };
+    // February on partitions 1 and 2; February stays open (lateness 2 days).
+    for i in 0..240u32 {
+        let id = format!("feb-{i}");
+        send_to(1 + (i % 2) as i32, &id, &impression(&id, &format!("2026-02-{:02}T10:00:00Z", 1 + i % 27), 100 + i));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    common::run_until_seen(&rt, &cfg, 240, Duration::from_secs(60), |_| {});
+    let february = |rows: Vec<serde_json::Value>| {
+        let mut v: Vec<String> = rar_rows(&rows).into_iter().filter(|r| r.contains("2026-02-01")).collect();
+        v.sort();
+        v
+    };
+    let before = february(rt.block_on(common::clickhouse_rows(&cfg.clickhouse)));
+    assert!(!before.is_empty());
+
+    // While down: a mid-March impression on partition 0, alone there, so a
+    // restart reads it in its first epochs, long before partitions 1 and 2
+    // have replayed February. It closes February — after the replay.
+    send_to(0, "mar-1", &impression("mar-1", "2026-03-15T00:00:00Z", 9));
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let (shared, _) = common::run_until_seen(&rt, &cfg, 241, Duration::from_secs(60), |_| {});
+    assert_eq!(shared.metrics.rejected.with_label_values(&["impressions", "too_late"]).get(), 0);
+    let after = february(rt.block_on(common::clickhouse_rows(&cfg.clickhouse)));
+    assert_eq!(after, before, "February closed with every one of its impressions");
+}

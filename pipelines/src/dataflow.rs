@@ -1,7 +1,7 @@
 //! The revpulse dataflow: five upsert inputs → metric operators → one
 //! collection of table rows, captured per completed epoch for the sink.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -93,6 +93,9 @@ pub struct Dataflow {
     /// Impressions rejected because their month was closed (SPEC §7), for
     /// the driver to dead-letter.
     pub too_late: Rc<RefCell<Vec<TooLate>>>,
+    /// Whether input may raise the watermark (see [`watermarks`]); open
+    /// unless the driver closes it while replaying retained input.
+    pub watermark_gate: Rc<Cell<bool>>,
 }
 
 /// The current versions of the five topics.
@@ -144,6 +147,8 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
     let sink_state = Rc::clone(&completed);
     let too_late = Rc::new(RefCell::new(Vec::new()));
     let too_late_sink = Rc::clone(&too_late);
+    let watermark_gate = Rc::new(Cell::new(true));
+    let gate = Rc::clone(&watermark_gate);
     let cfg = cfg.clone();
     worker.dataflow::<Epoch, _, _>(move |scope| {
         let (impressions, imp_stream) = scope.new_input::<UpsertMsg<Impression>>();
@@ -164,7 +169,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
                 .concat(times(&msg_stream))
                 .concat(times(&pay_stream))
                 .concat(times(&ro_stream));
-            Retained { wm: watermarks(all), initial: initial_watermark, lateness }
+            Retained { wm: watermarks(all, gate), initial: initial_watermark, lateness }
         });
         let imp_retention = retained.as_ref().and_then(|r| {
             Some(UpsertRetention {
@@ -191,6 +196,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
             probe,
             completed,
             too_late,
+            watermark_gate,
         }
     })
 }

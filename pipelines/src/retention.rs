@@ -18,6 +18,7 @@
 //!   rows ClickHouse holds stay at their last value: final, not deleted.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::{Data, VecCollection};
@@ -108,11 +109,19 @@ pub fn minute_end(ts: Micros) -> Micros {
 }
 
 /// The watermark stream: each worker's greatest event time per epoch of
-/// `times`, broadcast to every worker.
-pub fn watermarks<'s>(times: StreamVec<'s, Epoch, Micros>) -> Watermarks<'s> {
+/// `times`, broadcast to every worker. While `open` is false the maxima are
+/// held back and emitted, folded, with the first epoch after it turns true:
+/// a restart keeps the committed watermark until the replay of retained
+/// input is complete, so newer events read early from one partition cannot
+/// close a period whose older events another partition has yet to replay.
+pub fn watermarks<'s>(times: StreamVec<'s, Epoch, Micros>, open: Rc<std::cell::Cell<bool>>) -> Watermarks<'s> {
     let mut maxima: BTreeMap<Epoch, (Capability<Epoch>, Micros)> = BTreeMap::new();
+    let mut held = NO_WATERMARK;
     times
-        .unary_frontier::<CapacityContainerBuilder<Vec<Micros>>, _, _, _>(Pipeline, "Watermark", move |_cap, _| {
+        .unary_frontier::<CapacityContainerBuilder<Vec<Micros>>, _, _, _>(Pipeline, "Watermark", move |cap, _| {
+            // Kept at the input frontier, so held-back maxima can be emitted
+            // as soon as the gate opens, without waiting for new input.
+            let mut now = Some(cap);
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let top = data.iter().copied().max().unwrap_or(NO_WATERMARK);
@@ -124,7 +133,23 @@ pub fn watermarks<'s>(times: StreamVec<'s, Epoch, Micros>) -> Watermarks<'s> {
                         break;
                     }
                     let (cap, w) = entry.remove();
-                    output.session(&cap).give(w);
+                    held = held.max(w);
+                    if open.get() {
+                        output.session(&cap).give(held);
+                        held = NO_WATERMARK;
+                    }
+                }
+                match frontier.frontier().iter().min() {
+                    Some(t) => {
+                        if let Some(cap) = now.as_mut().filter(|c| c.time() < t) {
+                            cap.downgrade(t);
+                        }
+                    }
+                    None => now = None,
+                }
+                if let (true, Some(cap)) = (open.get() && held != NO_WATERMARK, now.as_ref()) {
+                    output.session(cap).give(held);
+                    held = NO_WATERMARK;
                 }
             }
         })
@@ -364,7 +389,6 @@ mod tests {
     fn retain_releases_records_when_their_period_closes() {
         use differential_dataflow::input::Input as _;
         use std::cell::RefCell;
-        use std::rc::Rc;
         use timely::dataflow::operators::vec::Input as _;
         use timely::dataflow::operators::{Inspect as _, Probe as _};
 
@@ -375,7 +399,11 @@ mod tests {
                 let (records, data) = scope.new_collection::<Micros, isize>();
                 let (times, stream) = scope.new_input::<Micros>();
                 let lateness = Lateness { rar: Some(10), ..Lateness::default() };
-                let retained = Retained { wm: watermarks(stream), initial: NO_WATERMARK, lateness };
+                let retained = Retained {
+                    wm: watermarks(stream, Rc::new(std::cell::Cell::new(true))),
+                    initial: NO_WATERMARK,
+                    lateness,
+                };
                 let kept = retain(data, Some(&retained), |l| l.rar, "Retain", |end: &Micros| *end);
                 let (probe, _) = kept.inner.inspect(move |x| out.borrow_mut().push(*x)).probe();
                 (records, times, probe)

@@ -229,9 +229,12 @@ impl KafkaSource {
         self.consumer.commit(&tpl, CommitMode::Async)
     }
 
-    /// The group's committed offsets of this worker's partitions, and the
-    /// greatest watermark committed for any partition of the five topics
-    /// ([`NO_WATERMARK`] when none): the previous run's progress.
+    /// The group's committed offsets of every partition of the five topics
+    /// (a too-late message is dead-lettered by the worker that owns its key,
+    /// not necessarily the one that read it), and the least watermark
+    /// committed with them ([`NO_WATERMARK`] when none): the previous run's
+    /// progress. The least, because workers commit independently, and a
+    /// greater one may already count events beyond another worker's commit.
     pub fn committed(&self, timeout: Duration) -> Result<(Offsets, Micros), KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for (t, p) in &self.all {
@@ -239,17 +242,16 @@ impl KafkaSource {
         }
         let committed = self.consumer.committed_offsets(tpl, timeout)?;
         let mut offsets = Offsets::new();
-        let mut watermark = NO_WATERMARK;
+        let mut watermark: Option<Micros> = None;
         for elem in committed.elements() {
             if let Some(w) = elem.metadata().strip_prefix(WATERMARK_METADATA).and_then(|w| w.parse::<Micros>().ok()) {
-                watermark = watermark.max(w);
+                watermark = Some(watermark.map_or(w, |m| m.min(w)));
             }
-            let tp = (elem.topic().to_owned(), elem.partition());
-            if let (Offset::Offset(o), true) = (elem.offset(), self.assigned.contains(&tp)) {
-                offsets.insert(tp, o);
+            if let Offset::Offset(o) = elem.offset() {
+                offsets.insert((elem.topic().to_owned(), elem.partition()), o);
             }
         }
-        Ok((offsets, watermark))
+        Ok((offsets, watermark.unwrap_or(NO_WATERMARK)))
     }
 
     /// Waits until every dead letter queued so far is acknowledged.
