@@ -270,13 +270,9 @@ impl KafkaSource {
             Reason::TooLate,
             format!("its period closed: the watermark is {}", format_micros(late.watermark)),
         );
-        self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
-        tracing::warn!(topic = name, partition, offset, reason = "too_late", detail = %reject.detail, "rejected message sent to the dead-letter topic");
         let origin = Origin { topic: name, partition, offset };
-        if let Err(e) = self.dlq.send(&origin, Some(late.key.as_bytes()), Some(late.payload.as_bytes()), &reject) {
-            self.metrics.dlq_errors.inc();
-            tracing::error!(error = %e, topic = name, offset, "could not queue dead letter");
-        }
+        let (key, payload) = (Some(late.key.as_bytes()), Some(late.payload.as_bytes()));
+        dead_letter(&self.dlq, &self.metrics, topic, &origin, key, payload, &reject);
     }
 
     /// Refreshes the consumer-lag gauges, at most every `every`.
@@ -311,6 +307,25 @@ impl KafkaSource {
     /// Whether every partition of `targets` has been read up to its target.
     pub fn reached(&self, targets: &Offsets) -> bool {
         targets.iter().all(|(tp, target)| self.positions.get(tp).is_some_and(|p| p >= target))
+    }
+}
+
+/// Sends one rejected message to the DLQ: counted by topic and reason,
+/// logged, and a failure to queue it counted and logged too.
+fn dead_letter(
+    dlq: &DeadLetters,
+    metrics: &Metrics,
+    topic: Topic,
+    origin: &Origin<'_>,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    reject: &Reject,
+) {
+    metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
+    tracing::warn!(topic = origin.topic, partition = origin.partition, offset = origin.offset, reason = reject.reason.as_str(), detail = %reject.detail, "rejected message sent to the dead-letter topic");
+    if let Err(e) = dlq.send(origin, key, payload, reject) {
+        metrics.dlq_errors.inc();
+        tracing::error!(error = %e, topic = origin.topic, offset = origin.offset, "could not queue dead letter");
     }
 }
 
@@ -403,13 +418,8 @@ impl Handler<'_> {
                 emit(topic, upsert.key, upsert.value, seq(msg.partition(), offset));
             }
             Err(reject) => {
-                self.metrics.rejected.with_label_values(&[topic.name(), reject.reason.as_str()]).inc();
-                tracing::warn!(topic = topic_name, partition = msg.partition(), offset, reason = reject.reason.as_str(), detail = %reject.detail, "rejected message sent to the dead-letter topic");
                 let origin = Origin { topic: topic_name, partition: msg.partition(), offset };
-                if let Err(e) = self.dlq.send(&origin, msg.key(), msg.payload(), &reject) {
-                    self.metrics.dlq_errors.inc();
-                    tracing::error!(error = %e, topic = topic_name, offset, "could not queue dead letter");
-                }
+                dead_letter(self.dlq, self.metrics, topic, &origin, msg.key(), msg.payload(), &reject);
             }
         }
         self.positions.insert((topic_name.to_owned(), msg.partition()), offset + 1);
