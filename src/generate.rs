@@ -31,7 +31,7 @@ const CAMPAIGNS: [&str; 4] = ["nurture", "tierlift", "churnsave", "service_t48h"
 const OFFERS: [&str; 4] = ["oil_change_20", "tire_rotation_free", "brake_special", "detail_50"];
 const REGIONS: [&str; 4] = ["us-west", "us-east", "us-central", "us-south"];
 
-/// Conversations running at once per tenant (see `Generator::conversation`).
+/// Conversations running at once, per tenant on average (see `Generator::conversation`).
 const RUNNING_PER_TENANT: usize = 50;
 
 /// One message for a topic: upsert key and JSON payload (`None`: tombstone).
@@ -191,7 +191,7 @@ impl Generator {
 
     fn conversation(&mut self) -> Event {
         // Continue a running conversation, or start one. At most
-        // `RUNNING_PER_TENANT` per tenant run at once: starts and ends then
+        // `RUNNING_PER_TENANT` × tenants run at once: starts and ends then
         // balance, so the running set (and a customer's history) stays
         // bounded however long the stream runs.
         let full = self.conversations.len() >= RUNNING_PER_TENANT * self.cfg.tenants.max(1);

@@ -440,7 +440,8 @@ fn drive(
             newest = positions.pop_front();
         }
         if let Some((_, offsets, w)) = newest {
-            let w = (lateness.any() && w != NO_WATERMARK).then_some(w);
+            // Without retention nothing raises it: no metadata is written.
+            let w = (w != NO_WATERMARK).then_some(w);
             match source.commit(&offsets, w) {
                 Ok(()) => {
                     stats.committed = offsets;

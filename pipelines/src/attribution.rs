@@ -232,15 +232,14 @@ pub fn attribution<'s>(
         });
     // Offer acceptance is a lifetime sum: a closed conversion's credits stay
     // counted when its state is released.
-    let credited = match retained {
-        Some(r) if r.lateness.attribution.is_some() => {
-            let lateness = r.lateness.attribution.unwrap_or_default();
+    let credited = match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
+        Some((r, lateness)) => {
             retention::freeze_where(credited, r, "Freeze closed offer credits", move |(_, credit), w| match credit {
                 Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
                 Credit::Campaign { .. } => false,
             })
         }
-        _ => credited,
+        None => credited,
     };
     let offers = credited
         .explode(|((tenant, _, _), credit)| match credit {

@@ -73,7 +73,7 @@ impl Lateness {
                 Some((self.rar?, month_end(*m)))
             }
             (Table::RevenuePerMinute, Some(Cell::Minute(m))) => {
-                Some((self.revenue_per_minute?, i64::from(*m) * MICROS_PER_SECOND + MICROS_PER_MINUTE))
+                Some((self.revenue_per_minute?, minute_end(i64::from(*m) * MICROS_PER_SECOND)))
             }
             (Table::AttributionDaily, Some(Cell::Date(d))) => Some((self.attribution?, day_end(*d))),
             _ => None,
@@ -159,7 +159,7 @@ pub fn watermarks<'s>(times: StreamVec<'s, Epoch, Micros>, open: Rc<std::cell::C
 /// The watermark as operators see it: `W(<e)` for the epoch being
 /// processed. Operators handle epochs in order; an epoch `e` is ready when
 /// both its data and the watermark of every epoch before it are complete.
-pub struct Clock {
+struct Clock {
     /// Watermark data per epoch not yet folded in, with a capability for the
     /// epoch after it (when a greater watermark may release state).
     pending: BTreeMap<Epoch, (Micros, Capability<Epoch>)>,
@@ -168,19 +168,19 @@ pub struct Clock {
 }
 
 impl Clock {
-    pub fn new(initial: Micros) -> Clock {
+    fn new(initial: Micros) -> Clock {
         Clock { pending: BTreeMap::new(), w: initial }
     }
 
     /// Takes in watermark data of one input batch.
-    pub fn absorb(&mut self, epoch: Epoch, data: &[Micros], cap: impl FnOnce(Epoch) -> Capability<Epoch>) {
+    fn absorb(&mut self, epoch: Epoch, data: &[Micros], cap: impl FnOnce(Epoch) -> Capability<Epoch>) {
         let top = data.iter().copied().max().unwrap_or(NO_WATERMARK);
         let entry = self.pending.entry(epoch).or_insert_with(|| (NO_WATERMARK, cap(epoch + 1)));
         entry.0 = entry.0.max(top);
     }
 
     /// The watermark for the next epoch to process.
-    pub fn watermark(&self) -> Micros {
+    fn watermark(&self) -> Micros {
         self.w
     }
 
@@ -188,7 +188,7 @@ impl Clock {
     /// release state at `x + 1`), or processing the data of epoch `e` —
     /// whichever is first, a release before data of the same epoch.
     /// `data_epoch` is the earliest stashed data epoch.
-    pub fn next_step(
+    fn next_step(
         &mut self,
         data_epoch: Option<Epoch>,
         data_frontier: &MutableAntichain<Epoch>,
@@ -220,7 +220,7 @@ impl Clock {
 }
 
 /// What to do next (see [`Clock::next_step`]).
-pub enum Step {
+enum Step {
     /// The watermark rose: release what it closes, at this capability's epoch.
     Release(Capability<Epoch>),
     /// A watermark that changed nothing was folded in.

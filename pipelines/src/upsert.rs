@@ -152,7 +152,7 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
         }
     }
 
-    /// Retracts every current version whose period end is `<= horizon`.
+    /// Retracts every current version whose period is `closed`.
     fn release(
         &mut self,
         closed: impl Fn(Micros) -> bool,
