@@ -155,3 +155,33 @@ fn a_restart_does_not_close_periods_before_their_replay_is_complete() {
     let after = february(rt.block_on(common::clickhouse_rows(&cfg.clickhouse)));
     assert_eq!(after, before, "February closed with every one of its impressions");
 }
+
+/// On two workers a too-late impression is dead-lettered by the worker that
+/// owns its key, which need not be the one that read its partition; a
+/// restart still leaves every one alone below the committed offsets.
+#[test]
+fn two_workers_dead_letter_each_late_event_once() {
+    let (rt, _cluster, mut cfg) = common::mock_pipeline("retention_workers", 3);
+    cfg.metrics.retention.rar_lateness_secs = Some(10 * 86_400);
+    let topic = cfg.kafka.topics.get(Topic::Impressions).to_owned();
+    let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
+    let mut lines = Vec::new();
+    for i in 0..180u32 {
+        let ts = format!("2026-{:02}-{:02}T12:00:00Z", 1 + i / 30, 1 + i % 28);
+        send(&producer, &topic, &mut lines, &format!("imp-{i}"), Some(impression(&format!("imp-{i}"), &ts, 100 + i)));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let two = revpulse::runner::Cluster { workers: 2, ..Default::default() };
+    common::run_cluster_until_seen(&rt, &cfg, &two, lines.len(), Duration::from_secs(60), |_| {});
+    for i in 0..8 {
+        let id = format!("late-{i}");
+        send(&producer, &topic, &mut lines, &id, Some(impression(&id, "2026-02-10T00:00:00Z", 5_000 + i)));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    for (run, expect) in [(2, 8), (3, 0)] {
+        let (shared, _) = common::run_cluster_until_seen(&rt, &cfg, &two, lines.len(), Duration::from_secs(60), |_| {});
+        let too_late = shared.metrics.rejected.with_label_values(&["impressions", "too_late"]).get();
+        assert_eq!(too_late, expect, "run {run}: each late impression is dead-lettered by the run that first reads it");
+    }
+    assert_eq!(dlq_messages(&cfg.kafka.brokers, &cfg.kafka.dlq_topic), 8, "one dead letter each, not one per restart");
+}
