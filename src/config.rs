@@ -110,6 +110,7 @@ impl Config {
             rar_lateness_secs: Some(0),
             revenue_per_minute_lateness_secs: Some(0),
             attribution_lateness_secs: Some(0),
+            subject_idle_secs: Some(0),
         };
         let defaults = toml::Table::try_from(typed).unwrap_or_default();
         let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();

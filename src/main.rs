@@ -280,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                             rar_lateness_secs: Some(2 * 86_400),
                             revenue_per_minute_lateness_secs: Some(3_600),
                             attribution_lateness_secs: Some(2 * 86_400),
+                            subject_idle_secs: Some(2 * 86_400),
                         }
                     },
                 });
@@ -311,7 +312,8 @@ fn main() -> anyhow::Result<()> {
                 Output::Json => {
                     let stdout = std::io::stdout();
                     let mut out = std::io::BufWriter::new(stdout.lock());
-                    for (k, v) in &state {
+                    // Retention state is for restarts, not a metric.
+                    for (k, v) in state.iter().filter(|(k, _)| !k.table.is_state()) {
                         serde_json::to_writer(&mut out, &row_json(k, v))?;
                         std::io::Write::write_all(&mut out, b"\n")?;
                     }

@@ -112,6 +112,7 @@ pub fn run_observed(
         let mut df = build(worker, &cfg, NO_WATERMARK);
         let (index, peers) = (worker.index(), worker.peers());
         let mut epoch = 0;
+        let mut state = State::new();
         for chunk in lines.chunks(batch.max(1)) {
             // Each worker reads a share; the upsert operator routes by key.
             for line in chunk.iter().skip(index).step_by(peers) {
@@ -123,19 +124,29 @@ pub fn run_observed(
             worker.step_while(|| df.probe.less_than(&epoch));
             let late = std::mem::take(&mut *df.too_late.borrow_mut()).len();
             if late > 0 {
-                tracing::warn!(too_late = late, "impressions of closed months left out (retention)");
+                tracing::warn!(too_late = late, "events of closed periods left out (retention)");
+            }
+            // Applied per epoch, as the sink does: a closed row keeps its
+            // value without a retraction, so changes of different epochs
+            // must not be consolidated together.
+            let changes = std::mem::take(&mut df.completed.borrow_mut().changes);
+            for (key, vals) in net_changes(changes) {
+                match vals {
+                    Some(v) => state.insert(key, v),
+                    None => state.remove(&key),
+                };
             }
         }
         if index == 0 {
             after();
         }
-        let changes = std::mem::take(&mut df.completed.borrow_mut().changes);
-        changes
+        state
     })
     .map_err(ReplayError::Timely)?;
-    let mut changes = Vec::new();
+    // Each worker holds the rows it owns (see `row_owner`): disjoint keys.
+    let mut rows = State::new();
     for result in guards.join() {
-        changes.extend(result.map_err(ReplayError::Timely)?);
+        rows.extend(result.map_err(ReplayError::Timely)?);
     }
-    Ok(net_changes(changes).into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    Ok(rows)
 }

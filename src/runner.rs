@@ -10,7 +10,7 @@
 //! [`run_cluster`]). The channel to the sink is bounded, so a ClickHouse
 //! outage pauses consumption instead of growing memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,10 +22,11 @@ use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_pipelines::dataflow::{build, net_changes, row_owner};
-use revpulse_pipelines::event::Topic;
 use revpulse_pipelines::retention::{Lateness, NO_WATERMARK};
-use revpulse_pipelines::row::{RowKey, RowVals, Table};
+use revpulse_pipelines::row::{Cell, RowKey, RowVals, Table};
+use revpulse_pipelines::subject::SubjectKey;
 use revpulse_pipelines::time::{format_micros, Micros};
+use revpulse_pipelines::types::Text;
 use revpulse_pipelines::upsert::seq_parts;
 use tokio::sync::mpsc;
 
@@ -119,6 +120,12 @@ struct CatchUp {
     targets: Offsets,
     suspects: HashSet<RowKey>,
     started: Instant,
+    /// With subject retention: the subjects open at the last commit. A lead
+    /// or conversation row of any other subject is final (its subject
+    /// closed), so it stays even when no retained input backs it.
+    open_subjects: Option<HashSet<SubjectKey>>,
+    /// The subject of each suspect `conversation_rpm` row.
+    conversation_subjects: HashMap<RowKey, SubjectKey>,
 }
 
 impl CatchUp {
@@ -129,6 +136,7 @@ impl CatchUp {
         rt: &tokio::runtime::Handle,
         index: usize,
         peers: usize,
+        subject_retention: bool,
     ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
@@ -137,12 +145,39 @@ impl CatchUp {
                 rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
             suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
         }
+        let mut open_subjects = None;
+        let mut conversation_subjects = HashMap::new();
+        if subject_retention {
+            let rows = rt
+                .block_on(sink.state_rows(Table::StateOpenSubjects))
+                .context("reading retention state from state_open_subjects")?;
+            open_subjects = Some(
+                rows.iter()
+                    .filter_map(|row| match row.0.key.as_slice() {
+                        [Cell::Str(t), Cell::Str(s)] => Some((t.clone(), s.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+            let rows =
+                rt.block_on(sink.current_rows(Table::ConversationRpm)).context("reading conversation_rpm subjects")?;
+            for row in rows {
+                let text = |name: &str| Text::from(row.get(name).and_then(|v| v.as_str()).unwrap_or_default());
+                let key = RowKey::new(
+                    Table::ConversationRpm,
+                    vec![Cell::Str(text("tenant_id")), Cell::Str(text("conversation_id"))],
+                );
+                if suspects.contains(&key) {
+                    conversation_subjects.insert(key, (text("tenant_id"), text("subject_id")));
+                }
+            }
+        }
         tracing::info!(
             partitions = targets.len(),
             live_rows = suspects.len(),
             "rebuilding state from the beginning of every partition"
         );
-        Ok(CatchUp { targets, suspects, started: Instant::now() })
+        Ok(CatchUp { targets, suspects, started: Instant::now(), open_subjects, conversation_subjects })
     }
 
     fn touched(&mut self, rows: &[(RowKey, Option<RowVals>)]) {
@@ -153,10 +188,21 @@ impl CatchUp {
         }
     }
 
-    /// Delete markers for the stale keys; rows of closed periods are final
-    /// (retention) and stay even when no retained input backs them.
+    /// Delete markers for the stale keys; rows of closed periods and closed
+    /// subjects are final (retention) and stay even when no retained input
+    /// backs them.
     fn finish(mut self, closed: impl Fn(&RowKey) -> bool) -> Vec<(RowKey, Option<RowVals>)> {
-        self.suspects.retain(|k| !closed(k));
+        let (open, conversations) = (&self.open_subjects, &self.conversation_subjects);
+        let subject_closed = |k: &RowKey| {
+            let Some(open) = open else { return false };
+            let subject = match (k.table, k.key.as_slice()) {
+                (Table::LeadScores, [Cell::Str(t), Cell::Str(s)]) => Some((t.clone(), s.clone())),
+                (Table::ConversationRpm, _) => conversations.get(k).cloned(),
+                _ => None,
+            };
+            subject.is_some_and(|s| !open.contains(&s))
+        };
+        self.suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
             seconds = self.started.elapsed().as_secs_f64(),
             stale_rows = self.suspects.len(),
@@ -320,7 +366,7 @@ fn run_worker(
     let index = worker.index();
     // Every worker builds the same dataflow even when its source failed, so
     // peers are not left waiting for an operator that never exists.
-    let start = connect(worker, cfg, &shared, rt);
+    let start = connect(worker, cfg, &shared, &sink, rt);
     let initial_watermark = start.as_ref().map_or(NO_WATERMARK, |s| s.watermark);
     let df = build(worker, &cfg.metrics, initial_watermark);
     let mut h =
@@ -360,12 +406,15 @@ struct Start {
     committed: Offsets,
     /// The watermark committed with them ([`NO_WATERMARK`] if none).
     watermark: Micros,
+    /// Retention state rows the previous run wrote (read by worker 0).
+    restored: Vec<(RowKey, RowVals)>,
 }
 
 fn connect(
     worker: &timely::worker::Worker,
     cfg: &Config,
     shared: &Shared,
+    sink: &ClickHouseSink,
     rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<Start> {
     let (index, peers) = (worker.index(), worker.peers());
@@ -376,7 +425,7 @@ fn connect(
     let source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
         .context("connecting the Kafka source")?;
     if !Lateness::of(&cfg.metrics.retention).any() {
-        return Ok(Start { source, committed: Offsets::new(), watermark: NO_WATERMARK });
+        return Ok(Start { source, committed: Offsets::new(), watermark: NO_WATERMARK, restored: Vec::new() });
     }
     let (committed, watermark) = source
         .committed(Duration::from_secs(30))
@@ -384,7 +433,19 @@ fn connect(
     if watermark != NO_WATERMARK {
         tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
     }
-    Ok(Start { source, committed, watermark })
+    let mut restored = Vec::new();
+    if index == 0 {
+        for table in Table::STATE {
+            let rows = rt
+                .block_on(sink.state_rows(table))
+                .with_context(|| format!("reading retention state from {}", table.name()))?;
+            restored.extend(rows);
+        }
+        if !restored.is_empty() {
+            tracing::info!(rows = restored.len(), "retention: state of closed subjects and days restored");
+        }
+    }
+    Ok(Start { source, committed, watermark, restored })
 }
 
 fn drive(
@@ -397,7 +458,8 @@ fn drive(
     start: Start,
 ) -> anyhow::Result<RunStats> {
     let (index, peers) = (worker.index(), worker.peers());
-    let Start { mut source, committed: start_committed, watermark: initial_watermark } = start;
+    let Start { mut source, committed: start_committed, watermark: initial_watermark, restored } = start;
+    h.df.inputs.restore(restored);
     let lateness = Lateness::of(&cfg.metrics.retention);
     // Retention's watermark as of the epochs sealed so far (a lower bound:
     // only complete epochs' maxima are folded in).
@@ -411,7 +473,7 @@ fn drive(
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
     // every partition. Rows live in ClickHouse that the rebuilt state no
     // longer has must be deleted once the catch-up is complete.
-    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers)?);
+    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some())?);
     let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
     let mut stats = RunStats::default();
     let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
@@ -488,6 +550,11 @@ fn drive(
             shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
         let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+        // The watermark the epoch just completed was processed with: the
+        // one committed with its positions, so a restart closes exactly
+        // what this run had closed (retention state in ClickHouse holds
+        // what those closes kept; anything closed later is rebuilt).
+        let applied = watermark;
         // W(<epoch): maxima of the epochs before this one that are complete.
         {
             let mut done = df.completed.borrow_mut();
@@ -501,10 +568,10 @@ fn drive(
         let too_late = std::mem::take(&mut *df.too_late.borrow_mut());
         for late in &too_late {
             let (partition, offset) = seq_parts(late.seq);
-            let tp = (cfg.kafka.topics.get(Topic::Impressions).to_owned(), partition);
+            let tp = (cfg.kafka.topics.get(late.topic).to_owned(), partition);
             // Below the committed offset: an earlier run already handled it.
             if start_committed.get(&tp).is_none_or(|c| offset >= *c) {
-                source.dead_letter_too_late(Topic::Impressions, late);
+                source.dead_letter_too_late(late);
             }
         }
         // The worker that read these may not be this one, and it commits
@@ -536,9 +603,9 @@ fn drive(
             stats.epochs += 1;
         }
         // A risen watermark is committed too, even with no new message.
-        if polled.messages > 0 || recorded_watermark < watermark {
-            positions.push_back((epoch, source.positions().clone(), watermark));
-            recorded_watermark = watermark;
+        if polled.messages > 0 || recorded_watermark < applied {
+            positions.push_back((epoch, source.positions().clone(), applied));
+            recorded_watermark = applied;
         }
         if !rows.is_empty() {
             shared.metrics.sink_in_flight.inc();
@@ -557,7 +624,11 @@ fn drive(
         if drain_until.is_none() && h.stopping.all_closed() {
             drain_until = Some(epoch + 2);
         }
-        if drain_until.is_some_and(|d| epoch >= d) {
+        // With retention, a few more (empty) epochs let the dataflow apply
+        // the watermark of the last data it read, so the final commit
+        // carries it and a restart does not reopen what this run closed.
+        let settled = applied == watermark || drain_until.is_some_and(|d| epoch >= d + 8);
+        if drain_until.is_some_and(|d| epoch >= d) && settled {
             break;
         }
     }

@@ -23,11 +23,13 @@
 
 use std::collections::BTreeMap;
 
+use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map as _;
 
 use crate::conversion::{Conversion, Source};
 use crate::event::{Direction, Message, MessageStatus};
@@ -41,6 +43,11 @@ use crate::upsert::Epoch;
 
 /// Conversions arranged by (tenant, subject), shared with experiment lift.
 pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(Text, Text), Conversion, Epoch, isize>>>;
+
+/// Arranges conversions by (tenant, subject).
+pub fn by_subject_of<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> BySubject<'s> {
+    conversions.map(|c| ((c.tenant.clone(), c.subject.clone()), c)).arrange_by_key()
+}
 
 /// Campaign credited for touches without `campaign_id`.
 pub const UNKNOWN_CAMPAIGN: &str = "unknown";
@@ -177,9 +184,10 @@ crate::additive! {
 pub fn attribution<'s>(
     messages: VecCollection<'s, Epoch, (Text, Message)>,
     conversions: VecCollection<'s, Epoch, Conversion>,
-    by_subject: BySubject<'s>,
+    by_subject: Option<BySubject<'s>>,
     window_secs: u64,
     retained: Option<&Retained<'s>>,
+    restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let window = window_secs as Micros * 1_000_000;
     // With retention (SPEC §7): a conversion's day closes at its end plus the
@@ -193,6 +201,9 @@ pub fn attribution<'s>(
     );
     let conversions =
         retention::retain(conversions, retained, |l| l.attribution, "Retain: conversions", |c| day_end(day_of(c.time)));
+    // Shared with experiments when nothing is retained; else its own, of
+    // the conversions attribution holds.
+    let by_subject = by_subject.unwrap_or_else(|| by_subject_of(conversions.clone()));
     let candidates = touches.join_core(by_subject, move |_lead, touch: &Touch, conv: &Conversion| {
         let in_window = touch.time <= conv.time && touch.time >= conv.time - window;
         in_window.then(|| ((conv.tenant.clone(), conv.source, conv.id.clone()), AttrIn::Candidate(touch.clone())))
@@ -231,27 +242,52 @@ pub fn attribution<'s>(
             )
         });
     // Offer acceptance is a lifetime sum: a closed conversion's credits stay
-    // counted when its state is released.
-    let credited = match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
-        Some((r, lateness)) => {
-            retention::freeze_where(credited, r, "Freeze closed offer credits", move |(_, credit), w| match credit {
-                Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
-                Credit::Campaign { .. } => false,
-            })
-        }
-        None => credited,
+    // counted when its state is released, and are kept as state for restarts.
+    let restored = restored.flat_map(restored_offers).explode(Some);
+    let offer_of = |((tenant, _, _), credit): ((Text, Source, Text), Credit)| match credit {
+        Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
+        Credit::Campaign { .. } => None,
     };
-    let offers = credited
-        .explode(|((tenant, _, _), credit)| match credit {
-            Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
-            Credit::Campaign { .. } => None,
-        })
-        .count_total()
-        .map(|((tenant, offer), a)| {
-            let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::f64(a.cents as f64 / 100.0)];
-            (RowKey::new(Table::OfferAcceptance, vec![s(tenant), s(offer)]), vals)
-        });
-    daily.concat(offers)
+    let (credited, closed_rows) =
+        match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
+            Some((r, lateness)) => {
+                let (kept, dropped) =
+                    retention::freeze_split(credited, r, "Freeze closed offer credits", move |(_, credit), w| {
+                        match credit {
+                            Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
+                            Credit::Campaign { .. } => false,
+                        }
+                    });
+                // A release's retractions, negated: what stays counted.
+                let frozen = dropped.inner.flat_map(|(d, t, r)| (r < 0).then_some((d, t, -r))).as_collection();
+                let closed_rows = frozen.explode(offer_of).concat(restored.clone()).count_total().map(
+                    |((tenant, offer), a): ((Text, Text), Accepted)| {
+                        let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::U64(a.cents.max(0) as u64)];
+                        (RowKey::new(Table::StateOfferClosed, vec![s(tenant), s(offer)]), vals)
+                    },
+                );
+                (kept, Some(closed_rows))
+            }
+            None => (credited, None),
+        };
+    let offers = credited.explode(offer_of).concat(restored).count_total().map(|((tenant, offer), a)| {
+        let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::f64(a.cents as f64 / 100.0)];
+        (RowKey::new(Table::OfferAcceptance, vec![s(tenant), s(offer)]), vals)
+    });
+    let rows = daily.concat(offers);
+    match closed_rows {
+        Some(closed_rows) => rows.concat(closed_rows),
+        None => rows,
+    }
+}
+
+/// A `state_offer_closed` row as a contribution to offer acceptance.
+fn restored_offers((key, vals): (RowKey, RowVals)) -> Option<((Text, Text), Accepted)> {
+    let (Table::StateOfferClosed, [Cell::Str(tenant), Cell::Str(offer)]) = (key.table, key.key.as_slice()) else {
+        return None;
+    };
+    let [Cell::U64(lines), Cell::U64(cents)] = vals.as_slice() else { return None };
+    Some(((tenant.clone(), offer.clone()), Accepted { lines: *lines as i64, cents: i128::from(*cents) }))
 }
 
 #[cfg(test)]

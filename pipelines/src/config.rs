@@ -26,8 +26,9 @@ pub struct MetricsConfig {
 /// by the family's lateness. Events of closed periods are `too_late`, the
 /// state they held is released, and their rows in ClickHouse are final.
 /// Unset: the family never closes a period (exact for any lateness).
-/// Leads, conversations and experiments are lifetime metrics and keep
-/// their inputs (README "Lateness and retention").
+/// Leads, conversation efficiency and experiments have no period: they
+/// close per subject, once it has been idle (README "Lateness and
+/// retention").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
@@ -37,6 +38,12 @@ pub struct RetentionConfig {
     pub revenue_per_minute_lateness_secs: Option<u64>,
     /// Attribution and offer acceptance: seconds after the end of a conversion's day.
     pub attribution_lateness_secs: Option<u64>,
+    /// Leads, conversation efficiency and experiment subjects: seconds a
+    /// subject (tenant × `subject_id`) may be idle — no conversations record,
+    /// experiment message window or conversion later than the greatest event
+    /// time seen minus this — before it closes: its rows are final and its
+    /// records are released.
+    pub subject_idle_secs: Option<u64>,
 }
 
 impl Default for MetricsConfig {

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
@@ -19,10 +20,10 @@ use crate::config::MetricsConfig;
 use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic, Versioned};
 use crate::retention::{watermarks, Lateness, Retained, Watermarks, NO_WATERMARK};
 use crate::row::{RowKey, RowVals};
-use crate::time::{month_of, Micros};
+use crate::time::{day_of, month_of, Micros, MICROS_PER_SECOND};
 use crate::types::Text;
 use crate::upsert::{upsert, Epoch, TooLate, UpsertMsg, UpsertRetention};
-use crate::{attribution, conversion, experiment, lead_score, rar, retention, revenue_per_minute};
+use crate::{attribution, conversion, experiment, lead_score, rar, retention, revenue_per_minute, subject};
 
 /// The input handles of one worker, one per topic.
 pub struct Inputs {
@@ -31,6 +32,8 @@ pub struct Inputs {
     pub messages: Handle<Epoch, UpsertMsg<Message>>,
     pub payments: Handle<Epoch, UpsertMsg<Payment>>,
     pub ro_updates: Handle<Epoch, UpsertMsg<RoUpdate>>,
+    /// Retention state read back from ClickHouse at start-up.
+    pub restored: Handle<Epoch, (RowKey, RowVals)>,
 }
 
 impl Inputs {
@@ -51,8 +54,19 @@ impl Inputs {
         }
     }
 
+    /// Hands the dataflow the retention state a previous run wrote (rows of
+    /// [`Table::STATE`]), once, before the first epoch closes: open
+    /// subjects, and what closed subjects and days contributed to lifetime
+    /// sums, which their released inputs can no longer rebuild.
+    pub fn restore(&mut self, rows: impl IntoIterator<Item = (RowKey, RowVals)>) {
+        for row in rows {
+            self.restored.send(row);
+        }
+    }
+
     /// Closes the current epoch: everything sent so far is at `epoch()`.
     pub fn advance_to(&mut self, epoch: Epoch) {
+        self.restored.advance_to(epoch);
         self.impressions.advance_to(epoch);
         self.conversations.advance_to(epoch);
         self.messages.advance_to(epoch);
@@ -61,6 +75,7 @@ impl Inputs {
     }
 
     pub fn flush(&mut self) {
+        self.restored.flush();
         self.impressions.flush();
         self.conversations.flush();
         self.messages.flush();
@@ -108,19 +123,38 @@ pub struct Current<'s> {
 }
 
 /// Builds every metric family (SPEC §3) over the current versions; with
-/// retention, closed periods are released and their rows frozen.
+/// retention, closed periods and subjects are released and their rows
+/// frozen. `restored` carries the retention state a previous run left in
+/// ClickHouse (see [`Inputs::restore`]).
 pub fn metrics<'s>(
     current: Current<'s>,
     cfg: &MetricsConfig,
     retained: Option<&Retained<'s>>,
+    restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let conversions = conversion::conversions(current.payments, current.ro_updates);
-    // One arrangement of conversions by lead, shared by attribution and experiments.
-    let by_subject = conversions.clone().map(|c| ((c.tenant.clone(), c.subject.clone()), c)).arrange_by_key();
-    let scores = lead_score::lead_scores(current.conversations.clone(), &cfg.lead_score);
-    let extents = revenue_per_minute::extents(current.conversations);
+    let experiment_window = cfg.experiment_window_secs as Micros * MICROS_PER_SECOND;
+    let held = subject::subjects(
+        current.conversations,
+        current.messages.clone(),
+        conversions.clone(),
+        retained,
+        experiment_window,
+        restored.clone(),
+    );
+    // One arrangement of conversions by lead, shared by attribution and
+    // experiments, unless retention gives each its own set.
+    let (attribution_by_subject, experiment_by_subject) = match retained {
+        None => {
+            let shared = attribution::by_subject_of(conversions.clone());
+            (Some(shared.clone()), shared)
+        }
+        Some(_) => (None, attribution::by_subject_of(held.conversions)),
+    };
+    let scores = lead_score::lead_scores(held.conversations.clone(), &cfg.lead_score);
+    let extents = revenue_per_minute::extents(held.conversations);
 
-    rar::rar(current.impressions)
+    let rows = rar::rar(current.impressions)
         .concat(lead_score::rows(scores.clone()))
         .concat(revenue_per_minute::conversation_rpm(extents, scores))
         .concat(revenue_per_minute::realized(retention::retain(
@@ -131,13 +165,85 @@ pub fn metrics<'s>(
             |c| retention::minute_end(c.time),
         )))
         .concat(attribution::attribution(
-            current.messages.clone(),
+            current.messages,
             conversions,
-            by_subject.clone(),
+            attribution_by_subject,
             cfg.attribution_window_secs,
             retained,
+            restored.clone(),
         ))
-        .concat(experiment::experiments(current.messages, by_subject, cfg.experiment_window_secs))
+        .concat(experiment::experiments(
+            held.assignments,
+            experiment_by_subject,
+            cfg.experiment_window_secs,
+            held.closed.as_ref(),
+            restored,
+        ));
+    match (held.closed, held.open_rows) {
+        (Some(closed), Some(open_rows)) => {
+            // A closed subject's lead and conversation rows stay final.
+            let (kept, _) = subject::freeze_closed(rows, &closed, "Freeze closed subjects' rows", subject::row_subject);
+            kept.concat(open_rows)
+        }
+        _ => rows,
+    }
+}
+
+/// When each topic's versions are released (see [`UpsertRetention`]): once
+/// every family the topic feeds has closed them, each by its own rule;
+/// `None` if one of those families never closes.
+struct Releases {
+    lateness: Lateness,
+    attribution_window: Micros,
+    experiment_window: Micros,
+}
+
+impl Releases {
+    /// Impressions: RaR month.
+    fn impression(&self) -> Option<Rc<dyn Fn(&Impression) -> Micros>> {
+        let rar = self.lateness.rar?;
+        Some(Rc::new(move |i: &Impression| retention::month_end(month_of(i.ts.0)).saturating_add(rar)))
+    }
+
+    /// Conversations: the subject (a record's end is its `ts`).
+    fn conversation(&self) -> Option<Rc<dyn Fn(&Conversation) -> Micros>> {
+        let subject = self.lateness.subject?;
+        Some(Rc::new(move |c: &Conversation| c.ts.0.saturating_add(subject)))
+    }
+
+    /// Messages: attribution (a touch until the last day it may credit)
+    /// and the subject (an experiment message until its window ends).
+    fn message(&self) -> Option<Rc<dyn Fn(&Message) -> Micros>> {
+        let (attribution, subject) = (self.lateness.attribution?, self.lateness.subject?);
+        let (aw, ew) = (self.attribution_window, self.experiment_window);
+        Some(Rc::new(move |m: &Message| {
+            let time = m.sent_at.unwrap_or(m.ts).0.max(m.ts.0);
+            let touch = retention::day_end(day_of(time.saturating_add(aw))).saturating_add(attribution);
+            touch.max(time.saturating_add(ew).saturating_add(subject))
+        }))
+    }
+
+    /// A conversion at `time` (or a payment or RO version at `ts` that is
+    /// none): revenue per minute, attribution and the subject.
+    fn conversion_at(&self) -> Option<impl Fn(Micros) -> Micros + Copy + 'static> {
+        let l = self.lateness;
+        let (rpm, attribution, subject) = (l.revenue_per_minute?, l.attribution?, l.subject?);
+        Some(move |time: Micros| {
+            let minute = retention::minute_end(time).saturating_add(rpm);
+            let day = retention::day_end(day_of(time)).saturating_add(attribution);
+            minute.max(day).max(time.saturating_add(subject))
+        })
+    }
+
+    fn payment(&self) -> Option<Rc<dyn Fn(&Payment) -> Micros>> {
+        let at = self.conversion_at()?;
+        Some(Rc::new(move |p: &Payment| at(p.ts.0)))
+    }
+
+    fn ro_update(&self) -> Option<Rc<dyn Fn(&RoUpdate) -> Micros>> {
+        let at = self.conversion_at()?;
+        Some(Rc::new(move |r: &RoUpdate| at(r.closed_at.map_or(r.ts.0, |c| c.0.max(r.ts.0)))))
+    }
 }
 
 /// Builds the dataflow in a new worker scope. `initial_watermark` is the
@@ -146,7 +252,6 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
     let completed = Rc::new(RefCell::new(Completed::default()));
     let sink_state = Rc::clone(&completed);
     let too_late = Rc::new(RefCell::new(Vec::new()));
-    let too_late_sink = Rc::clone(&too_late);
     let watermark_gate = Rc::new(Cell::new(true));
     let gate = Rc::clone(&watermark_gate);
     let cfg = cfg.clone();
@@ -156,6 +261,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
         let (messages, msg_stream) = scope.new_input::<UpsertMsg<Message>>();
         let (payments, pay_stream) = scope.new_input::<UpsertMsg<Payment>>();
         let (ro_updates, ro_stream) = scope.new_input::<UpsertMsg<RoUpdate>>();
+        let (restored, restored_stream) = scope.new_input::<(RowKey, RowVals)>();
 
         let lateness = Lateness::of(&cfg.retention);
         let retained = lateness.any().then(|| {
@@ -171,28 +277,62 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
                 .concat(times(&ro_stream));
             Retained { wm: watermarks(all, gate), initial: initial_watermark, lateness }
         });
-        let imp_retention = retained.as_ref().and_then(|r| {
-            Some(UpsertRetention {
-                retained: r,
-                lateness: r.lateness.rar?,
-                end_of: |i: &Impression| retention::month_end(month_of(i.ts.0)),
-                too_late: too_late_sink,
-            })
-        });
-        let current = Current {
-            impressions: upsert::<Impression>(imp_stream, "Upsert: impressions", imp_retention),
-            conversations: upsert::<Conversation>(conv_stream, "Upsert: conversations", None),
-            messages: upsert::<Message>(msg_stream, "Upsert: messages", None),
-            payments: upsert::<Payment>(pay_stream, "Upsert: payments", None),
-            ro_updates: upsert::<RoUpdate>(ro_stream, "Upsert: ro_updates", None),
+        let releases = Releases {
+            lateness,
+            attribution_window: cfg.attribution_window_secs as Micros * MICROS_PER_SECOND,
+            experiment_window: cfg.experiment_window_secs as Micros * MICROS_PER_SECOND,
         };
-        let rows = retention::freeze(metrics(current, &cfg, retained.as_ref()), retained.as_ref());
+        fn retention_of<'r, 's, V>(
+            retained: Option<&'r Retained<'s>>,
+            topic: Topic,
+            release_at: Option<Rc<dyn Fn(&V) -> Micros>>,
+            too_late: &Rc<RefCell<Vec<TooLate>>>,
+        ) -> Option<UpsertRetention<'r, 's, V>> {
+            let sole_holder = topic == Topic::Impressions;
+            Some(UpsertRetention {
+                retained: retained?,
+                topic,
+                release_at: release_at?,
+                sole_holder,
+                too_late: Rc::clone(too_late),
+            })
+        }
+        let r = retained.as_ref();
+        let current = Current {
+            impressions: upsert(
+                imp_stream,
+                "Upsert: impressions",
+                retention_of(r, Topic::Impressions, releases.impression(), &too_late),
+            ),
+            conversations: upsert(
+                conv_stream,
+                "Upsert: conversations",
+                retention_of(r, Topic::Conversations, releases.conversation(), &too_late),
+            ),
+            messages: upsert(
+                msg_stream,
+                "Upsert: messages",
+                retention_of(r, Topic::Messages, releases.message(), &too_late),
+            ),
+            payments: upsert(
+                pay_stream,
+                "Upsert: payments",
+                retention_of(r, Topic::Payments, releases.payment(), &too_late),
+            ),
+            ro_updates: upsert(
+                ro_stream,
+                "Upsert: ro_updates",
+                retention_of(r, Topic::RoUpdates, releases.ro_update(), &too_late),
+            ),
+        };
+        let restored_rows = restored_stream.map(|row| (row, 0, 1)).as_collection();
+        let rows = retention::freeze(metrics(current, &cfg, retained.as_ref(), restored_rows), retained.as_ref());
         if let Some(r) = &retained {
             record_watermarks(&r.wm, Rc::clone(&sink_state));
         }
         let probe = capture(rows, sink_state);
         Dataflow {
-            inputs: Inputs { impressions, conversations, messages, payments, ro_updates },
+            inputs: Inputs { impressions, conversations, messages, payments, ro_updates, restored },
             probe,
             completed,
             too_late,

@@ -25,10 +25,12 @@ use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Variant};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::subject::{freeze_closed, SubjectKey};
 use crate::time::Micros;
 use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
+use timely::dataflow::StreamVec;
 
 pub fn variant_name(v: Variant) -> &'static str {
     match v {
@@ -92,7 +94,7 @@ pub fn lift(control: Option<&VariantSums>, treatment: Option<&VariantSums>) -> L
 }
 
 /// A subject in an experiment: (tenant, experiment, subject).
-pub type SubjectKey = (Text, Text, Text);
+pub type ExperimentSubject = (Text, Text, Text);
 
 /// Per-(tenant, experiment) variant sums.
 type Variants<'s> = VecCollection<'s, Epoch, ((Text, Text), (Variant, VariantSums))>;
@@ -100,7 +102,7 @@ type Variants<'s> = VecCollection<'s, Epoch, ((Text, Text), (Variant, VariantSum
 /// The assignment of every subject: ((tenant, experiment, subject), (time, variant)).
 pub fn assignments<'s>(
     messages: VecCollection<'s, Epoch, (Text, Message)>,
-) -> VecCollection<'s, Epoch, (SubjectKey, (Micros, Variant))> {
+) -> VecCollection<'s, Epoch, (ExperimentSubject, (Micros, Variant))> {
     messages
         .flat_map(|(_, m)| {
             let (experiment, variant) = (m.experiment_id?, m.variant?);
@@ -114,11 +116,33 @@ pub fn assignments<'s>(
         })
 }
 
-/// The `experiment_variants` and `experiment_lift` rows.
+/// The variant a `variant` column names.
+fn variant_named(name: &str) -> Option<Variant> {
+    [Variant::Control, Variant::Treatment].into_iter().find(|v| variant_name(*v) == name)
+}
+
+/// A `state_experiment_closed` row as a contribution to the variant sums.
+fn restored_sums((key, vals): (RowKey, RowVals)) -> Option<((Text, Text, Variant), VariantSums)> {
+    let (Table::StateExperimentClosed, [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant)]) =
+        (key.table, key.key.as_slice())
+    else {
+        return None;
+    };
+    let [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)] = vals.as_slice() else { return None };
+    let sums = VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
+    Some(((tenant.clone(), experiment.clone(), variant_named(variant)?), sums))
+}
+
+/// The `experiment_variants` and `experiment_lift` rows, and with subject
+/// retention the `state_experiment_closed` rows: a closed subject's figures
+/// stay in its variant's sums (see [`crate::subject`]), and `restored`
+/// carries those of subjects closed before a restart.
 pub fn experiments<'s>(
     messages: VecCollection<'s, Epoch, (Text, Message)>,
     by_subject: BySubject<'s>,
     window_secs: u64,
+    closed: Option<&StreamVec<'s, Epoch, SubjectKey>>,
+    restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let window = window_secs as Micros * 1_000_000;
     let assigned = assignments(messages);
@@ -146,11 +170,35 @@ pub fn experiments<'s>(
                 .sum();
             out.push(((*variant, inputs.len() > 1, cents), 1));
         });
+    let sums = |((tenant, experiment, _), (variant, converted, cents)): (ExperimentSubject, (Variant, bool, u128))| {
+        let sums = VariantSums { subjects: 1, converters: i64::from(converted), cents: cents as i128 };
+        Some(((tenant, experiment, variant), sums))
+    };
+    let restored = restored.flat_map(restored_sums).explode(Some);
+    let (per_subject, closed_rows) = match closed {
+        Some(closed) => {
+            let (kept, frozen) =
+                freeze_closed(per_subject, closed, "Freeze closed experiment subjects", |((t, _, s), _)| {
+                    Some((t.clone(), s.clone()))
+                });
+            let closed_rows = frozen.explode(sums).concat(restored.clone()).count_total().map(
+                |((tenant, experiment, variant), v): ((Text, Text, Variant), VariantSums)| {
+                    let key = vec![s(tenant), s(experiment), s(variant_name(variant))];
+                    let vals = vec![
+                        Cell::U64(v.subjects.max(0) as u64),
+                        Cell::U64(v.converters.max(0) as u64),
+                        Cell::U64(v.cents.max(0) as u64),
+                    ];
+                    (RowKey::new(Table::StateExperimentClosed, key), vals)
+                },
+            );
+            (kept, Some(closed_rows))
+        }
+        None => (per_subject, None),
+    };
     let variants: Variants<'s> = per_subject
-        .explode(|((tenant, experiment, _), (variant, converted, cents))| {
-            let sums = VariantSums { subjects: 1, converters: i64::from(converted), cents: cents as i128 };
-            Some(((tenant, experiment, variant), sums))
-        })
+        .explode(sums)
+        .concat(restored)
         .count_total()
         .map(|((tenant, experiment, variant), sums)| ((tenant, experiment), (variant, sums)));
 
@@ -177,7 +225,11 @@ pub fn experiments<'s>(
                 vals.into_iter().map(Cell::NullF64).collect(),
             )
         });
-    variant_rows.concat(lift_rows)
+    let rows = variant_rows.concat(lift_rows);
+    match closed_rows {
+        Some(closed_rows) => rows.concat(closed_rows),
+        None => rows,
+    }
 }
 
 #[cfg(test)]

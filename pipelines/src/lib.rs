@@ -18,6 +18,7 @@ pub mod rar;
 pub mod retention;
 pub mod revenue_per_minute;
 pub mod row;
+pub mod subject;
 pub mod time;
 pub mod types;
 pub mod upsert;

@@ -26,6 +26,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
@@ -49,6 +50,8 @@ pub struct Lateness {
     pub rar: Option<Micros>,
     pub revenue_per_minute: Option<Micros>,
     pub attribution: Option<Micros>,
+    /// Leads, conversation efficiency and experiments: a subject's idle time.
+    pub subject: Option<Micros>,
 }
 
 impl Lateness {
@@ -58,11 +61,12 @@ impl Lateness {
             rar: micros(cfg.rar_lateness_secs),
             revenue_per_minute: micros(cfg.revenue_per_minute_lateness_secs),
             attribution: micros(cfg.attribution_lateness_secs),
+            subject: micros(cfg.subject_idle_secs),
         }
     }
 
     pub fn any(&self) -> bool {
-        self.rar.is_some() || self.revenue_per_minute.is_some() || self.attribution.is_some()
+        self.rar.is_some() || self.revenue_per_minute.is_some() || self.attribution.is_some() || self.subject.is_some()
     }
 
     /// The lateness that governs a row's table, and the end of the row's
@@ -360,12 +364,26 @@ pub fn freeze_where<'s, D: Data>(
     name: &str,
     is_closed: impl Fn(&D, Micros) -> bool + 'static,
 ) -> VecCollection<'s, Epoch, D> {
-    by_watermark(input.inner, Pipeline, retained, name, move |_, w, work, out| {
+    freeze_split(input, retained, name, is_closed).0
+}
+
+/// [`freeze_where`], and the dropped changes: `(kept, dropped)`.
+pub fn freeze_split<'s, D: Data>(
+    input: VecCollection<'s, Epoch, D>,
+    retained: &Retained<'s>,
+    name: &str,
+    is_closed: impl Fn(&D, Micros) -> bool + 'static,
+) -> (VecCollection<'s, Epoch, D>, VecCollection<'s, Epoch, D>) {
+    let split = by_watermark(input.inner, Pipeline, retained, name, move |_, w, work, out| {
         if let Work::Data(batch) = work {
-            out.extend(batch.into_iter().filter(|(d, _, _)| !is_closed(d, w)));
+            out.extend(
+                batch.into_iter().map(|(d, t, r)| if is_closed(&d, w) { (Err(d), t, r) } else { (Ok(d), t, r) }),
+            );
         }
-    })
-    .as_collection()
+    });
+    let kept = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
+    let dropped = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
+    (kept, dropped)
 }
 
 #[cfg(test)]

@@ -97,12 +97,20 @@ pub enum Table {
     OfferAcceptance,
     ExperimentVariants,
     ExperimentLift,
+    /// Retention state (README "Lateness and retention"): open subjects and
+    /// the start of their current life, restored at start-up.
+    StateOpenSubjects,
+    /// Retention state: what closed experiment subjects contributed.
+    StateExperimentClosed,
+    /// Retention state: what conversions of closed days contributed to offer acceptance.
+    StateOfferClosed,
 }
 
 type Cols = &'static [(&'static str, ColType)];
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    /// The metric tables of SPEC §4.
+    pub const METRICS: [Table; 10] = [
         Table::RarMonthly,
         Table::RarByChannel,
         Table::RarByIntent,
@@ -114,6 +122,30 @@ impl Table {
         Table::ExperimentVariants,
         Table::ExperimentLift,
     ];
+
+    /// The tables that hold retention state: written like metric tables
+    /// (exactly once, with the offsets they cover) and read back at start-up.
+    pub const STATE: [Table; 3] = [Table::StateOpenSubjects, Table::StateExperimentClosed, Table::StateOfferClosed];
+
+    pub const ALL: [Table; 13] = [
+        Table::RarMonthly,
+        Table::RarByChannel,
+        Table::RarByIntent,
+        Table::LeadScores,
+        Table::ConversationRpm,
+        Table::RevenuePerMinute,
+        Table::AttributionDaily,
+        Table::OfferAcceptance,
+        Table::ExperimentVariants,
+        Table::ExperimentLift,
+        Table::StateOpenSubjects,
+        Table::StateExperimentClosed,
+        Table::StateOfferClosed,
+    ];
+
+    pub fn is_state(self) -> bool {
+        Table::STATE.contains(&self)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -127,6 +159,9 @@ impl Table {
             Table::OfferAcceptance => "offer_acceptance",
             Table::ExperimentVariants => "experiment_variants",
             Table::ExperimentLift => "experiment_lift",
+            Table::StateOpenSubjects => "state_open_subjects",
+            Table::StateExperimentClosed => "state_experiment_closed",
+            Table::StateOfferClosed => "state_offer_closed",
         }
     }
 
@@ -149,6 +184,9 @@ impl Table {
             Table::OfferAcceptance => &[("tenant_id", String), ("offer_id", String)],
             Table::ExperimentVariants => &[("tenant_id", String), ("experiment_id", String), ("variant", String)],
             Table::ExperimentLift => &[("tenant_id", String), ("experiment_id", String)],
+            Table::StateOpenSubjects => &[("tenant_id", String), ("subject_id", String)],
+            Table::StateExperimentClosed => &[("tenant_id", String), ("experiment_id", String), ("variant", String)],
+            Table::StateOfferClosed => &[("tenant_id", String), ("offer_id", String)],
         }
     }
 
@@ -200,6 +238,10 @@ impl Table {
                 ("z", NullableFloat64),
                 ("p_value", NullableFloat64),
             ],
+            // Microseconds since the epoch (0 for earlier instants).
+            Table::StateOpenSubjects => &[("since_us", UInt64)],
+            Table::StateExperimentClosed => &[("subjects", UInt64), ("converters", UInt64), ("revenue_cents", UInt64)],
+            Table::StateOfferClosed => &[("accepted_lines", UInt64), ("revenue_cents", UInt64)],
         }
     }
 }

@@ -27,7 +27,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::event::Versioned;
+use crate::event::{Topic, Versioned};
 use crate::retention::{by_watermark, closed, Retained, Work};
 use crate::time::Micros;
 use crate::types::Text;
@@ -77,10 +77,11 @@ pub fn seq_parts(seq: u64) -> (i32, i64) {
     ((seq >> 40) as i32, (seq & ((1 << 40) - 1)) as i64)
 }
 
-/// A message rejected because its period was closed (SPEC §7), for the
+/// An impression rejected because its month was closed (SPEC §7), for the
 /// dead-letter topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TooLate {
+    pub topic: Topic,
     pub key: Text,
     /// See [`seq`].
     pub seq: u64,
@@ -90,31 +91,41 @@ pub struct TooLate {
     pub watermark: Micros,
 }
 
-/// Retention of an upsert stream: versions whose period is closed are
-/// rejected, and current versions are retracted when their period closes.
+/// Retention of an upsert stream: a version is released once the watermark
+/// reaches its `release_at` (every family it feeds has closed it), and a
+/// version that arrives released is rejected as too late.
 pub struct UpsertRetention<'r, 's, V> {
     pub retained: &'r Retained<'s>,
-    pub lateness: Micros,
-    pub end_of: fn(&V) -> Micros,
+    pub topic: Topic,
+    /// The watermark at which a version is released.
+    pub release_at: Rc<dyn Fn(&V) -> Micros>,
+    /// Whether the upsert state is the only holder of the versions.
+    /// Impressions: RaR keeps nothing else, so a release retracts the
+    /// version, and a version that arrives released is rejected (too late).
+    /// The other topics' families hold their own copies and judge lateness
+    /// themselves (an open subject still takes an old record), so every
+    /// version is admitted and a release only forgets it: a later correction
+    /// then counts as a new record.
+    pub sole_holder: bool,
     pub too_late: Rc<RefCell<Vec<TooLate>>>,
 }
 
-/// The current version per key, with an index of period ends for release.
+/// The current version per key, with an index of release times.
 struct State<V> {
     current: HashMap<Text, V>,
-    /// (period end, key) of versions made current; entries go stale when a
-    /// key moves on, and are checked against `current` on release.
+    /// (release time, key) of versions made current; entries go stale when
+    /// a key moves on, and are checked against `current` on release.
     ends: BTreeMap<Micros, Vec<Text>>,
 }
 
 impl<V: Versioned + Clone + PartialEq> State<V> {
     /// Applies one epoch's messages, sorted by key then arrival; `admit`
-    /// says whether a version may enter (its period is open).
+    /// says whether a version may enter (it is not released yet).
     fn apply(
         &mut self,
         batch: Vec<UpsertMsg<V>>,
         mut admit: impl FnMut(&Text, u64, &V) -> bool,
-        end_of: Option<fn(&V) -> Micros>,
+        release_at: Option<&dyn Fn(&V) -> Micros>,
         mut give: impl FnMut((Text, V), isize),
     ) {
         let mut msgs = batch.into_iter().peekable();
@@ -133,8 +144,8 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
             };
             let prev = match &next {
                 Some(v) => {
-                    if let Some(end_of) = end_of {
-                        self.ends.entry(end_of(v)).or_default().push(key.clone());
+                    if let Some(release_at) = release_at {
+                        self.ends.entry(release_at(v)).or_default().push(key.clone());
                     }
                     self.current.insert(key.clone(), v.clone())
                 }
@@ -152,21 +163,26 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
         }
     }
 
-    /// Retracts every current version whose period is `closed`.
+    /// Removes every current version released under watermark `w`, and
+    /// hands it to `give` (to retract it) when `retract`.
     fn release(
         &mut self,
-        closed: impl Fn(Micros) -> bool,
-        end_of: fn(&V) -> Micros,
+        w: Micros,
+        release_at: &dyn Fn(&V) -> Micros,
+        retract: bool,
         mut give: impl FnMut((Text, V), isize),
     ) {
+        let released = |at: Micros| closed(at, w, 0);
         while let Some(entry) = self.ends.first_entry() {
-            if !closed(*entry.key()) {
+            if !released(*entry.key()) {
                 break;
             }
             for key in entry.remove() {
-                if self.current.get(&key).is_some_and(|v| closed(end_of(v))) {
+                if self.current.get(&key).is_some_and(|v| released(release_at(v))) {
                     if let Some(v) = self.current.remove(&key) {
-                        give((key, v), -1);
+                        if retract {
+                            give((key, v), -1);
+                        }
                     }
                 }
             }
@@ -228,26 +244,23 @@ fn upsert_retained<'scope, V>(
 where
     V: ExchangeData + Versioned + Serialize,
 {
-    let UpsertRetention { retained, lateness, end_of, too_late } = retention;
+    let UpsertRetention { retained, topic, release_at, sole_holder, too_late } = retention;
     let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
     let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
-    by_watermark(stream, exchange, retained, name, move |time, w, work, out| {
-        let is_closed = |end: Micros| closed(end, w, lateness);
-        match work {
-            Work::Release => state.release(is_closed, end_of, |d, r| out.push((d, time, r))),
-            Work::Data(mut batch) => {
-                sort_batch(&mut batch);
-                let mut late = too_late.borrow_mut();
-                let admit = |key: &Text, seq: u64, v: &V| {
-                    if !is_closed(end_of(v)) {
-                        return true;
-                    }
-                    let payload = serde_json::to_string(v).unwrap_or_default();
-                    late.push(TooLate { key: key.clone(), seq, payload, watermark: w });
-                    false
-                };
-                state.apply(batch, admit, Some(end_of), |d, r| out.push((d, time, r)));
-            }
+    by_watermark(stream, exchange, retained, name, move |time, w, work, out| match work {
+        Work::Release => state.release(w, &*release_at, sole_holder, |d, r| out.push((d, time, r))),
+        Work::Data(mut batch) => {
+            sort_batch(&mut batch);
+            let mut late = too_late.borrow_mut();
+            let admit = |key: &Text, seq: u64, v: &V| {
+                if !sole_holder || !closed(release_at(v), w, 0) {
+                    return true;
+                }
+                let payload = serde_json::to_string(v).unwrap_or_default();
+                late.push(TooLate { topic, key: key.clone(), seq, payload, watermark: w });
+                false
+            };
+            state.apply(batch, admit, Some(&*release_at), |d, r| out.push((d, time, r)));
         }
     })
     .as_collection()

@@ -35,9 +35,23 @@ fn event(topic: Topic, json: String) -> Msg {
 
 /// One event of kind `kind` at `ts`, for tenant `t` and subject `s`.
 fn make(kind: u8, i: usize, ts: Micros, t: u8, s: u8, amount: u32) -> Msg {
+    make_as(kind % 4, i, ts, t, &format!("s{s}"), s, amount)
+}
+
+/// [`make`] for subject `subject` (`s` picks channels, offers, variants),
+/// and a fifth kind: conversations.
+fn make_as(kind: u8, i: usize, ts: Micros, t: u8, subject: &str, s: u8, amount: u32) -> Msg {
     let at = format_micros(ts);
-    let (tenant, subject) = (format!("t{t}"), format!("s{s}"));
-    match kind % 4 {
+    let tenant = format!("t{t}");
+    match kind % 5 {
+        4 => event(
+            Topic::Conversations,
+            format!(
+                r#"{{"tenant_id":"{tenant}","ts":"{at}","event_id":"cv{i}","conversation_id":"conv-{subject}-{}","subject_id":"{subject}","kind":"message","facts":{{"homeowner":true,"monthly_bill":{},"questions":1,"sentiment":0.5}}}}"#,
+                amount % 3,
+                amount % 400
+            ),
+        ),
         0 => event(
             Topic::Impressions,
             format!(
@@ -59,7 +73,7 @@ fn make(kind: u8, i: usize, ts: Micros, t: u8, s: u8, amount: u32) -> Msg {
                 s % 2
             ),
         ),
-        _ => event(
+        3 => event(
             Topic::Messages,
             format!(
                 r#"{{"tenant_id":"{tenant}","ts":"{at}","message_id":"m{i}","subject_id":"{subject}","direction":"outbound","channel":"sms","campaign_id":"c{}","offer_id":"o{}","status":"sent","experiment_id":"x1","variant":"{}"}}"#,
@@ -68,6 +82,7 @@ fn make(kind: u8, i: usize, ts: Micros, t: u8, s: u8, amount: u32) -> Msg {
                 if s.is_multiple_of(2) { "control" } else { "treatment" }
             ),
         ),
+        _ => unreachable!("kind % 5"),
     }
 }
 
@@ -93,6 +108,72 @@ fn stream() -> impl Strategy<Value = Vec<Msg>> {
     )
 }
 
+/// Subjects come and go: the subject of event `i` is one of four that live
+/// for ten consecutive events (as customers do, for days), so a subject is
+/// never idle for longer than ten steps (at most 10 days) while alive, and
+/// is never seen again after. Event time moves 6–24 hours per event, each
+/// event up to 6 hours behind, over 100–200 events (25–200 days); about one
+/// event in ten is corrected and one in fourteen deleted a few events on.
+fn subject_stream() -> impl Strategy<Value = Vec<Msg>> {
+    (100usize..200, 6i64..24, prop::collection::vec((0u8..5, 0i64..6, 0u8..2, 0u8..4, 1u32..5000), 200)).prop_map(
+        |(n, step_hours, picks)| {
+            let mut out = Vec::new();
+            let mut pending: Vec<(usize, Msg)> = Vec::new();
+            for (i, (kind, back, t, s, amount)) in picks.into_iter().take(n).enumerate() {
+                let ts = base() + i as Micros * step_hours * HOUR - back * HOUR;
+                let subject = format!("s{}-{s}", i / 10);
+                let msg = make_as(kind, i, ts, t, &subject, s, amount);
+                if amount % 10 == 0 {
+                    pending.push((i + 3, make_as(kind, i, ts + HOUR, t, &subject, s, amount + 1)));
+                } else if amount % 14 == 1 {
+                    pending.push((i + 2, (msg.0, msg.1.clone(), None)));
+                }
+                out.push(msg);
+                let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(at, _)| *at <= i);
+                out.extend(due.into_iter().map(|(_, m)| m));
+                pending = later;
+            }
+            out.extend(pending.into_iter().map(|(_, m)| m));
+            out
+        },
+    )
+}
+
+/// Every lateness set: periods close after 5 days (corrections come up to
+/// three events, 72 hours, later), subjects after 14 idle days, longer
+/// than any gap in a subject's life (10 days plus the disorder).
+fn subjects_retained() -> MetricsConfig {
+    let mut cfg = subjects_plain();
+    cfg.retention = RetentionConfig {
+        rar_lateness_secs: Some(5 * DAY),
+        revenue_per_minute_lateness_secs: Some(5 * DAY),
+        attribution_lateness_secs: Some(5 * DAY),
+        subject_idle_secs: Some(14 * DAY),
+    };
+    cfg
+}
+
+/// Windows long enough for touches to credit offers often.
+fn subjects_plain() -> MetricsConfig {
+    MetricsConfig {
+        attribution_window_secs: 4 * DAY,
+        experiment_window_secs: 2 * DAY,
+        retention: RetentionConfig::default(),
+        ..MetricsConfig::default()
+    }
+}
+
+/// The subject an event is about.
+fn subject_of((_, _, e): &Msg) -> Option<String> {
+    Some(match e.as_ref()? {
+        Event::Conversation(c) => c.subject_id.0.to_string(),
+        Event::Message(m) => m.subject_id.0.to_string(),
+        Event::Payment(p) => p.subject_id.0.to_string(),
+        Event::RoUpdate(r) => r.subject_id.0.to_string(),
+        Event::Impression(_) => return None,
+    })
+}
+
 fn send(inputs: &mut Inputs, (topic, key, value): &Msg, seq: u64) {
     inputs.send(*topic, key.clone(), value.clone(), seq);
 }
@@ -105,11 +186,18 @@ fn retained() -> MetricsConfig {
             rar_lateness_secs: Some(2 * DAY),
             revenue_per_minute_lateness_secs: Some(2 * DAY),
             attribution_lateness_secs: Some(2 * DAY),
+            subject_idle_secs: None,
         },
         attribution_window_secs: DAY,
         experiment_window_secs: DAY,
         ..MetricsConfig::default()
     }
+}
+
+/// The metric rows of a state, without retention state.
+fn metrics_only(mut state: harness::State) -> harness::State {
+    state.retain(|k, _| !k.table.is_state());
+    state
 }
 
 fn plain() -> MetricsConfig {
@@ -124,8 +212,49 @@ proptest! {
         let batches = harness::split(&msgs, &cuts);
         let (expected, _) = harness::run_dataflow_with(plain(), 1, vec![msgs.clone()], send);
         let (actual, late) = harness::run_dataflow_with(retained(), workers, batches, send);
-        let (expected, actual) = (expected.last().cloned().unwrap_or_default(), actual.last().cloned().unwrap_or_default());
+        let (expected, actual) = (expected.last().cloned().unwrap_or_default(), metrics_only(actual.last().cloned().unwrap_or_default()));
         prop_assert!(late.is_empty(), "nothing is later than the lateness, yet {} rejected", late.len());
+        prop_assert!(actual == expected, "{}", harness::diff(&actual, &expected));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Closing subjects changes no result when no subject comes back after
+    /// it closed, and subjects do close (state is released).
+    #[test]
+    fn closing_subjects_changes_no_result(msgs in subject_stream(), cuts in prop::collection::vec(1usize..40, 1..5), workers in 1usize..3) {
+        let batches = harness::split(&msgs, &cuts);
+        let (expected, _) = harness::run_dataflow_with(subjects_plain(), 1, vec![msgs.clone()], send);
+        let (actual, late) = harness::run_dataflow_with(subjects_retained(), workers, batches, send);
+        let expected = expected.last().cloned().unwrap_or_default();
+        let actual = actual.last().cloned().unwrap_or_default();
+        let open = actual.keys().filter(|k| k.table == Table::StateOpenSubjects).count();
+        let subjects = msgs.iter().filter_map(subject_of).collect::<std::collections::BTreeSet<_>>().len();
+        prop_assert!(late.is_empty(), "nothing is later than the lateness, yet {} rejected", late.len());
+        prop_assert!(open < subjects, "subjects closed: {open} open of {subjects}");
+        let actual = metrics_only(actual);
+        prop_assert!(actual == expected, "{}", harness::diff(&actual, &expected));
+    }
+
+    /// A restart from the committed watermark and the retention state in
+    /// ClickHouse (open subjects, closed experiment subjects and offer
+    /// credits) converges to the same tables as one uninterrupted run.
+    #[test]
+    fn a_restart_restores_closed_state(msgs in subject_stream(), cut in 20usize..100, sizes in prop::collection::vec(1usize..40, 1..5), workers in 1usize..3) {
+        let cut = cut.min(msgs.len());
+        let (first, second) = msgs.split_at(cut);
+        let (expected, _) = harness::run_dataflow_with(subjects_plain(), 1, vec![msgs.clone()], send);
+        let actual = harness::run_restarted(
+            subjects_retained(),
+            workers,
+            harness::split(first, &sizes),
+            harness::split(second, &sizes),
+            send,
+        );
+        let expected = expected.last().cloned().unwrap_or_default();
+        let actual = metrics_only(actual);
         prop_assert!(actual == expected, "{}", harness::diff(&actual, &expected));
     }
 }

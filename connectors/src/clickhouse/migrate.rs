@@ -9,6 +9,7 @@ use super::ClickHouseConfig;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_rar", include_str!("../../../schemas/clickhouse/0001_rar.sql")),
     ("0002_families", include_str!("../../../schemas/clickhouse/0002_families.sql")),
+    ("0003_state", include_str!("../../../schemas/clickhouse/0003_state.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

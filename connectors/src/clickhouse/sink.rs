@@ -164,6 +164,23 @@ impl ClickHouseSink {
         Ok(keys)
     }
 
+    /// The current rows of a retention state table ([`Table::STATE`]: string
+    /// keys, `UInt64` values), to restore at start-up.
+    pub async fn state_rows(&self, table: Table) -> Result<Vec<(RowKey, RowVals)>, SinkError> {
+        let text = |v: Option<&serde_json::Value>| Cell::Str(v.and_then(|v| v.as_str()).unwrap_or_default().into());
+        let number = |v: Option<&serde_json::Value>| Cell::U64(v.and_then(|v| v.as_u64()).unwrap_or_default());
+        Ok(self
+            .current_rows(table)
+            .await?
+            .iter()
+            .map(|row| {
+                let key = table.key_columns().iter().map(|(n, _)| text(row.get(*n))).collect();
+                let vals = table.value_columns().iter().map(|(n, _)| number(row.get(*n))).collect();
+                (RowKey::new(table, key), vals)
+            })
+            .collect())
+    }
+
     /// The current rows of `table` as JSON objects shaped like
     /// `replay --output json` (with `"table"`), sorted by key columns.
     pub async fn current_rows(&self, table: Table) -> Result<Vec<serde_json::Value>, SinkError> {

@@ -261,7 +261,8 @@ impl KafkaSource {
 
     /// Dead-letters a message the dataflow rejected as `too_late` (SPEC §7):
     /// its payload is the event as decoded, in canonical JSON.
-    pub fn dead_letter_too_late(&self, topic: Topic, late: &TooLate) {
+    pub fn dead_letter_too_late(&self, late: &TooLate) {
+        let topic = late.topic;
         let Some(name) = self.topics.iter().find(|(_, (t, _, _))| *t == topic).map(|(n, _)| n.as_str()) else {
             return;
         };
