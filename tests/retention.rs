@@ -185,3 +185,142 @@ fn two_workers_dead_letter_each_late_event_once() {
     }
     assert_eq!(dlq_messages(&cfg.kafka.brokers, &cfg.kafka.dlq_topic), 8, "one dead letter each, not one per restart");
 }
+
+/// Sends one event to `topic` (keyed by its upsert key) and records the
+/// replay line.
+fn send_event(
+    producer: &KeyedProducer,
+    cfg: &revpulse::config::Config,
+    lines: &mut Vec<Line>,
+    topic: Topic,
+    json: String,
+) {
+    let value = decode_value(topic, json.as_bytes()).expect("valid");
+    let key = value.upsert_key().to_owned();
+    producer.send(cfg.kafka.topics.get(topic), key.as_bytes(), Some(json.as_bytes())).expect("send");
+    let seq = lines.len() as u64 + 1;
+    lines.push(Line { topic, key: key.as_str().into(), value: Some(value), seq });
+}
+
+/// Visit `i` of customer `c` on `day` (days after 2026-01-01): two
+/// conversation records, an outbound message in an experiment offering
+/// `oil`, and (two visits in three) a closed RO with an `oil` line two
+/// hours later.
+fn visit(producer: &KeyedProducer, cfg: &revpulse::config::Config, lines: &mut Vec<Line>, i: u32, c: u32, day: u32) {
+    let at = |hour: u32| {
+        let ts = revpulse_pipelines::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap_or_default()
+            + i64::from(day) * 86_400_000_000
+            + i64::from(hour) * 3_600_000_000;
+        revpulse_pipelines::time::format_micros(ts)
+    };
+    let subject = format!("cust-{c}");
+    for (n, hour) in [(0, 0), (1, 1)] {
+        send_event(
+            producer,
+            cfg,
+            lines,
+            Topic::Conversations,
+            format!(
+                r#"{{"tenant_id":"t1","ts":"{}","event_id":"cv-{i}-{n}","conversation_id":"conv-{i}","subject_id":"{subject}","kind":"message","facts":{{"homeowner":true,"monthly_bill":{},"questions":{n}}}}}"#,
+                at(hour),
+                150 + i * 7 % 200
+            ),
+        );
+    }
+    let variant = if c % 2 == 0 { "control" } else { "treatment" };
+    send_event(
+        producer,
+        cfg,
+        lines,
+        Topic::Messages,
+        format!(
+            r#"{{"tenant_id":"t1","ts":"{}","message_id":"m-{i}","subject_id":"{subject}","direction":"outbound","channel":"sms","campaign_id":"service_t48h","offer_id":"oil","status":"sent","experiment_id":"x1","variant":"{variant}"}}"#,
+            at(0)
+        ),
+    );
+    if i % 3 != 0 {
+        send_event(
+            producer,
+            cfg,
+            lines,
+            Topic::RoUpdates,
+            format!(
+                r#"{{"tenant_id":"t1","ts":"{t}","ro_id":"ro-{i}","subject_id":"{subject}","status":"closed","opened_at":"{t}","closed_at":"{t}","lines":[{{"code":"LOF","amount_cents":{},"offer_id":"oil"}}]}}"#,
+                4_000 + i * 10,
+                t = at(2)
+            ),
+        );
+    }
+}
+
+/// The metric rows (no `state_*` tables) ClickHouse holds, as JSON lines.
+fn metric_rows(rt: &tokio::runtime::Runtime, cfg: &revpulse::config::Config) -> std::collections::BTreeSet<String> {
+    rt.block_on(common::clickhouse_rows(&cfg.clickhouse))
+        .iter()
+        .filter(|r| !r["table"].as_str().is_some_and(|t| t.starts_with("state_")))
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// Asserts two sets of rows are equal, naming a few differences.
+fn assert_rows(actual: std::collections::BTreeSet<String>, expected: std::collections::BTreeSet<String>, what: &str) {
+    let missing: Vec<_> = expected.difference(&actual).take(3).collect();
+    let extra: Vec<_> = actual.difference(&expected).take(3).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?}");
+}
+
+/// The exact result, without retention.
+fn exact_rows(lines: &[Line]) -> std::collections::BTreeSet<String> {
+    let exact =
+        replay::run(lines.to_vec(), &revpulse_pipelines::config::MetricsConfig::default(), 1, 10_000).expect("replay");
+    exact.iter().map(|(k, v)| revpulse_pipelines::row::row_json(k, v).to_string()).collect()
+}
+
+/// Subjects close (leads, conversations, experiment subjects, offer
+/// credits) while the tables stay exact, and stay exact across restarts:
+/// the closed subjects' rows are not reconciled away, their experiment and
+/// offer figures come back from the state tables, and subjects still open
+/// get their old records back.
+#[test]
+fn closed_subjects_stay_final_and_counted_across_restarts() {
+    let (rt, _cluster, mut cfg) = common::mock_pipeline("subjects", 2);
+    cfg.metrics.retention = revpulse_pipelines::config::RetentionConfig {
+        rar_lateness_secs: Some(10 * 86_400),
+        revenue_per_minute_lateness_secs: Some(86_400),
+        attribution_lateness_secs: Some(2 * 86_400),
+        subject_idle_secs: Some(3 * 86_400),
+    };
+    let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
+    let mut lines = Vec::new();
+    // Forty customers, one a day; customer 0 comes back every eight days
+    // (before its idle time ends), so it stays open with records far older
+    // than the horizon, which a restart must take back.
+    for i in 0..40u32 {
+        visit(&producer, &cfg, &mut lines, i, i, i);
+        if i % 8 == 7 {
+            visit(&producer, &cfg, &mut lines, 1_000 + i, 0, i);
+        }
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    let sink = revpulse_connectors::clickhouse::ClickHouseSink::new(cfg.clickhouse.clone(), None);
+    let open = rt.block_on(sink.state_rows(Table::StateOpenSubjects)).expect("state").len();
+    let closed = rt.block_on(sink.state_rows(Table::StateExperimentClosed)).expect("state");
+    let offers = rt.block_on(sink.state_rows(Table::StateOfferClosed)).expect("state");
+    assert!(open > 0 && open < 20, "most of the 40 subjects closed: {open} open");
+    assert!(!closed.is_empty() && !offers.is_empty(), "closed experiment subjects and offer credits are kept");
+    assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "closing subjects changes no row");
+
+    // Restart with nothing new: every row stays.
+    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "a restart keeps closed subjects' rows and figures");
+
+    // Restart with new activity: five more days of customers.
+    for i in 40..45u32 {
+        visit(&producer, &cfg, &mut lines, i, i, i);
+    }
+    visit(&producer, &cfg, &mut lines, 1_045, 0, 44);
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "new subjects count on top of the restored state");
+}
