@@ -227,7 +227,7 @@ fn visit(producer: &KeyedProducer, cfg: &revpulse::config::Config, lines: &mut V
             ),
         );
     }
-    let variant = if c % 2 == 0 { "control" } else { "treatment" };
+    let variant = if c.is_multiple_of(2) { "control" } else { "treatment" };
     send_event(
         producer,
         cfg,
@@ -238,7 +238,7 @@ fn visit(producer: &KeyedProducer, cfg: &revpulse::config::Config, lines: &mut V
             at(0)
         ),
     );
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         send_event(
             producer,
             cfg,
