@@ -242,15 +242,16 @@ pub fn attribution<'s>(
             )
         });
     // Offer acceptance is a lifetime sum: a closed conversion's credits stay
-    // counted when its state is released, and are kept as state for restarts.
-    let restored = restored.flat_map(restored_offers).explode(Some);
+    // counted when its state is released, and are kept as state for restarts
+    // (taken back only while days close; without, every day is rebuilt).
     let offer_of = |((tenant, _, _), credit): ((Text, Source, Text), Credit)| match credit {
         Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
         Credit::Campaign { .. } => None,
     };
-    let (credited, closed_rows) =
+    let (credited, closed_state) =
         match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
             Some((r, lateness)) => {
+                let restored = restored.flat_map(restored_offers).explode(Some);
                 let (kept, dropped) =
                     retention::freeze_split(credited, r, "Freeze closed offer credits", move |(_, credit), w| {
                         match credit {
@@ -266,17 +267,21 @@ pub fn attribution<'s>(
                         (RowKey::new(Table::StateOfferClosed, vec![s(tenant), s(offer)]), vals)
                     },
                 );
-                (kept, Some(closed_rows))
+                (kept, Some((closed_rows, restored)))
             }
             None => (credited, None),
         };
-    let offers = credited.explode(offer_of).concat(restored).count_total().map(|((tenant, offer), a)| {
+    let mut contributions = credited.explode(offer_of);
+    if let Some((_, restored)) = &closed_state {
+        contributions = contributions.concat(restored.clone());
+    }
+    let offers = contributions.count_total().map(|((tenant, offer), a)| {
         let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::f64(a.cents as f64 / 100.0)];
         (RowKey::new(Table::OfferAcceptance, vec![s(tenant), s(offer)]), vals)
     });
     let rows = daily.concat(offers);
-    match closed_rows {
-        Some(closed_rows) => rows.concat(closed_rows),
+    match closed_state {
+        Some((closed_rows, _)) => rows.concat(closed_rows),
         None => rows,
     }
 }

@@ -174,9 +174,11 @@ pub fn experiments<'s>(
         let sums = VariantSums { subjects: 1, converters: i64::from(converted), cents: cents as i128 };
         Some(((tenant, experiment, variant), sums))
     };
-    let restored = restored.flat_map(restored_sums).explode(Some);
-    let (per_subject, closed_rows) = match closed {
+    // Only a dataflow that closes subjects takes back what closed ones kept;
+    // without retention every subject is rebuilt from its records.
+    let (per_subject, closed_state) = match closed {
         Some(closed) => {
+            let restored = restored.flat_map(restored_sums).explode(Some);
             let (kept, frozen) =
                 freeze_closed(per_subject, closed, "Freeze closed experiment subjects", |((t, _, s), _)| {
                     Some((t.clone(), s.clone()))
@@ -192,13 +194,15 @@ pub fn experiments<'s>(
                     (RowKey::new(Table::StateExperimentClosed, key), vals)
                 },
             );
-            (kept, Some(closed_rows))
+            (kept, Some((closed_rows, restored)))
         }
         None => (per_subject, None),
     };
-    let variants: Variants<'s> = per_subject
-        .explode(sums)
-        .concat(restored)
+    let mut contributions = per_subject.explode(sums);
+    if let Some((_, restored)) = &closed_state {
+        contributions = contributions.concat(restored.clone());
+    }
+    let variants: Variants<'s> = contributions
         .count_total()
         .map(|((tenant, experiment, variant), sums)| ((tenant, experiment), (variant, sums)));
 
@@ -226,8 +230,8 @@ pub fn experiments<'s>(
             )
         });
     let rows = variant_rows.concat(lift_rows);
-    match closed_rows {
-        Some(closed_rows) => rows.concat(closed_rows),
+    match closed_state {
+        Some((closed_rows, _)) => rows.concat(closed_rows),
         None => rows,
     }
 }
