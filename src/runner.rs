@@ -484,6 +484,7 @@ fn drive(
     let mut positions: std::collections::VecDeque<(u64, Offsets, Micros)> = Default::default();
     let mut reconcile_at: Option<u64> = None;
     let mut drain_until: Option<u64> = None;
+    let mut open_reported: i64 = 0;
     let mut epoch: u64 = 0;
     // While idle peers finish their poll, park briefly instead of spinning.
     let park = Some(Duration::from_millis(1));
@@ -565,6 +566,10 @@ fn drive(
                 watermark = watermark.max(entry.remove());
             }
         }
+        // Each worker adds its own change, so the gauge sums the process's workers.
+        let open_now = df.open_subjects.get() as i64;
+        shared.metrics.open_subjects.add(open_now - open_reported);
+        open_reported = open_now;
         let too_late = std::mem::take(&mut *df.too_late.borrow_mut());
         for late in &too_late {
             let (partition, offset) = seq_parts(late.seq);

@@ -302,9 +302,10 @@ fn closed_subjects_stay_final_and_counted_across_restarts() {
         }
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
-    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    let (shared, _) = common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
     let sink = revpulse_connectors::clickhouse::ClickHouseSink::new(cfg.clickhouse.clone(), None);
     let open = rt.block_on(sink.state_rows(Table::StateOpenSubjects)).expect("state").len();
+    assert_eq!(shared.metrics.open_subjects.get(), open as i64, "the gauge counts the open subjects");
     let closed = rt.block_on(sink.state_rows(Table::StateExperimentClosed)).expect("state");
     let offers = rt.block_on(sink.state_rows(Table::StateOfferClosed)).expect("state");
     assert!(open > 0 && open < 20, "most of the 40 subjects closed: {open} open");

@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Retention's watermark (greatest event time seen, committed epochs),
     /// seconds since the epoch; 0 while retention is off or nothing was seen.
     pub watermark: IntGauge,
+    /// Subjects the lifetime families hold open (retention), summed over
+    /// this process's workers.
+    pub open_subjects: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -111,6 +114,10 @@ impl Metrics {
             "revpulse_watermark_timestamp_seconds",
             "Retention watermark: the greatest event time seen, as of the last committed epoch (Unix seconds).",
         );
+        let open_subjects = IntGauge::new(
+            "revpulse_open_subjects",
+            "Subjects (tenant x subject_id) whose records the lifetime families hold (retention).",
+        );
         // Registration only fails on duplicate names, which the names above rule out.
         let m = Metrics {
             registry,
@@ -128,6 +135,7 @@ impl Metrics {
             registry_errors: registry_errors.unwrap_or_else(|e| panic!("metric: {e}")),
             api_latency: api_latency.unwrap_or_else(|e| panic!("metric: {e}")),
             watermark: watermark.unwrap_or_else(|e| panic!("metric: {e}")),
+            open_subjects: open_subjects.unwrap_or_else(|e| panic!("metric: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.consumed.clone()),
@@ -144,6 +152,7 @@ impl Metrics {
             Box::new(m.registry_errors.clone()),
             Box::new(m.api_latency.clone()),
             Box::new(m.watermark.clone()),
+            Box::new(m.open_subjects.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -111,6 +111,8 @@ pub struct Dataflow {
     /// Whether input may raise the watermark (see [`watermarks`]); open
     /// unless the driver closes it while replaying retained input.
     pub watermark_gate: Rc<Cell<bool>>,
+    /// Subjects this worker holds open (with subject retention).
+    pub open_subjects: Rc<Cell<usize>>,
 }
 
 /// The current versions of the five topics.
@@ -254,6 +256,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
     let too_late = Rc::new(RefCell::new(Vec::new()));
     let watermark_gate = Rc::new(Cell::new(true));
     let gate = Rc::clone(&watermark_gate);
+    let open_subjects = Rc::new(Cell::new(0));
     let cfg = cfg.clone();
     worker.dataflow::<Epoch, _, _>(move |scope| {
         let (impressions, imp_stream) = scope.new_input::<UpsertMsg<Impression>>();
@@ -275,7 +278,12 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
                 .concat(times(&msg_stream))
                 .concat(times(&pay_stream))
                 .concat(times(&ro_stream));
-            Retained { wm: watermarks(all, gate), initial: initial_watermark, lateness }
+            Retained {
+                wm: watermarks(all, gate),
+                initial: initial_watermark,
+                lateness,
+                open_subjects: Rc::clone(&open_subjects),
+            }
         });
         let releases = Releases {
             lateness,
@@ -337,6 +345,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
             completed,
             too_late,
             watermark_gate,
+            open_subjects,
         }
     })
 }

@@ -343,6 +343,8 @@ pub struct Retained<'s> {
     /// The watermark committed by the previous run.
     pub initial: Micros,
     pub lateness: Lateness,
+    /// How many subjects this worker holds open (see [`crate::subject`]).
+    pub open_subjects: Rc<std::cell::Cell<usize>>,
 }
 
 /// Drops every change to a row of a period closed at the change's epoch, so
@@ -421,6 +423,7 @@ mod tests {
                     wm: watermarks(stream, Rc::new(std::cell::Cell::new(true))),
                     initial: NO_WATERMARK,
                     lateness,
+                    open_subjects: Rc::default(),
                 };
                 let kept = retain(data, Some(&retained), |l| l.rar, "Retain", |end: &Micros| *end);
                 let (probe, _) = kept.inner.inspect(move |x| out.borrow_mut().push(*x)).probe();

@@ -24,6 +24,7 @@
 //! and its experiment figures stay in the variant sums.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
@@ -157,83 +158,87 @@ pub fn subjects<'s>(
     // checked against the subject's current end.
     let mut ends: BTreeMap<Micros, Vec<SubjectKey>> = BTreeMap::new();
     let exchange = Exchange::new(|(h, _, _): &(Held, Epoch, isize)| h.subject().hashed());
-    let out = by_watermark(held.inner, exchange, r, "Retain: subjects", move |epoch, w, work, out| match work {
-        Work::Release => {
-            while let Some(entry) = ends.first_entry() {
-                if !closed(*entry.key(), w, lateness) {
-                    break;
-                }
-                for subject in entry.remove() {
-                    if !open.get(&subject).is_some_and(|o| closed(o.end, w, lateness)) {
-                        continue;
+    let open_count = Rc::clone(&r.open_subjects);
+    let out = by_watermark(held.inner, exchange, r, "Retain: subjects", move |epoch, w, work, out| {
+        match work {
+            Work::Release => {
+                while let Some(entry) = ends.first_entry() {
+                    if !closed(*entry.key(), w, lateness) {
+                        break;
                     }
-                    if let Some(o) = open.remove(&subject) {
-                        out.extend(o.records.into_iter().map(|(h, r)| (Out::Change(h), epoch, -r)));
-                        out.push((Out::Open(subject.clone(), o.since), epoch, -1));
-                        out.push((Out::Closed(subject), epoch, 1));
+                    for subject in entry.remove() {
+                        if !open.get(&subject).is_some_and(|o| closed(o.end, w, lateness)) {
+                            continue;
+                        }
+                        if let Some(o) = open.remove(&subject) {
+                            out.extend(o.records.into_iter().map(|(h, r)| (Out::Change(h), epoch, -r)));
+                            out.push((Out::Open(subject.clone(), o.since), epoch, -1));
+                            out.push((Out::Closed(subject), epoch, 1));
+                        }
                     }
                 }
             }
-        }
-        Work::Data(mut batch) => {
-            // Seeds (a restart's open subjects) before the records they admit.
-            batch.sort_by_key(|(h, _, _)| !matches!(h, Held::Seed(..)));
-            let horizon = if w == NO_WATERMARK { NO_WATERMARK } else { w.saturating_sub(lateness) };
-            for (h, _, r) in batch {
-                let subject = h.subject();
-                let end = h.end(experiment_window);
-                if let Held::Seed(_, _, since) = h {
-                    if r > 0 && !open.contains_key(&subject) {
-                        open.insert(subject.clone(), Open { records: HashMap::new(), end: since, since });
-                        ends.entry(since).or_default().push(subject.clone());
-                        out.push((Out::Open(subject, since), epoch, 1));
+            Work::Data(mut batch) => {
+                // Seeds (a restart's open subjects) before the records they admit.
+                batch.sort_by_key(|(h, _, _)| !matches!(h, Held::Seed(..)));
+                let horizon = if w == NO_WATERMARK { NO_WATERMARK } else { w.saturating_sub(lateness) };
+                for (h, _, r) in batch {
+                    let subject = h.subject();
+                    let end = h.end(experiment_window);
+                    if let Held::Seed(_, _, since) = h {
+                        if r > 0 && !open.contains_key(&subject) {
+                            open.insert(subject.clone(), Open { records: HashMap::new(), end: since, since });
+                            ends.entry(since).or_default().push(subject.clone());
+                            out.push((Out::Open(subject, since), epoch, 1));
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                let o = match open.get_mut(&subject) {
-                    Some(o) if r < 0 || end > o.since => o,
-                    Some(_) => continue,
-                    // A retraction of a record released with its subject.
-                    None if r < 0 => continue,
-                    None if closed(end, w, lateness) => continue,
-                    None => {
-                        out.push((Out::Open(subject.clone(), horizon), epoch, 1));
-                        ends.entry(end).or_default().push(subject.clone());
-                        open.entry(subject.clone()).or_insert(Open { records: HashMap::new(), end, since: horizon })
+                    let o = match open.get_mut(&subject) {
+                        Some(o) if r < 0 || end > o.since => o,
+                        Some(_) => continue,
+                        // A retraction of a record released with its subject.
+                        None if r < 0 => continue,
+                        None if closed(end, w, lateness) => continue,
+                        None => {
+                            out.push((Out::Open(subject.clone(), horizon), epoch, 1));
+                            ends.entry(end).or_default().push(subject.clone());
+                            open.entry(subject.clone()).or_insert(Open { records: HashMap::new(), end, since: horizon })
+                        }
+                    };
+                    let count = o.records.entry(h.clone()).or_insert(0);
+                    if *count + r < 0 {
+                        // Released with an earlier life of this subject.
+                        if *count == 0 {
+                            o.records.remove(&h);
+                        }
+                        continue;
                     }
-                };
-                let count = o.records.entry(h.clone()).or_insert(0);
-                if *count + r < 0 {
-                    // Released with an earlier life of this subject.
+                    *count += r;
                     if *count == 0 {
                         o.records.remove(&h);
                     }
-                    continue;
-                }
-                *count += r;
-                if *count == 0 {
-                    o.records.remove(&h);
-                }
-                if o.records.is_empty() {
-                    // Every record retracted: its rows are deleted, not frozen.
-                    let since = o.since;
-                    open.remove(&subject);
-                    out.push((Out::Open(subject, since), epoch, -1));
+                    if o.records.is_empty() {
+                        // Every record retracted: its rows are deleted, not frozen.
+                        let since = o.since;
+                        open.remove(&subject);
+                        out.push((Out::Open(subject, since), epoch, -1));
+                        out.push((Out::Change(h), epoch, r));
+                        continue;
+                    }
+                    let new_end = if r > 0 {
+                        o.end.max(end)
+                    } else {
+                        o.records.keys().map(|h| h.end(experiment_window)).max().unwrap_or(end).max(o.since)
+                    };
+                    if new_end != o.end {
+                        o.end = new_end;
+                        ends.entry(new_end).or_default().push(subject);
+                    }
                     out.push((Out::Change(h), epoch, r));
-                    continue;
                 }
-                let new_end = if r > 0 {
-                    o.end.max(end)
-                } else {
-                    o.records.keys().map(|h| h.end(experiment_window)).max().unwrap_or(end).max(o.since)
-                };
-                if new_end != o.end {
-                    o.end = new_end;
-                    ends.entry(new_end).or_default().push(subject);
-                }
-                out.push((Out::Change(h), epoch, r));
             }
         }
+        open_count.set(open.len());
     });
     let conversations_held = out.clone().flat_map(|(o, t, r)| match o {
         Out::Change(Held::Conversation(k, c)) => Some(((k, c), t, r)),
