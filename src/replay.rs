@@ -124,7 +124,7 @@ pub fn run_observed(
             worker.step_while(|| df.probe.less_than(&epoch));
             let late = std::mem::take(&mut *df.too_late.borrow_mut()).len();
             if late > 0 {
-                tracing::warn!(too_late = late, "events of closed periods left out (retention)");
+                tracing::warn!(too_late = late, "impressions of closed months left out (retention)");
             }
             // Applied per epoch, as the sink does: a closed row keeps its
             // value without a retraction, so changes of different epochs

@@ -137,6 +137,7 @@ impl CatchUp {
         index: usize,
         peers: usize,
         subject_retention: bool,
+        initial_watermark: Micros,
     ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
@@ -151,10 +152,16 @@ impl CatchUp {
             let rows = rt
                 .block_on(sink.state_rows(Table::StateOpenSubjects))
                 .context("reading retention state from state_open_subjects")?;
+            // Open under the committed watermark, as the dataflow's seeds.
+            let w0 = initial_watermark.max(0) as u64;
             open_subjects = Some(
                 rows.iter()
-                    .filter_map(|row| match row.0.key.as_slice() {
-                        [Cell::Str(t), Cell::Str(s)] => Some((t.clone(), s.clone())),
+                    .filter_map(|(key, vals)| match (key.key.as_slice(), vals.as_slice()) {
+                        ([Cell::Str(t), Cell::Str(s), Cell::U64(opened)], [_, Cell::U64(closed)])
+                            if *opened <= w0 && (*closed == 0 || *closed > w0) =>
+                        {
+                            Some((t.clone(), s.clone()))
+                        }
                         _ => None,
                     })
                     .collect(),
@@ -473,7 +480,8 @@ fn drive(
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
     // every partition. Rows live in ClickHouse that the rebuilt state no
     // longer has must be deleted once the catch-up is complete.
-    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some())?);
+    let mut catch_up =
+        Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some(), initial_watermark)?);
     let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
     let mut stats = RunStats::default();
     let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
@@ -632,6 +640,8 @@ fn drive(
         // With retention, a few more (empty) epochs let the dataflow apply
         // the watermark of the last data it read, so the final commit
         // carries it and a restart does not reopen what this run closed.
+        // The watermark reaches the runner two epochs after its data (held
+        // maxima, then the fold); eight more bound the wait if it never does.
         let settled = applied == watermark || drain_until.is_some_and(|d| epoch >= d + 8);
         if drain_until.is_some_and(|d| epoch >= d) && settled {
             break;

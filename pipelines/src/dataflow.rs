@@ -5,8 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
+use differential_dataflow::input::{Input as _, InputSession};
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -33,7 +33,7 @@ pub struct Inputs {
     pub payments: Handle<Epoch, UpsertMsg<Payment>>,
     pub ro_updates: Handle<Epoch, UpsertMsg<RoUpdate>>,
     /// Retention state read back from ClickHouse at start-up.
-    pub restored: Handle<Epoch, (RowKey, RowVals)>,
+    pub restored: InputSession<Epoch, (RowKey, RowVals), isize>,
 }
 
 impl Inputs {
@@ -60,7 +60,7 @@ impl Inputs {
     /// sums, which their released inputs can no longer rebuild.
     pub fn restore(&mut self, rows: impl IntoIterator<Item = (RowKey, RowVals)>) {
         for row in rows {
-            self.restored.send(row);
+            self.restored.insert(row);
         }
     }
 
@@ -180,6 +180,7 @@ pub fn metrics<'s>(
             cfg.experiment_window_secs,
             held.closed.as_ref(),
             restored,
+            retained.map_or(NO_WATERMARK, |r| r.initial),
         ));
     match (held.closed, held.open_rows) {
         (Some(closed), Some(open_rows)) => {
@@ -264,7 +265,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
         let (messages, msg_stream) = scope.new_input::<UpsertMsg<Message>>();
         let (payments, pay_stream) = scope.new_input::<UpsertMsg<Payment>>();
         let (ro_updates, ro_stream) = scope.new_input::<UpsertMsg<RoUpdate>>();
-        let (restored, restored_stream) = scope.new_input::<(RowKey, RowVals)>();
+        let (restored, restored_rows) = scope.new_collection::<(RowKey, RowVals), isize>();
 
         let lateness = Lateness::of(&cfg.retention);
         let retained = lateness.any().then(|| {
@@ -333,7 +334,6 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
                 retention_of(r, Topic::RoUpdates, releases.ro_update(), &too_late),
             ),
         };
-        let restored_rows = restored_stream.map(|row| (row, 0, 1)).as_collection();
         let rows = retention::freeze(metrics(current, &cfg, retained.as_ref(), restored_rows), retained.as_ref());
         if let Some(r) = &retained {
             record_watermarks(&r.wm, Rc::clone(&sink_state));

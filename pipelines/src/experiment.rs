@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Variant};
+use crate::retention::{log_rows, state_us};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
-use crate::subject::{freeze_closed, SubjectKey};
+use crate::subject::{freeze_closed, Closed};
 use crate::time::Micros;
 use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
-use timely::dataflow::StreamVec;
 
 pub fn variant_name(v: Variant) -> &'static str {
     match v {
@@ -121,28 +121,55 @@ fn variant_named(name: &str) -> Option<Variant> {
     [Variant::Control, Variant::Treatment].into_iter().find(|v| variant_name(*v) == name)
 }
 
-/// A `state_experiment_closed` row as a contribution to the variant sums.
-fn restored_sums((key, vals): (RowKey, RowVals)) -> Option<((Text, Text, Variant), VariantSums)> {
-    let (Table::StateExperimentClosed, [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant)]) =
-        (key.table, key.key.as_slice())
-    else {
-        return None;
-    };
-    let [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)] = vals.as_slice() else { return None };
-    let sums = VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
-    Some(((tenant.clone(), experiment.clone(), variant_named(variant)?), sums))
+/// A `state_experiment_closed` row as a contribution to the variant sums,
+/// if it closed under the committed watermark `initial` (a crash can leave
+/// rows written after the commit; their subjects are rebuilt instead).
+fn restored_sums(initial: Micros) -> impl Fn((RowKey, RowVals)) -> Option<((Text, Text, Variant), VariantSums)> {
+    move |(key, vals)| {
+        let (
+            Table::StateExperimentClosed,
+            [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant), Cell::U64(closed)],
+            [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)],
+        ) = (key.table, key.key.as_slice(), vals.as_slice())
+        else {
+            return None;
+        };
+        if *closed > initial.max(0) as u64 {
+            return None;
+        }
+        let sums =
+            VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
+        Some(((tenant.clone(), experiment.clone(), variant_named(variant)?), sums))
+    }
+}
+
+/// A `state_experiment_closed` row: what subjects of a variant that closed
+/// under watermark `closed` (0: everything restored at a start) contributed.
+fn closed_row(
+    ((tenant, experiment, variant), closed): ((Text, Text, Variant), Micros),
+    v: VariantSums,
+) -> (RowKey, RowVals) {
+    let key = vec![s(tenant), s(experiment), s(variant_name(variant)), state_us(closed)];
+    let vals = vec![
+        Cell::U64(v.subjects.max(0) as u64),
+        Cell::U64(v.converters.max(0) as u64),
+        Cell::U64(v.cents.max(0) as u64),
+    ];
+    (RowKey::new(Table::StateExperimentClosed, key), vals)
 }
 
 /// The `experiment_variants` and `experiment_lift` rows, and with subject
 /// retention the `state_experiment_closed` rows: a closed subject's figures
 /// stay in its variant's sums (see [`crate::subject`]), and `restored`
-/// carries those of subjects closed before a restart.
+/// carries those of subjects closed before a restart (under the committed
+/// watermark `initial`).
 pub fn experiments<'s>(
     messages: VecCollection<'s, Epoch, (Text, Message)>,
     by_subject: BySubject<'s>,
     window_secs: u64,
-    closed: Option<&StreamVec<'s, Epoch, SubjectKey>>,
+    closed: Option<&Closed<'s>>,
     restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
+    initial: Micros,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let window = window_secs as Micros * 1_000_000;
     let assigned = assignments(messages);
@@ -172,33 +199,36 @@ pub fn experiments<'s>(
         });
     let sums = |((tenant, experiment, _), (variant, converted, cents)): (ExperimentSubject, (Variant, bool, u128))| {
         let sums = VariantSums { subjects: 1, converters: i64::from(converted), cents: cents as i128 };
-        Some(((tenant, experiment, variant), sums))
+        ((tenant, experiment, variant), sums)
     };
     // Only a dataflow that closes subjects takes back what closed ones kept;
     // without retention every subject is rebuilt from its records.
     let (per_subject, closed_state) = match closed {
         Some(closed) => {
-            let restored = restored.flat_map(restored_sums).explode(Some);
+            let restored = restored.flat_map(restored_sums(initial)).explode(Some);
             let (kept, frozen) =
                 freeze_closed(per_subject, closed, "Freeze closed experiment subjects", |((t, _, s), _)| {
                     Some((t.clone(), s.clone()))
                 });
-            let closed_rows = frozen.explode(sums).concat(restored.clone()).count_total().map(
-                |((tenant, experiment, variant), v): ((Text, Text, Variant), VariantSums)| {
-                    let key = vec![s(tenant), s(experiment), s(variant_name(variant))];
-                    let vals = vec![
-                        Cell::U64(v.subjects.max(0) as u64),
-                        Cell::U64(v.converters.max(0) as u64),
-                        Cell::U64(v.cents.max(0) as u64),
-                    ];
-                    (RowKey::new(Table::StateExperimentClosed, key), vals)
-                },
-            );
+            // The log of closes, and what a start restored, compacted into one row per variant.
+            let closed_rows = log_rows(
+                frozen.explode(move |(entry, w)| {
+                    let (key, sums) = sums(entry);
+                    Some(((key, w), sums))
+                }),
+                "Log closed experiment subjects",
+                closed_row,
+            )
+            .concat(log_rows(
+                restored.clone().map(|key| (key, 0)),
+                "Compact restored experiment subjects",
+                closed_row,
+            ));
             (kept, Some((closed_rows, restored)))
         }
         None => (per_subject, None),
     };
-    let mut contributions = per_subject.explode(sums);
+    let mut contributions = per_subject.explode(move |entry| Some(sums(entry)));
     if let Some((_, restored)) = &closed_state {
         contributions = contributions.concat(restored.clone());
     }

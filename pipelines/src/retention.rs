@@ -21,9 +21,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{Data, VecCollection};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
 use timely::dataflow::operators::vec::Map as _;
@@ -32,7 +33,7 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
 use crate::config::RetentionConfig;
-use crate::row::{Cell, RowKey, Table};
+use crate::row::{Cell, RowKey, RowVals, Table};
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
 };
@@ -369,23 +370,72 @@ pub fn freeze_where<'s, D: Data>(
     freeze_split(input, retained, name, is_closed).0
 }
 
-/// [`freeze_where`], and the dropped changes: `(kept, dropped)`.
+/// [`freeze_where`], and the dropped changes with the watermark they were
+/// dropped under: `(kept, dropped)`.
 pub fn freeze_split<'s, D: Data>(
     input: VecCollection<'s, Epoch, D>,
     retained: &Retained<'s>,
     name: &str,
     is_closed: impl Fn(&D, Micros) -> bool + 'static,
-) -> (VecCollection<'s, Epoch, D>, VecCollection<'s, Epoch, D>) {
+) -> (VecCollection<'s, Epoch, D>, VecCollection<'s, Epoch, (D, Micros)>) {
     let split = by_watermark(input.inner, Pipeline, retained, name, move |_, w, work, out| {
         if let Work::Data(batch) = work {
             out.extend(
-                batch.into_iter().map(|(d, t, r)| if is_closed(&d, w) { (Err(d), t, r) } else { (Ok(d), t, r) }),
+                batch.into_iter().map(|(d, t, r)| if is_closed(&d, w) { (Err((d, w)), t, r) } else { (Ok(d), t, r) }),
             );
         }
     });
     let kept = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
     let dropped = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
     (kept, dropped)
+}
+
+/// A watermark or horizon as a `UInt64` state column (instants before 1970 as 0).
+pub fn state_us(t: Micros) -> Cell {
+    Cell::U64(t.max(0) as u64)
+}
+
+/// Sums `input` per key within each epoch and emits one row per key and
+/// epoch, never retracted: a log of what closed, which the sink appends to
+/// a state table and no arrangement keeps. Keys are routed to one worker,
+/// so a key's row is whole.
+pub fn log_rows<'s, K, R>(
+    input: VecCollection<'s, Epoch, K, R>,
+    name: &str,
+    to_row: impl Fn(K, R) -> (RowKey, RowVals) + 'static,
+) -> VecCollection<'s, Epoch, (RowKey, RowVals)>
+where
+    K: timely::ExchangeData + Ord + Hashable,
+    R: timely::ExchangeData + differential_dataflow::difference::Semigroup,
+{
+    let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<(K, R)>)> = BTreeMap::new();
+    let exchange = Exchange::new(|(k, _, _): &(K, Epoch, R)| k.hashed().into());
+    input
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<((RowKey, RowVals), Epoch, isize)>>, _, _, _>(
+            exchange,
+            name,
+            move |_cap, _| {
+                move |(input, frontier), output| {
+                    input.for_each(|cap, batch| {
+                        let e = stash.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new()));
+                        e.1.extend(batch.drain(..).map(|(k, _, r)| (k, r)));
+                    });
+                    while let Some(entry) = stash.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (e, (cap, mut sums)) = entry.remove_entry();
+                        differential_dataflow::consolidation::consolidate(&mut sums);
+                        let mut session = output.session(&cap);
+                        for (k, r) in sums {
+                            session.give((to_row(k, r), e, 1));
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
 }
 
 #[cfg(test)]

@@ -97,12 +97,15 @@ pub enum Table {
     OfferAcceptance,
     ExperimentVariants,
     ExperimentLift,
-    /// Retention state (README "Lateness and retention"): open subjects and
-    /// the start of their current life, restored at start-up.
+    /// Retention state (README "Lateness and retention"): each life of a
+    /// subject — the watermark it opened under, its `since`, and the
+    /// watermark it closed under (0 while open).
     StateOpenSubjects,
-    /// Retention state: what closed experiment subjects contributed.
+    /// Retention state: what closed experiment subjects contributed, per
+    /// watermark they closed under (0: compacted at a start).
     StateExperimentClosed,
-    /// Retention state: what conversions of closed days contributed to offer acceptance.
+    /// Retention state: what conversions of closed days contributed to
+    /// offer acceptance, per watermark the days closed under.
     StateOfferClosed,
 }
 
@@ -184,9 +187,11 @@ impl Table {
             Table::OfferAcceptance => &[("tenant_id", String), ("offer_id", String)],
             Table::ExperimentVariants => &[("tenant_id", String), ("experiment_id", String), ("variant", String)],
             Table::ExperimentLift => &[("tenant_id", String), ("experiment_id", String)],
-            Table::StateOpenSubjects => &[("tenant_id", String), ("subject_id", String)],
-            Table::StateExperimentClosed => &[("tenant_id", String), ("experiment_id", String), ("variant", String)],
-            Table::StateOfferClosed => &[("tenant_id", String), ("offer_id", String)],
+            Table::StateOpenSubjects => &[("tenant_id", String), ("subject_id", String), ("opened_us", UInt64)],
+            Table::StateExperimentClosed => {
+                &[("tenant_id", String), ("experiment_id", String), ("variant", String), ("closed_us", UInt64)]
+            }
+            Table::StateOfferClosed => &[("tenant_id", String), ("offer_id", String), ("closed_us", UInt64)],
         }
     }
 
@@ -239,7 +244,7 @@ impl Table {
                 ("p_value", NullableFloat64),
             ],
             // Microseconds since the epoch (0 for earlier instants).
-            Table::StateOpenSubjects => &[("since_us", UInt64)],
+            Table::StateOpenSubjects => &[("since_us", UInt64), ("closed_us", UInt64)],
             Table::StateExperimentClosed => &[("subjects", UInt64), ("converters", UInt64), ("revenue_cents", UInt64)],
             Table::StateOfferClosed => &[("accepted_lines", UInt64), ("revenue_cents", UInt64)],
         }

@@ -10,20 +10,25 @@
 //!   experiment message its assignment time (`sent_at`, or `ts`) plus the
 //!   experiment window, since conversions may join it until then; a
 //!   conversion its time. A subject's end is the greatest end of its records;
-//! - a subject *closes* at the first epoch `e` whose horizon `W(<e) − L`
-//!   reaches its end (a session window whose gap is `L`): all its records
-//!   are retracted together at `e`, and every worker learns that it closed;
-//! - a record whose own end is at or before the horizon when it arrives is
-//!   left out (it is too late), whether or not its subject is open;
+//! - a subject *closes* when the watermark rises so that the horizon
+//!   `W(<e) − L` reaches its end (a session window whose gap is `L`): all
+//!   its records are retracted together at that epoch, and every worker
+//!   learns that it closed, with the watermark it closed under;
+//! - a new subject opens with a record whose end is after the horizon; an
+//!   open subject takes every record that ends after the horizon at which
+//!   it opened (`since`), so old records of a live subject still count;
 //! - a later record of a closed subject opens it afresh: a new lead, a new
 //!   experiment subject.
 //!
-//! Until it closes, a subject is exact (a pure function of its current
-//! records); when it closes, [`freeze_closed`] keeps what it contributed:
-//! its `lead_scores` and `conversation_rpm` rows stay at their last values,
-//! and its experiment figures stay in the variant sums.
+//! While it is open a subject is exact (a pure function of its current
+//! records, given the upsert rule of [`crate::upsert::UpsertRetention`]);
+//! when it closes, [`freeze_closed`] keeps what it contributed: its
+//! `lead_scores` and `conversation_rpm` rows stay at their last values, and
+//! its experiment figures stay in the variant sums. Each life of a subject
+//! is logged in `state_open_subjects` (opened, since, closed) so a restart
+//! can seed the lives that were open under the committed watermark.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
@@ -40,7 +45,7 @@ use timely::dataflow::StreamVec;
 
 use crate::conversion::Conversion;
 use crate::event::{Conversation, Message};
-use crate::retention::{by_watermark, closed, Retained, Work, NO_WATERMARK};
+use crate::retention::{by_watermark, closed, state_us, Retained, Work, NO_WATERMARK};
 use crate::row::{Cell, RowKey, RowVals, Table};
 use crate::time::Micros;
 use crate::types::Text;
@@ -56,14 +61,15 @@ pub enum Held {
     /// A message carrying an experiment.
     Assignment(Text, Message),
     Conversion(Conversion),
-    /// Input only: a subject open before a restart, and its `since`.
-    Seed(Text, Text, Micros),
+    /// Input only: a life open under the committed watermark, from
+    /// `state_open_subjects`: (tenant, subject, opened, since).
+    Seed(Text, Text, Micros, Micros),
 }
 
 impl Held {
     fn subject(&self) -> SubjectKey {
         match self {
-            Held::Seed(tenant, subject, _) => (tenant.clone(), subject.clone()),
+            Held::Seed(tenant, subject, _, _) => (tenant.clone(), subject.clone()),
             Held::Conversation(_, c) => (c.tenant_id.0.clone(), c.subject_id.0.clone()),
             Held::Assignment(_, m) => (m.tenant_id.0.clone(), m.subject_id.0.clone()),
             Held::Conversion(c) => (c.tenant.clone(), c.subject.clone()),
@@ -76,7 +82,7 @@ impl Held {
             Held::Conversation(_, c) => c.ts.0,
             Held::Assignment(_, m) => m.sent_at.unwrap_or(m.ts).0.saturating_add(experiment_window),
             Held::Conversion(c) => c.time,
-            Held::Seed(_, _, since) => *since,
+            Held::Seed(_, _, _, since) => *since,
         }
     }
 }
@@ -87,20 +93,24 @@ pub struct Subjects<'s> {
     /// Messages that carry an experiment.
     pub assignments: VecCollection<'s, Epoch, (Text, Message)>,
     pub conversions: VecCollection<'s, Epoch, Conversion>,
-    /// The subjects closed at each epoch, at every worker (`None`: subjects
-    /// never close).
-    pub closed: Option<StreamVec<'s, Epoch, SubjectKey>>,
+    /// The subjects closed at each epoch, with the watermark they closed
+    /// under, at every worker (`None`: subjects never close).
+    pub closed: Option<Closed<'s>>,
     /// The `state_open_subjects` rows.
     pub open_rows: Option<VecCollection<'s, Epoch, (RowKey, RowVals)>>,
 }
 
-/// One subject's open records, with multiplicities, its end, and the
-/// horizon when its current life began: records of the subject that end
-/// after it belong to this life (records of earlier lives all end at or
-/// before it), which is what lets a restart rebuild exactly this life.
+/// Closed subjects and the watermark they closed under, per epoch.
+pub type Closed<'s> = StreamVec<'s, Epoch, (SubjectKey, Micros)>;
+
+/// One life of a subject: its records with multiplicities, its end, the
+/// watermark it opened under, and `since`, the horizon then: its records
+/// end after `since` (records of earlier lives all end at or before it),
+/// which is what lets a restart rebuild exactly this life.
 struct Open {
     records: HashMap<Held, isize>,
     end: Micros,
+    opened: Micros,
     since: Micros,
 }
 
@@ -110,27 +120,38 @@ struct Open {
 #[derive(Clone)]
 enum Out {
     Change(Held),
-    Closed(SubjectKey),
-    /// A subject's `state_open_subjects` row.
-    Open(SubjectKey, Micros),
+    Closed(SubjectKey, Micros),
+    /// A life's `state_open_subjects` row: subject, opened, since, closed.
+    Life(SubjectKey, Micros, Micros, Micros),
 }
 
-/// The `state_open_subjects` row of a subject.
-fn open_row((tenant, subject): SubjectKey, since: Micros) -> (RowKey, RowVals) {
-    (
-        RowKey::new(Table::StateOpenSubjects, vec![Cell::Str(tenant), Cell::Str(subject)]),
-        vec![Cell::U64(since.max(0) as u64)],
-    )
+fn micros(v: u64) -> Micros {
+    v.min(i64::MAX as u64) as Micros
 }
 
-/// A `state_open_subjects` row as a seed.
-fn seed_of((key, vals): (RowKey, RowVals)) -> Option<Held> {
-    let (Table::StateOpenSubjects, [Cell::Str(tenant), Cell::Str(subject)], [Cell::U64(since)]) =
-        (key.table, key.key.as_slice(), vals.as_slice())
-    else {
-        return None;
-    };
-    Some(Held::Seed(tenant.clone(), subject.clone(), (*since).min(i64::MAX as u64) as Micros))
+/// The `state_open_subjects` row of a life.
+fn life_row((tenant, subject): SubjectKey, opened: Micros, since: Micros, closed: Micros) -> (RowKey, RowVals) {
+    let key = vec![Cell::Str(tenant), Cell::Str(subject), state_us(opened)];
+    (RowKey::new(Table::StateOpenSubjects, key), vec![state_us(since), state_us(closed)])
+}
+
+/// A `state_open_subjects` row as a seed, if the life was open under the
+/// committed watermark `initial`: opened under it, and not closed or
+/// closed only after it (a crash can leave rows newer than the commit).
+fn seed_of(initial: Micros) -> impl Fn((RowKey, RowVals)) -> Option<Held> {
+    move |(key, vals)| {
+        let (
+            Table::StateOpenSubjects,
+            [Cell::Str(tenant), Cell::Str(subject), Cell::U64(opened)],
+            [Cell::U64(since), Cell::U64(closed)],
+        ) = (key.table, key.key.as_slice(), vals.as_slice())
+        else {
+            return None;
+        };
+        let (opened, since, closed) = (micros(*opened), micros(*since), micros(*closed));
+        let open = opened <= initial && (closed == 0 || closed > initial);
+        open.then(|| Held::Seed(tenant.clone(), subject.clone(), opened, since))
+    }
 }
 
 /// Holds the lifetime families' inputs per subject, releasing a subject's
@@ -152,7 +173,7 @@ pub fn subjects<'s>(
         .map(|(k, c)| Held::Conversation(k, c))
         .concat(assignments.map(|(k, m)| Held::Assignment(k, m)))
         .concat(conversions.map(Held::Conversion))
-        .concat(restored.flat_map(seed_of));
+        .concat(restored.flat_map(seed_of(r.initial)));
     let mut open: HashMap<SubjectKey, Open> = HashMap::new();
     // (end, subject) for every end a subject has had; stale entries are
     // checked against the subject's current end.
@@ -172,69 +193,38 @@ pub fn subjects<'s>(
                         }
                         if let Some(o) = open.remove(&subject) {
                             out.extend(o.records.into_iter().map(|(h, r)| (Out::Change(h), epoch, -r)));
-                            out.push((Out::Open(subject.clone(), o.since), epoch, -1));
-                            out.push((Out::Closed(subject), epoch, 1));
+                            out.push((Out::Life(subject.clone(), o.opened, o.since, 0), epoch, -1));
+                            out.push((Out::Life(subject.clone(), o.opened, o.since, w), epoch, 1));
+                            out.push((Out::Closed(subject, w), epoch, 1));
                         }
                     }
                 }
             }
-            Work::Data(mut batch) => {
-                // Seeds (a restart's open subjects) before the records they admit.
-                batch.sort_by_key(|(h, _, _)| !matches!(h, Held::Seed(..)));
+            Work::Data(batch) => {
                 let horizon = if w == NO_WATERMARK { NO_WATERMARK } else { w.saturating_sub(lateness) };
-                for (h, _, r) in batch {
-                    let subject = h.subject();
-                    let end = h.end(experiment_window);
-                    if let Held::Seed(_, _, since) = h {
-                        if r > 0 && !open.contains_key(&subject) {
-                            open.insert(subject.clone(), Open { records: HashMap::new(), end: since, since });
-                            ends.entry(since).or_default().push(subject.clone());
-                            out.push((Out::Open(subject, since), epoch, 1));
+                // One subject at a time, its changes consolidated: the outcome
+                // must not depend on the order changes arrive in.
+                let mut changes: Vec<((SubjectKey, Held), isize)> =
+                    batch.into_iter().map(|(h, _, r)| ((h.subject(), h), r)).collect();
+                differential_dataflow::consolidation::consolidate(&mut changes);
+                let mut changes = changes.into_iter().peekable();
+                while let Some(((subject, first), r)) = changes.next() {
+                    let mut group = vec![(first, r)];
+                    while let Some(((_, h), r)) = changes.next_if(|((s, _), _)| *s == subject) {
+                        group.push((h, r));
+                    }
+                    // A restart's open lives first (seeds sort last in the group).
+                    for (h, r) in &group {
+                        if let (Held::Seed(_, _, opened, since), true) = (h, *r > 0) {
+                            if !open.contains_key(&subject) {
+                                let o = Open { records: HashMap::new(), end: *since, opened: *opened, since: *since };
+                                open.insert(subject.clone(), o);
+                                ends.entry(*since).or_default().push(subject.clone());
+                                out.push((Out::Life(subject.clone(), *opened, *since, 0), epoch, 1));
+                            }
                         }
-                        continue;
                     }
-                    let o = match open.get_mut(&subject) {
-                        Some(o) if r < 0 || end > o.since => o,
-                        Some(_) => continue,
-                        // A retraction of a record released with its subject.
-                        None if r < 0 => continue,
-                        None if closed(end, w, lateness) => continue,
-                        None => {
-                            out.push((Out::Open(subject.clone(), horizon), epoch, 1));
-                            ends.entry(end).or_default().push(subject.clone());
-                            open.entry(subject.clone()).or_insert(Open { records: HashMap::new(), end, since: horizon })
-                        }
-                    };
-                    let count = o.records.entry(h.clone()).or_insert(0);
-                    if *count + r < 0 {
-                        // Released with an earlier life of this subject.
-                        if *count == 0 {
-                            o.records.remove(&h);
-                        }
-                        continue;
-                    }
-                    *count += r;
-                    if *count == 0 {
-                        o.records.remove(&h);
-                    }
-                    if o.records.is_empty() {
-                        // Every record retracted: its rows are deleted, not frozen.
-                        let since = o.since;
-                        open.remove(&subject);
-                        out.push((Out::Open(subject, since), epoch, -1));
-                        out.push((Out::Change(h), epoch, r));
-                        continue;
-                    }
-                    let new_end = if r > 0 {
-                        o.end.max(end)
-                    } else {
-                        o.records.keys().map(|h| h.end(experiment_window)).max().unwrap_or(end).max(o.since)
-                    };
-                    if new_end != o.end {
-                        o.end = new_end;
-                        ends.entry(new_end).or_default().push(subject);
-                    }
-                    out.push((Out::Change(h), epoch, r));
+                    apply(&subject, group, &mut open, &mut ends, (epoch, w, horizon, lateness, experiment_window), out);
                 }
             }
         }
@@ -253,12 +243,12 @@ pub fn subjects<'s>(
         _ => None,
     });
     let open_rows = out.clone().flat_map(|(o, t, r)| match o {
-        Out::Open(subject, since) => Some((open_row(subject, since), t, r)),
+        Out::Life(subject, opened, since, closed) => Some((life_row(subject, opened, since, closed), t, r)),
         _ => None,
     });
     let closed = out
         .flat_map(|(o, _, _)| match o {
-            Out::Closed(subject) => Some(subject),
+            Out::Closed(subject, w) => Some((subject, w)),
             _ => None,
         })
         .broadcast();
@@ -271,55 +261,112 @@ pub fn subjects<'s>(
     }
 }
 
+/// Applies one epoch's consolidated changes of one subject (seeds aside).
+fn apply(
+    subject: &SubjectKey,
+    group: Vec<(Held, isize)>,
+    open: &mut HashMap<SubjectKey, Open>,
+    ends: &mut BTreeMap<Micros, Vec<SubjectKey>>,
+    (epoch, w, horizon, lateness, experiment_window): (Epoch, Micros, Micros, Micros, Micros),
+    out: &mut Vec<(Out, Epoch, isize)>,
+) {
+    let records = group.into_iter().filter(|(h, _)| !matches!(h, Held::Seed(..)));
+    let Some(o) = open.get_mut(subject) else {
+        // Only new records that are not too late open a subject; a
+        // retraction of a record released with its subject is moot.
+        let admitted: Vec<(Held, isize)> =
+            records.filter(|(h, r)| *r > 0 && !closed(h.end(experiment_window), w, lateness)).collect();
+        let Some(end) = admitted.iter().map(|(h, _)| h.end(experiment_window)).max() else { return };
+        out.push((Out::Life(subject.clone(), w, horizon, 0), epoch, 1));
+        ends.entry(end).or_default().push(subject.clone());
+        out.extend(admitted.iter().map(|(h, r)| (Out::Change(h.clone()), epoch, *r)));
+        let records = admitted.into_iter().collect();
+        open.insert(subject.clone(), Open { records, end, opened: w, since: horizon });
+        return;
+    };
+    let mut retracted = false;
+    for (h, r) in records {
+        if r > 0 && h.end(experiment_window) <= o.since {
+            continue;
+        }
+        let count = o.records.entry(h.clone()).or_insert(0);
+        // Never below zero: a retraction of a record an earlier life held.
+        let applied = r.max(-*count);
+        *count += applied;
+        if *count == 0 {
+            o.records.remove(&h);
+        }
+        if applied != 0 {
+            retracted |= applied < 0;
+            out.push((Out::Change(h), epoch, applied));
+        }
+    }
+    // A seeded life holds nothing until the replay brings its records back.
+    if o.records.is_empty() && retracted {
+        // Every record retracted: its rows are deleted, not frozen.
+        out.push((Out::Life(subject.clone(), o.opened, o.since, 0), epoch, -1));
+        open.remove(subject);
+        return;
+    }
+    let end = o.records.keys().map(|h| h.end(experiment_window)).max().unwrap_or(o.end);
+    if end != o.end {
+        o.end = end;
+        ends.entry(end).or_default().push(subject.clone());
+    }
+}
+
 /// Splits `input` at closed subjects: the retractions a subject's closing
 /// causes (at the epoch it closes) are taken out of `kept`, so downstream
 /// keeps what the subject contributed, and come out of `frozen` negated
-/// (what was kept). `subject_of` names the subject a record belongs to.
+/// (what was kept), with the watermark the subject closed under.
+/// `subject_of` names the subject a record belongs to.
 pub fn freeze_closed<'s, D: Data>(
     input: VecCollection<'s, Epoch, D>,
-    closed: &StreamVec<'s, Epoch, SubjectKey>,
+    closed: &Closed<'s>,
     name: &str,
     subject_of: impl Fn(&D) -> Option<SubjectKey> + 'static,
-) -> (VecCollection<'s, Epoch, D>, VecCollection<'s, Epoch, D>) {
+) -> (VecCollection<'s, Epoch, D>, VecCollection<'s, Epoch, (D, Micros)>) {
     let mut data: BTreeMap<Epoch, (Capability<Epoch>, Vec<(D, Epoch, isize)>)> = BTreeMap::new();
-    let mut marks: BTreeMap<Epoch, HashSet<SubjectKey>> = BTreeMap::new();
-    let split =
-        input.inner.binary_frontier::<_, CapacityContainerBuilder<Vec<(Result<D, D>, Epoch, isize)>>, _, _, _, _>(
-            closed.clone(),
-            Pipeline,
-            Pipeline,
-            name,
-            move |_cap, _| {
-                move |(data_in, data_f), (marks_in, marks_f), output| {
-                    data_in.for_each(|cap, batch| {
-                        data.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(batch);
-                    });
-                    marks_in.for_each(|cap, batch| marks.entry(*cap.time()).or_default().extend(batch.drain(..)));
-                    let ready = |e: &Epoch| !data_f.less_equal(e) && !marks_f.less_equal(e);
-                    while let Some(entry) = data.first_entry() {
-                        if !ready(entry.key()) {
-                            break;
-                        }
-                        let (e, (cap, batch)) = entry.remove_entry();
-                        let closing = marks.remove(&e).unwrap_or_default();
-                        let mut session = output.session(&cap);
-                        for (d, t, r) in batch {
-                            let frozen =
-                                r < 0 && !closing.is_empty() && subject_of(&d).is_some_and(|s| closing.contains(&s));
-                            if frozen {
-                                session.give((Err(d), t, -r));
-                            } else {
-                                session.give((Ok(d), t, r));
-                            }
-                        }
+    let mut marks: BTreeMap<Epoch, HashMap<SubjectKey, Micros>> = BTreeMap::new();
+    type Split<D> = (Result<D, (D, Micros)>, Epoch, isize);
+    let split = input.inner.binary_frontier::<_, CapacityContainerBuilder<Vec<Split<D>>>, _, _, _, _>(
+        closed.clone(),
+        Pipeline,
+        Pipeline,
+        name,
+        move |_cap, _| {
+            move |(data_in, data_f), (marks_in, marks_f), output| {
+                data_in.for_each(|cap, batch| {
+                    data.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(batch);
+                });
+                marks_in.for_each(|cap, batch| marks.entry(*cap.time()).or_default().extend(batch.drain(..)));
+                // An epoch is ready once both its data and its marks are complete.
+                let ready = |e: &Epoch| !data_f.less_equal(e) && !marks_f.less_equal(e);
+                while let Some(entry) = data.first_entry() {
+                    if !ready(entry.key()) {
+                        break;
                     }
-                    while marks.first_key_value().is_some_and(|(e, _)| !marks_f.less_equal(e) && !data_f.less_equal(e))
-                    {
-                        marks.pop_first();
+                    let (e, (cap, batch)) = entry.remove_entry();
+                    let closing = marks.remove(&e).unwrap_or_default();
+                    let mut session = output.session(&cap);
+                    for (d, t, r) in batch {
+                        let at = if r < 0 && !closing.is_empty() {
+                            subject_of(&d).and_then(|s| closing.get(&s).copied())
+                        } else {
+                            None
+                        };
+                        match at {
+                            Some(w) => session.give((Err((d, w)), t, -r)),
+                            None => session.give((Ok(d), t, r)),
+                        }
                     }
                 }
-            },
-        );
+                while marks.first_key_value().is_some_and(|(e, _)| ready(e)) {
+                    marks.pop_first();
+                }
+            }
+        },
+    );
     let kept = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
     let frozen = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
     (kept, frozen)

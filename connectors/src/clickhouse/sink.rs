@@ -156,6 +156,7 @@ impl ClickHouseSink {
                     ColType::DateTime => {
                         Cell::Minute((parse_rfc3339(text).unwrap_or_default() / MICROS_PER_SECOND) as u32)
                     }
+                    ColType::UInt64 => Cell::U64(row.get(*name).and_then(|v| v.as_u64()).unwrap_or_default()),
                     _ => Cell::Str(text.into()),
                 });
             }
@@ -164,18 +165,20 @@ impl ClickHouseSink {
         Ok(keys)
     }
 
-    /// The current rows of a retention state table ([`Table::STATE`]: string
-    /// keys, `UInt64` values), to restore at start-up.
+    /// The current rows of a retention state table ([`Table::STATE`]:
+    /// `String` and `UInt64` columns only), to restore at start-up.
     pub async fn state_rows(&self, table: Table) -> Result<Vec<(RowKey, RowVals)>, SinkError> {
-        let text = |v: Option<&serde_json::Value>| Cell::Str(v.and_then(|v| v.as_str()).unwrap_or_default().into());
-        let number = |v: Option<&serde_json::Value>| Cell::U64(v.and_then(|v| v.as_u64()).unwrap_or_default());
+        let cell = |ty: ColType, v: Option<&serde_json::Value>| match ty {
+            ColType::UInt64 => Cell::U64(v.and_then(|v| v.as_u64()).unwrap_or_default()),
+            _ => Cell::Str(v.and_then(|v| v.as_str()).unwrap_or_default().into()),
+        };
         Ok(self
             .current_rows(table)
             .await?
             .iter()
             .map(|row| {
-                let key = table.key_columns().iter().map(|(n, _)| text(row.get(*n))).collect();
-                let vals = table.value_columns().iter().map(|(n, _)| number(row.get(*n))).collect();
+                let key = table.key_columns().iter().map(|(n, ty)| cell(*ty, row.get(*n))).collect();
+                let vals = table.value_columns().iter().map(|(n, ty)| cell(*ty, row.get(*n))).collect();
                 (RowKey::new(table, key), vals)
             })
             .collect())

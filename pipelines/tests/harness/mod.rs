@@ -163,22 +163,27 @@ pub fn check<M: Clone + Send + Sync + 'static>(
     Ok(())
 }
 
-/// A run, a stop and a restart, as `revpulse run` does them with retention:
-/// the first run reads `first`; the restart starts from the watermark the
-/// first run applied to its last epoch and the retention state rows it
-/// wrote, replays every message of `first` with the watermark held (the
-/// replay of retained input), then reads `second`. Returns the tables as the
-/// sink would hold them: the first run's rows, overwritten by the restart's
-/// changes.
+/// A run, a crash and a restart, as `revpulse run` does them with
+/// retention: the first run reads `first` and the sink writes every change
+/// it makes, but only its first `committed` epochs count as committed (a
+/// crash or an asynchronous commit lost the rest; `first.len()` is a clean
+/// stop). The restart starts from the watermark the last committed epoch
+/// was processed with and the retention state rows the sink holds (newer
+/// ones included), replays every message of `first` with the watermark
+/// held (the replay of retained input), then reads `second`. Returns the
+/// tables as the sink holds them: the first run's rows, overwritten by the
+/// restart's changes.
 pub fn run_restarted<M: Clone + Send + Sync + 'static>(
     cfg: MetricsConfig,
     workers: usize,
     first: Vec<Vec<M>>,
+    committed: usize,
     second: Vec<Vec<M>>,
     send: fn(&mut Inputs, &M, u64),
 ) -> State {
     use revpulse_pipelines::retention::NO_WATERMARK;
     type Changes = Vec<Vec<(RowKey, RowVals, isize)>>;
+    let committed = committed.clamp(1, first.len().max(1)) as u64;
     let run = |cfg: MetricsConfig, initial, restored: State, replay: Vec<Vec<M>>, fresh: Vec<Vec<M>>| {
         let (replay, fresh) = (std::sync::Arc::new(replay), std::sync::Arc::new(fresh));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -206,9 +211,9 @@ pub fn run_restarted<M: Clone + Send + Sync + 'static>(
                 worker.step_while(|| df.probe.less_than(&epoch));
                 per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
             }
-            // The watermark the last epoch was processed with: the greatest
-            // event time of the epochs before it.
-            let last = epoch.saturating_sub(1);
+            // The watermark the last committed epoch was processed with: the
+            // greatest event time of the epochs before it.
+            let last = committed - 1;
             let applied = df.completed.borrow().watermarks.range(..last).map(|(_, w)| *w).fold(initial, i64::max);
             (per_batch, applied)
         })
