@@ -10,7 +10,7 @@
 //! [`run_cluster`]). The channel to the sink is bounded, so a ClickHouse
 //! outage pauses consumption instead of growing memory.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,11 +22,9 @@ use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_pipelines::dataflow::{build, net_changes, row_owner};
-use revpulse_pipelines::retention::{Lateness, NO_WATERMARK};
-use revpulse_pipelines::row::{Cell, RowKey, RowVals, Table};
-use revpulse_pipelines::subject::SubjectKey;
+use revpulse_pipelines::retention::{restorable, Lateness, Restorable, NO_WATERMARK};
+use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use revpulse_pipelines::time::{format_micros, Micros};
-use revpulse_pipelines::types::Text;
 use revpulse_pipelines::upsert::seq_parts;
 use tokio::sync::mpsc;
 
@@ -120,12 +118,10 @@ struct CatchUp {
     targets: Offsets,
     suspects: HashSet<RowKey>,
     started: Instant,
-    /// With subject retention: the subjects open at the last commit. A lead
-    /// or conversation row of any other subject is final (its subject
-    /// closed), so it stays even when no retained input backs it.
-    open_subjects: Option<HashSet<SubjectKey>>,
-    /// The subject of each suspect `conversation_rpm` row.
-    conversation_subjects: HashMap<RowKey, SubjectKey>,
+    /// With subject retention, lead and conversation rows are never deleted
+    /// here: a row the rebuild did not emit may be a closed subject's final
+    /// row (of this or an earlier life), which nothing can rebuild.
+    keep_subject_rows: bool,
 }
 
 impl CatchUp {
@@ -137,7 +133,6 @@ impl CatchUp {
         index: usize,
         peers: usize,
         subject_retention: bool,
-        initial_watermark: Micros,
     ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
@@ -146,45 +141,7 @@ impl CatchUp {
                 rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
             suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
         }
-        let mut open_subjects = None;
-        let mut conversation_subjects = HashMap::new();
-        if subject_retention {
-            let rows = rt
-                .block_on(sink.state_rows(Table::StateOpenSubjects))
-                .context("reading retention state from state_open_subjects")?;
-            // Open under the committed watermark, as the dataflow's seeds.
-            let w0 = initial_watermark.max(0) as u64;
-            open_subjects = Some(
-                rows.iter()
-                    .filter_map(|(key, vals)| match (key.key.as_slice(), vals.as_slice()) {
-                        ([Cell::Str(t), Cell::Str(s), Cell::U64(opened)], [_, Cell::U64(closed)])
-                            if *opened <= w0 && (*closed == 0 || *closed > w0) =>
-                        {
-                            Some((t.clone(), s.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-            );
-            let rows =
-                rt.block_on(sink.current_rows(Table::ConversationRpm)).context("reading conversation_rpm subjects")?;
-            for row in rows {
-                let text = |name: &str| Text::from(row.get(name).and_then(|v| v.as_str()).unwrap_or_default());
-                let key = RowKey::new(
-                    Table::ConversationRpm,
-                    vec![Cell::Str(text("tenant_id")), Cell::Str(text("conversation_id"))],
-                );
-                if suspects.contains(&key) {
-                    conversation_subjects.insert(key, (text("tenant_id"), text("subject_id")));
-                }
-            }
-        }
-        tracing::info!(
-            partitions = targets.len(),
-            live_rows = suspects.len(),
-            "rebuilding state from the beginning of every partition"
-        );
-        Ok(CatchUp { targets, suspects, started: Instant::now(), open_subjects, conversation_subjects })
+        Ok(CatchUp { targets, suspects, started: Instant::now(), keep_subject_rows: subject_retention })
     }
 
     fn touched(&mut self, rows: &[(RowKey, Option<RowVals>)]) {
@@ -199,16 +156,8 @@ impl CatchUp {
     /// subjects are final (retention) and stay even when no retained input
     /// backs them.
     fn finish(mut self, closed: impl Fn(&RowKey) -> bool) -> Vec<(RowKey, Option<RowVals>)> {
-        let (open, conversations) = (&self.open_subjects, &self.conversation_subjects);
-        let subject_closed = |k: &RowKey| {
-            let Some(open) = open else { return false };
-            let subject = match (k.table, k.key.as_slice()) {
-                (Table::LeadScores, [Cell::Str(t), Cell::Str(s)]) => Some((t.clone(), s.clone())),
-                (Table::ConversationRpm, _) => conversations.get(k).cloned(),
-                _ => None,
-            };
-            subject.is_some_and(|s| !open.contains(&s))
-        };
+        let keep = self.keep_subject_rows;
+        let subject_closed = |k: &RowKey| keep && matches!(k.table, Table::LeadScores | Table::ConversationRpm);
         self.suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
             seconds = self.started.elapsed().as_secs_f64(),
@@ -413,8 +362,11 @@ struct Start {
     committed: Offsets,
     /// The watermark committed with them ([`NO_WATERMARK`] if none).
     watermark: Micros,
-    /// Retention state rows the previous run wrote (read by worker 0).
+    /// Retention state rows to take back (worker 0 hands them over).
     restored: Vec<(RowKey, RowVals)>,
+    /// Retention state rows this worker owns that must go before anything
+    /// is committed (see [`restorable`]).
+    stale: Vec<RowKey>,
 }
 
 fn connect(
@@ -432,7 +384,13 @@ fn connect(
     let source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
         .context("connecting the Kafka source")?;
     if !Lateness::of(&cfg.metrics.retention).any() {
-        return Ok(Start { source, committed: Offsets::new(), watermark: NO_WATERMARK, restored: Vec::new() });
+        return Ok(Start {
+            source,
+            committed: Offsets::new(),
+            watermark: NO_WATERMARK,
+            restored: Vec::new(),
+            stale: Vec::new(),
+        });
     }
     let (committed, watermark) = source
         .committed(Duration::from_secs(30))
@@ -440,19 +398,20 @@ fn connect(
     if watermark != NO_WATERMARK {
         tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
     }
-    let mut restored = Vec::new();
-    if index == 0 {
-        for table in Table::STATE {
-            let rows = rt
-                .block_on(sink.state_rows(table))
-                .with_context(|| format!("reading retention state from {}", table.name()))?;
-            restored.extend(rows);
-        }
-        if !restored.is_empty() {
-            tracing::info!(rows = restored.len(), "retention: state of closed subjects and days restored");
-        }
+    let mut rows = Vec::new();
+    for table in Table::STATE {
+        let state = rt
+            .block_on(sink.state_rows(table))
+            .with_context(|| format!("reading retention state from {}", table.name()))?;
+        rows.extend(state);
     }
-    Ok(Start { source, committed, watermark, restored })
+    let Restorable { restore, stale } = restorable(rows, watermark);
+    let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
+    let restored = if index == 0 { restore } else { Vec::new() };
+    if !restored.is_empty() || !stale.is_empty() {
+        tracing::info!(worker = index, restored = restored.len(), stale = stale.len(), "retention: state taken back");
+    }
+    Ok(Start { source, committed, watermark, restored, stale })
 }
 
 fn drive(
@@ -465,8 +424,12 @@ fn drive(
     start: Start,
 ) -> anyhow::Result<RunStats> {
     let (index, peers) = (worker.index(), worker.peers());
-    let Start { mut source, committed: start_committed, watermark: initial_watermark, restored } = start;
+    let Start { mut source, committed: start_committed, watermark: initial_watermark, restored, stale } = start;
     h.df.inputs.restore(restored);
+    // Deleted in the first batch, which every worker acknowledges before
+    // anything is committed: state newer than the committed watermark must
+    // not become covered by a later commit.
+    let mut stale_state: Vec<(RowKey, Option<RowVals>)> = stale.into_iter().map(|k| (k, None)).collect();
     let lateness = Lateness::of(&cfg.metrics.retention);
     // Retention's watermark as of the epochs sealed so far (a lower bound:
     // only complete epochs' maxima are folded in).
@@ -480,8 +443,7 @@ fn drive(
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
     // every partition. Rows live in ClickHouse that the rebuilt state no
     // longer has must be deleted once the catch-up is complete.
-    let mut catch_up =
-        Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some(), initial_watermark)?);
+    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some())?);
     let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
     let mut stats = RunStats::default();
     let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));
@@ -559,6 +521,13 @@ fn drive(
             shared.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
         let mut rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+        if !stale_state.is_empty() {
+            // A key the dataflow writes anew is not deleted.
+            let written: HashSet<&RowKey> = rows.iter().map(|(k, _)| k).collect();
+            stale_state.retain(|(k, _)| !written.contains(k));
+            rows.append(&mut stale_state);
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         // The watermark the epoch just completed was processed with: the
         // one committed with its positions, so a restart closes exactly
         // what this run had closed (retention state in ClickHouse holds

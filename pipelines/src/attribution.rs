@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 
-use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::ValSpine;
@@ -35,11 +34,13 @@ use crate::conversion::{Conversion, Source};
 use crate::event::{Direction, Message, MessageStatus};
 use crate::fixed::{to_f64, Fixed};
 use crate::lead_score::LeadKey;
-use crate::retention::{self, day_end, log_rows, state_us, Retained};
+use crate::retention::{self, day_end, state_us, Retained, SumChange};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
+use differential_dataflow::difference::Multiply as _;
+use timely::dataflow::operators::Concat as _;
 
 /// Conversions arranged by (tenant, subject), shared with experiment lift.
 pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(Text, Text), Conversion, Epoch, isize>>>;
@@ -248,36 +249,38 @@ pub fn attribution<'s>(
         Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
         Credit::Campaign { .. } => None,
     };
-    let (credited, closed_state) = match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
-        Some((r, lateness)) => {
-            let restored = restored.flat_map(restored_offers(r.initial)).explode(Some);
-            let (kept, dropped) = retention::freeze_split(
-                credited,
-                r,
-                "Freeze closed offer credits",
-                move |(_, credit), w| match credit {
-                    Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
-                    Credit::Campaign { .. } => false,
-                },
-            );
-            // A release's retractions, negated: what stays counted, logged
-            // with the watermark its day closed under; and what a start
-            // restored, compacted into one row per offer.
-            let frozen = dropped.inner.flat_map(|((d, w), t, r)| (r < 0).then_some(((d, w), t, -r))).as_collection();
-            let closed_rows = log_rows(
-                frozen.explode(move |(credit, w)| offer_of(credit).map(|(key, a)| ((key, w), a))),
-                "Log closed offer credits",
-                offer_closed_row,
-            )
-            .concat(log_rows(
-                restored.clone().map(|key| (key, 0)),
-                "Compact restored offer credits",
-                offer_closed_row,
-            ));
-            (kept, Some((closed_rows, restored)))
-        }
-        None => (credited, None),
-    };
+    let (credited, closed_state) =
+        match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
+            Some((r, lateness)) => {
+                let restored = restored.flat_map(restored_offers);
+                let (kept, dropped) =
+                    retention::freeze_split(credited, r, "Freeze closed offer credits", move |(_, credit), w| {
+                        match credit {
+                            Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
+                            Credit::Campaign { .. } => false,
+                        }
+                    });
+                // A release's retractions, negated: what stays counted, logged
+                // with the watermark its day closed under.
+                let closes = dropped.inner.flat_map(move |((d, w), _, r)| {
+                    let (key, accepted) = offer_of(d)?;
+                    (r < 0).then(|| SumChange::Closed(key, w, accepted.multiply(&-r)))
+                });
+                let closed_rows = retention::cumulative_rows(
+                    restored.inner.clone().map(|(c, _, _)| c).concat(closes),
+                    "Log closed offer credits",
+                    offer_closed_row,
+                );
+                let base = restored
+                    .flat_map(|c| match c {
+                        SumChange::Restored(key, _, total) => Some((key, total)),
+                        SumChange::Closed(..) => None,
+                    })
+                    .explode(Some);
+                (kept, Some((closed_rows, base)))
+            }
+            None => (credited, None),
+        };
     let mut contributions = credited.explode(offer_of);
     if let Some((_, restored)) = &closed_state {
         contributions = contributions.concat(restored.clone());
@@ -293,28 +296,26 @@ pub fn attribution<'s>(
     }
 }
 
-/// A `state_offer_closed` row as a contribution to offer acceptance, if
-/// its days closed under the committed watermark `initial`.
-fn restored_offers(initial: Micros) -> impl Fn((RowKey, RowVals)) -> Option<((Text, Text), Accepted)> {
-    move |(key, vals)| {
-        let (
-            Table::StateOfferClosed,
-            [Cell::Str(tenant), Cell::Str(offer), Cell::U64(closed)],
-            [Cell::U64(lines), Cell::U64(cents)],
-        ) = (key.table, key.key.as_slice(), vals.as_slice())
-        else {
-            return None;
-        };
-        (*closed <= initial.max(0) as u64)
-            .then(|| ((tenant.clone(), offer.clone()), Accepted { lines: *lines as i64, cents: i128::from(*cents) }))
-    }
+/// A `state_offer_closed` row a start took back: an offer's total as of
+/// the watermark in its key.
+fn restored_offers((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Text), Accepted>> {
+    let (
+        Table::StateOfferClosed,
+        [Cell::Str(tenant), Cell::Str(offer), Cell::U64(tag)],
+        [Cell::U64(lines), Cell::U64(cents)],
+    ) = (key.table, key.key.as_slice(), vals.as_slice())
+    else {
+        return None;
+    };
+    let accepted = Accepted { lines: *lines as i64, cents: i128::from(*cents) };
+    Some(SumChange::Restored((tenant.clone(), offer.clone()), (*tag).min(i64::MAX as u64) as Micros, accepted))
 }
 
-/// A `state_offer_closed` row: what conversions of days that closed under
-/// watermark `closed` (0: everything restored at a start) credited an offer.
-fn offer_closed_row(((tenant, offer), closed): ((Text, Text), Micros), a: Accepted) -> (RowKey, RowVals) {
+/// A `state_offer_closed` row: what conversions of closed days had credited
+/// an offer in total as of watermark `closed`.
+fn offer_closed_row((tenant, offer): &(Text, Text), closed: Micros, a: &Accepted) -> (RowKey, RowVals) {
     let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::U64(a.cents.max(0) as u64)];
-    (RowKey::new(Table::StateOfferClosed, vec![s(tenant), s(offer), state_us(closed)]), vals)
+    (RowKey::new(Table::StateOfferClosed, vec![s(tenant.clone()), s(offer.clone()), state_us(closed)]), vals)
 }
 
 #[cfg(test)]

@@ -180,7 +180,6 @@ pub fn metrics<'s>(
             cfg.experiment_window_secs,
             held.closed.as_ref(),
             restored,
-            retained.map_or(NO_WATERMARK, |r| r.initial),
         ));
     match (held.closed, held.open_rows) {
         (Some(closed), Some(open_rows)) => {

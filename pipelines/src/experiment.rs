@@ -24,13 +24,16 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Variant};
-use crate::retention::{log_rows, state_us};
+use crate::retention::{cumulative_rows, state_us, SumChange};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::subject::{freeze_closed, Closed};
 use crate::time::Micros;
 use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
+use differential_dataflow::difference::Multiply as _;
+use timely::dataflow::operators::vec::Map as _;
+use timely::dataflow::operators::Concat as _;
 
 pub fn variant_name(v: Variant) -> &'static str {
     match v {
@@ -121,35 +124,30 @@ fn variant_named(name: &str) -> Option<Variant> {
     [Variant::Control, Variant::Treatment].into_iter().find(|v| variant_name(*v) == name)
 }
 
-/// A `state_experiment_closed` row as a contribution to the variant sums,
-/// if it closed under the committed watermark `initial` (a crash can leave
-/// rows written after the commit; their subjects are rebuilt instead).
-fn restored_sums(initial: Micros) -> impl Fn((RowKey, RowVals)) -> Option<((Text, Text, Variant), VariantSums)> {
-    move |(key, vals)| {
-        let (
-            Table::StateExperimentClosed,
-            [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant), Cell::U64(closed)],
-            [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)],
-        ) = (key.table, key.key.as_slice(), vals.as_slice())
-        else {
-            return None;
-        };
-        if *closed > initial.max(0) as u64 {
-            return None;
-        }
-        let sums =
-            VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
-        Some(((tenant.clone(), experiment.clone(), variant_named(variant)?), sums))
-    }
+/// A `state_experiment_closed` row a start took back: a variant's total
+/// as of the watermark in its key.
+fn restored_sums((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Text, Variant), VariantSums>> {
+    let (
+        Table::StateExperimentClosed,
+        [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant), Cell::U64(tag)],
+        [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)],
+    ) = (key.table, key.key.as_slice(), vals.as_slice())
+    else {
+        return None;
+    };
+    let sums = VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
+    let tag = (*tag).min(i64::MAX as u64) as Micros;
+    Some(SumChange::Restored((tenant.clone(), experiment.clone(), variant_named(variant)?), tag, sums))
 }
 
-/// A `state_experiment_closed` row: what subjects of a variant that closed
-/// under watermark `closed` (0: everything restored at a start) contributed.
+/// A `state_experiment_closed` row: what closed subjects of a variant had
+/// contributed in total as of watermark `closed`.
 fn closed_row(
-    ((tenant, experiment, variant), closed): ((Text, Text, Variant), Micros),
-    v: VariantSums,
+    (tenant, experiment, variant): &(Text, Text, Variant),
+    closed: Micros,
+    v: &VariantSums,
 ) -> (RowKey, RowVals) {
-    let key = vec![s(tenant), s(experiment), s(variant_name(variant)), state_us(closed)];
+    let key = vec![s(tenant.clone()), s(experiment.clone()), s(variant_name(*variant)), state_us(closed)];
     let vals = vec![
         Cell::U64(v.subjects.max(0) as u64),
         Cell::U64(v.converters.max(0) as u64),
@@ -161,15 +159,14 @@ fn closed_row(
 /// The `experiment_variants` and `experiment_lift` rows, and with subject
 /// retention the `state_experiment_closed` rows: a closed subject's figures
 /// stay in its variant's sums (see [`crate::subject`]), and `restored`
-/// carries those of subjects closed before a restart (under the committed
-/// watermark `initial`).
+/// carries those of subjects closed before a restart (see
+/// [`crate::retention::restorable`]).
 pub fn experiments<'s>(
     messages: VecCollection<'s, Epoch, (Text, Message)>,
     by_subject: BySubject<'s>,
     window_secs: u64,
     closed: Option<&Closed<'s>>,
     restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
-    initial: Micros,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let window = window_secs as Micros * 1_000_000;
     let assigned = assignments(messages);
@@ -205,26 +202,27 @@ pub fn experiments<'s>(
     // without retention every subject is rebuilt from its records.
     let (per_subject, closed_state) = match closed {
         Some(closed) => {
-            let restored = restored.flat_map(restored_sums(initial)).explode(Some);
+            let restored = restored.flat_map(restored_sums);
             let (kept, frozen) =
                 freeze_closed(per_subject, closed, "Freeze closed experiment subjects", |((t, _, s), _)| {
                     Some((t.clone(), s.clone()))
                 });
-            // The log of closes, and what a start restored, compacted into one row per variant.
-            let closed_rows = log_rows(
-                frozen.explode(move |(entry, w)| {
-                    let (key, sums) = sums(entry);
-                    Some(((key, w), sums))
-                }),
+            let closes = frozen.inner.map(move |((entry, w), _, r)| {
+                let (key, sums) = sums(entry);
+                SumChange::Closed(key, w, sums.multiply(&r))
+            });
+            let closed_rows = cumulative_rows(
+                restored.inner.clone().map(|(c, _, _)| c).concat(closes),
                 "Log closed experiment subjects",
                 closed_row,
-            )
-            .concat(log_rows(
-                restored.clone().map(|key| (key, 0)),
-                "Compact restored experiment subjects",
-                closed_row,
-            ));
-            (kept, Some((closed_rows, restored)))
+            );
+            let base = restored
+                .flat_map(|c| match c {
+                    SumChange::Restored(key, _, total) => Some((key, total)),
+                    SumChange::Closed(..) => None,
+                })
+                .explode(Some);
+            (kept, Some((closed_rows, base)))
         }
         None => (per_subject, None),
     };

@@ -395,47 +395,136 @@ pub fn state_us(t: Micros) -> Cell {
     Cell::U64(t.max(0) as u64)
 }
 
-/// Sums `input` per key within each epoch and emits one row per key and
-/// epoch, never retracted: a log of what closed, which the sink appends to
-/// a state table and no arrangement keeps. Keys are routed to one worker,
-/// so a key's row is whole.
-pub fn log_rows<'s, K, R>(
-    input: VecCollection<'s, Epoch, K, R>,
+/// A change to a lifetime sum kept as state: what a start restored (the
+/// total as of tag `Micros`), or what closed at an epoch under watermark
+/// `Micros`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum SumChange<K, R> {
+    Restored(K, Micros, R),
+    Closed(K, Micros, R),
+}
+
+/// The state rows of a lifetime sum: per key, a running total of what
+/// closed, written as one row per key and watermark it changed under, each
+/// row the total so far (cumulative, so a start takes back just the row
+/// with the greatest watermark the commit covers, and an interrupted start
+/// takes back the same). A restored total is written back unchanged, so
+/// reconciliation keeps it. The state is one total per key.
+pub fn cumulative_rows<'s, K, R>(
+    changes: StreamVec<'s, Epoch, SumChange<K, R>>,
     name: &str,
-    to_row: impl Fn(K, R) -> (RowKey, RowVals) + 'static,
+    to_row: impl Fn(&K, Micros, &R) -> (RowKey, RowVals) + 'static,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)>
 where
-    K: timely::ExchangeData + Ord + Hashable,
+    K: timely::ExchangeData + Ord + Hashable + std::hash::Hash + Clone,
     R: timely::ExchangeData + differential_dataflow::difference::Semigroup,
 {
-    let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<(K, R)>)> = BTreeMap::new();
-    let exchange = Exchange::new(|(k, _, _): &(K, Epoch, R)| k.hashed().into());
-    input
-        .inner
+    let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<SumChange<K, R>>)> = BTreeMap::new();
+    let mut totals: std::collections::HashMap<K, R> = std::collections::HashMap::new();
+    let exchange = Exchange::new(|c: &SumChange<K, R>| match c {
+        SumChange::Restored(k, _, _) | SumChange::Closed(k, _, _) => k.hashed().into(),
+    });
+    changes
         .unary_frontier::<CapacityContainerBuilder<Vec<((RowKey, RowVals), Epoch, isize)>>, _, _, _>(
             exchange,
             name,
             move |_cap, _| {
                 move |(input, frontier), output| {
                     input.for_each(|cap, batch| {
-                        let e = stash.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new()));
-                        e.1.extend(batch.drain(..).map(|(k, _, r)| (k, r)));
+                        stash.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(batch);
                     });
                     while let Some(entry) = stash.first_entry() {
                         if frontier.less_equal(entry.key()) {
                             break;
                         }
-                        let (e, (cap, mut sums)) = entry.remove_entry();
-                        differential_dataflow::consolidation::consolidate(&mut sums);
+                        let (e, (cap, mut changes)) = entry.remove_entry();
+                        // Restored totals first, then closes in watermark order.
+                        changes.sort_by(|a, b| match (a, b) {
+                            (SumChange::Restored(..), SumChange::Closed(..)) => std::cmp::Ordering::Less,
+                            (SumChange::Closed(..), SumChange::Restored(..)) => std::cmp::Ordering::Greater,
+                            (SumChange::Closed(ka, wa, _), SumChange::Closed(kb, wb, _)) => (wa, ka).cmp(&(wb, kb)),
+                            (SumChange::Restored(ka, ..), SumChange::Restored(kb, ..)) => ka.cmp(kb),
+                        });
+                        let mut written: BTreeMap<(Micros, K), ()> = BTreeMap::new();
+                        for change in changes {
+                            match change {
+                                SumChange::Restored(k, tag, r) => {
+                                    totals.insert(k.clone(), r);
+                                    written.insert((tag, k), ());
+                                }
+                                SumChange::Closed(k, w, r) => {
+                                    match totals.get_mut(&k) {
+                                        Some(total) => total.plus_equals(&r),
+                                        None => {
+                                            totals.insert(k.clone(), r);
+                                        }
+                                    }
+                                    written.insert((w, k), ());
+                                }
+                            }
+                        }
                         let mut session = output.session(&cap);
-                        for (k, r) in sums {
-                            session.give((to_row(k, r), e, 1));
+                        for ((w, k), ()) in written {
+                            if let Some(total) = totals.get(&k) {
+                                session.give((to_row(&k, w, total), e, 1));
+                            }
                         }
                     }
                 }
             },
         )
         .as_collection()
+}
+
+/// How a start treats the retention state rows ClickHouse holds, given the
+/// committed watermark `w0` ([`NO_WATERMARK`]: nothing committed).
+#[derive(Debug, Default, PartialEq)]
+pub struct Restorable {
+    /// Rows to hand the dataflow ([`crate::dataflow::Inputs::restore`]):
+    /// the subject lives open under `w0`, and per lifetime-sum key the total
+    /// with the greatest watermark `w0` covers.
+    pub restore: Vec<(RowKey, RowVals)>,
+    /// Rows to delete before anything else is committed: written after the
+    /// commit (a crash or a lost asynchronous commit left them), or
+    /// superseded (closed lives, older totals).
+    pub stale: Vec<RowKey>,
+}
+
+/// Splits state rows (of [`Table::STATE`]) into what a start takes back
+/// and what it deletes. Without a committed watermark everything is
+/// rebuilt from the input, so nothing is taken back.
+pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
+    let covered = |tag: u64| w0 != NO_WATERMARK && tag <= w0.max(0) as u64;
+    let mut out = Restorable::default();
+    // Per lifetime-sum key (the key without its watermark): the greatest
+    // covered row so far.
+    let mut best: BTreeMap<(Table, Vec<Cell>), (u64, RowKey, RowVals)> = BTreeMap::new();
+    for (key, vals) in rows {
+        match (key.table, key.key.last(), vals.last()) {
+            (Table::StateOpenSubjects, Some(Cell::U64(opened)), Some(Cell::U64(closed))) => {
+                if covered(*opened) && (*closed == 0 || !covered(*closed)) {
+                    out.restore.push((key, vals));
+                } else {
+                    out.stale.push(key);
+                }
+            }
+            (Table::StateExperimentClosed | Table::StateOfferClosed, Some(Cell::U64(tag)), _) if covered(*tag) => {
+                let id = (key.table, key.key[..key.key.len() - 1].to_vec());
+                let tag = *tag;
+                match best.get(&id) {
+                    Some((t, _, _)) if *t >= tag => out.stale.push(key),
+                    _ => {
+                        if let Some((_, old, _)) = best.insert(id, (tag, key, vals)) {
+                            out.stale.push(old);
+                        }
+                    }
+                }
+            }
+            _ => out.stale.push(key),
+        }
+    }
+    out.restore.extend(best.into_values().map(|(_, key, vals)| (key, vals)));
+    out
 }
 
 #[cfg(test)]
@@ -499,6 +588,53 @@ mod tests {
         });
         seen.sort();
         assert_eq!(seen, vec![(100, 0, 1), (100, 1, -1), (200, 0, 1)]);
+    }
+
+    /// A start takes back the lives open under the committed watermark and,
+    /// per lifetime-sum key, the greatest total it covers; it deletes
+    /// closed lives, older totals and everything written after the commit;
+    /// without a committed watermark it takes back nothing.
+    #[test]
+    fn restorable_takes_back_what_the_commit_covers() {
+        let life = |s: &str, opened: u64, closed: u64| {
+            let key = vec![Cell::Str("t".into()), Cell::Str(s.into()), Cell::U64(opened)];
+            (RowKey::new(Table::StateOpenSubjects, key), vec![Cell::U64(0), Cell::U64(closed)])
+        };
+        let total = |offer: &str, tag: u64, lines: u64| {
+            let key = vec![Cell::Str("t".into()), Cell::Str(offer.into()), Cell::U64(tag)];
+            (RowKey::new(Table::StateOfferClosed, key), vec![Cell::U64(lines), Cell::U64(0)])
+        };
+        let rows = vec![
+            life("open", 50, 0),
+            life("closed-after", 50, 150),
+            life("closed-before", 50, 90),
+            life("opened-after", 150, 0),
+            total("o", 0, 1),
+            total("o", 80, 3),
+            total("o", 100, 4),
+            total("o", 120, 9),
+        ];
+        let r = restorable(rows.clone(), 100);
+        let names = |v: &[(RowKey, RowVals)]| v.iter().map(|(k, _)| k.key.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&r.restore), names(&[life("open", 50, 0), life("closed-after", 50, 150), total("o", 100, 4)]));
+        let stale: Vec<RowKey> = [
+            life("closed-before", 50, 90),
+            life("opened-after", 150, 0),
+            total("o", 0, 1),
+            total("o", 80, 3),
+            total("o", 120, 9),
+        ]
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+        let mut got = r.stale.clone();
+        got.sort();
+        let mut want = stale;
+        want.sort();
+        assert_eq!(got, want);
+        let none = restorable(rows.clone(), NO_WATERMARK);
+        assert!(none.restore.is_empty());
+        assert_eq!(none.stale.len(), rows.len());
     }
 
     #[test]

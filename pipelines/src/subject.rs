@@ -112,6 +112,10 @@ struct Open {
     end: Micros,
     opened: Micros,
     since: Micros,
+    /// Taken back at start-up: until the watermark first rises (the replay
+    /// of retained input is complete), emptying it does not end it, since
+    /// its other records may still be on their way.
+    seeded: bool,
 }
 
 /// What the subject operator emits.
@@ -135,23 +139,15 @@ fn life_row((tenant, subject): SubjectKey, opened: Micros, since: Micros, closed
     (RowKey::new(Table::StateOpenSubjects, key), vec![state_us(since), state_us(closed)])
 }
 
-/// A `state_open_subjects` row as a seed, if the life was open under the
-/// committed watermark `initial`: opened under it, and not closed or
-/// closed only after it (a crash can leave rows newer than the commit).
-fn seed_of(initial: Micros) -> impl Fn((RowKey, RowVals)) -> Option<Held> {
-    move |(key, vals)| {
-        let (
-            Table::StateOpenSubjects,
-            [Cell::Str(tenant), Cell::Str(subject), Cell::U64(opened)],
-            [Cell::U64(since), Cell::U64(closed)],
-        ) = (key.table, key.key.as_slice(), vals.as_slice())
-        else {
-            return None;
-        };
-        let (opened, since, closed) = (micros(*opened), micros(*since), micros(*closed));
-        let open = opened <= initial && (closed == 0 || closed > initial);
-        open.then(|| Held::Seed(tenant.clone(), subject.clone(), opened, since))
-    }
+/// A `state_open_subjects` row a start took back (a life open under the
+/// committed watermark, see [`crate::retention::restorable`]) as a seed.
+fn seed_of((key, vals): (RowKey, RowVals)) -> Option<Held> {
+    let (Table::StateOpenSubjects, [Cell::Str(tenant), Cell::Str(subject), Cell::U64(opened)], [Cell::U64(since), _]) =
+        (key.table, key.key.as_slice(), vals.as_slice())
+    else {
+        return None;
+    };
+    Some(Held::Seed(tenant.clone(), subject.clone(), micros(*opened), micros(*since)))
 }
 
 /// Holds the lifetime families' inputs per subject, releasing a subject's
@@ -173,16 +169,19 @@ pub fn subjects<'s>(
         .map(|(k, c)| Held::Conversation(k, c))
         .concat(assignments.map(|(k, m)| Held::Assignment(k, m)))
         .concat(conversions.map(Held::Conversion))
-        .concat(restored.flat_map(seed_of(r.initial)));
+        .concat(restored.flat_map(seed_of));
     let mut open: HashMap<SubjectKey, Open> = HashMap::new();
     // (end, subject) for every end a subject has had; stale entries are
     // checked against the subject's current end.
     let mut ends: BTreeMap<Micros, Vec<SubjectKey>> = BTreeMap::new();
+    // Whether the watermark has risen since the start (see `Open::seeded`).
+    let mut risen = false;
     let exchange = Exchange::new(|(h, _, _): &(Held, Epoch, isize)| h.subject().hashed());
     let open_count = Rc::clone(&r.open_subjects);
     let out = by_watermark(held.inner, exchange, r, "Retain: subjects", move |epoch, w, work, out| {
         match work {
             Work::Release => {
+                risen = true;
                 while let Some(entry) = ends.first_entry() {
                     if !closed(*entry.key(), w, lateness) {
                         break;
@@ -217,14 +216,21 @@ pub fn subjects<'s>(
                     for (h, r) in &group {
                         if let (Held::Seed(_, _, opened, since), true) = (h, *r > 0) {
                             if !open.contains_key(&subject) {
-                                let o = Open { records: HashMap::new(), end: *since, opened: *opened, since: *since };
+                                let o = Open {
+                                    records: HashMap::new(),
+                                    end: *since,
+                                    opened: *opened,
+                                    since: *since,
+                                    seeded: true,
+                                };
                                 open.insert(subject.clone(), o);
                                 ends.entry(*since).or_default().push(subject.clone());
                                 out.push((Out::Life(subject.clone(), *opened, *since, 0), epoch, 1));
                             }
                         }
                     }
-                    apply(&subject, group, &mut open, &mut ends, (epoch, w, horizon, lateness, experiment_window), out);
+                    let at = (epoch, w, horizon, lateness, experiment_window, risen);
+                    apply(&subject, group, &mut open, &mut ends, at, out);
                 }
             }
         }
@@ -267,7 +273,7 @@ fn apply(
     group: Vec<(Held, isize)>,
     open: &mut HashMap<SubjectKey, Open>,
     ends: &mut BTreeMap<Micros, Vec<SubjectKey>>,
-    (epoch, w, horizon, lateness, experiment_window): (Epoch, Micros, Micros, Micros, Micros),
+    (epoch, w, horizon, lateness, experiment_window, risen): (Epoch, Micros, Micros, Micros, Micros, bool),
     out: &mut Vec<(Out, Epoch, isize)>,
 ) {
     let records = group.into_iter().filter(|(h, _)| !matches!(h, Held::Seed(..)));
@@ -281,7 +287,7 @@ fn apply(
         ends.entry(end).or_default().push(subject.clone());
         out.extend(admitted.iter().map(|(h, r)| (Out::Change(h.clone()), epoch, *r)));
         let records = admitted.into_iter().collect();
-        open.insert(subject.clone(), Open { records, end, opened: w, since: horizon });
+        open.insert(subject.clone(), Open { records, end, opened: w, since: horizon, seeded: false });
         return;
     };
     let mut retracted = false;
@@ -301,8 +307,8 @@ fn apply(
             out.push((Out::Change(h), epoch, applied));
         }
     }
-    // A seeded life holds nothing until the replay brings its records back.
-    if o.records.is_empty() && retracted {
+    // A seeded life may hold nothing while the replay brings its records back.
+    if o.records.is_empty() && retracted && (risen || !o.seeded) {
         // Every record retracted: its rows are deleted, not frozen.
         out.push((Out::Life(subject.clone(), o.opened, o.since, 0), epoch, -1));
         open.remove(subject);

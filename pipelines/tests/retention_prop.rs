@@ -231,23 +231,34 @@ proptest! {
         prop_assert!(actual == expected, "{}", harness::diff(&actual, &expected));
     }
 
-    /// A restart from the committed watermark and the retention state in
+    /// Restarts from the committed watermark and the retention state in
     /// ClickHouse (open subjects, closed experiment subjects and offer
-    /// credits) converges to the same tables as one uninterrupted run — also
-    /// after a crash that left the sink's state newer than the commit.
+    /// credits) converge to the same tables as one uninterrupted run — also
+    /// after a crash that left the sink's state newer than the commit, and
+    /// when the restart itself crashes while it replays (its commits then
+    /// carry the same watermark) before a third run.
     #[test]
-    fn a_restart_restores_closed_state(msgs in subject_stream(), cut in 20usize..100, sizes in prop::collection::vec(1usize..40, 1..5), lost in 0usize..6, workers in 1usize..3) {
-        let cut = cut.min(msgs.len());
-        let (first, second) = msgs.split_at(cut);
+    fn restarts_restore_closed_state(
+        msgs in subject_stream(),
+        cuts in (20usize..100, 0usize..40),
+        sizes in prop::collection::vec(1usize..40, 1..5),
+        lost in (0usize..6, 0usize..3),
+        workers in 1usize..3,
+    ) {
+        let a = cuts.0.min(msgs.len());
+        let b = (a + cuts.1).min(msgs.len());
         let (expected, _) = harness::run_dataflow_with(subjects_plain(), 1, vec![msgs.clone()], send);
-        let first = harness::split(first, &sizes);
-        let committed = first.len().saturating_sub(lost);
-        let actual = harness::run_restarted(
+        let first = harness::split(&msgs[..a], &sizes);
+        let second = harness::split(&msgs[a..b], &sizes);
+        let third = harness::split(&msgs[b..], &sizes);
+        let first_committed = first.len().saturating_sub(lost.0);
+        // The second run crashes within its replay of the first's messages.
+        let second_committed = first.len().saturating_sub(lost.1);
+        let all = usize::MAX;
+        let actual = harness::run_chain(
             subjects_retained(),
             workers,
-            first,
-            committed,
-            harness::split(second, &sizes),
+            vec![(first, first_committed), (second, second_committed), (third, all)],
             send,
         );
         let expected = expected.last().cloned().unwrap_or_default();

@@ -163,29 +163,29 @@ pub fn check<M: Clone + Send + Sync + 'static>(
     Ok(())
 }
 
-/// A run, a crash and a restart, as `revpulse run` does them with
-/// retention: the first run reads `first` and the sink writes every change
-/// it makes, but only its first `committed` epochs count as committed (a
-/// crash or an asynchronous commit lost the rest; `first.len()` is a clean
-/// stop). The restart starts from the watermark the last committed epoch
-/// was processed with and the retention state rows the sink holds (newer
-/// ones included), replays every message of `first` with the watermark
-/// held (the replay of retained input), then reads `second`. Returns the
-/// tables as the sink holds them: the first run's rows, overwritten by the
-/// restart's changes.
-pub fn run_restarted<M: Clone + Send + Sync + 'static>(
+/// Runs, crashes and restarts, as `revpulse run` does them with retention.
+/// Each segment is (fresh batches, committed): a run replays every message
+/// of the earlier segments with the watermark held (the replay of retained
+/// input), then reads its fresh batches; the sink writes every change it
+/// makes, but only its first `committed` epochs (replay included) count as
+/// committed — a crash or a lost asynchronous commit took the rest. The
+/// next run starts from the watermark the last committed epoch was
+/// processed with and takes back the state rows the sink holds as a start
+/// does ([`revpulse_pipelines::retention::restorable`]: what the commit
+/// covers; the rest is deleted first). Returns the tables as the sink holds
+/// them after the last run.
+pub fn run_chain<M: Clone + Send + Sync + 'static>(
     cfg: MetricsConfig,
     workers: usize,
-    first: Vec<Vec<M>>,
-    committed: usize,
-    second: Vec<Vec<M>>,
+    segments: Vec<(Vec<Vec<M>>, usize)>,
     send: fn(&mut Inputs, &M, u64),
 ) -> State {
-    use revpulse_pipelines::retention::NO_WATERMARK;
+    use revpulse_pipelines::retention::{restorable, NO_WATERMARK};
     type Changes = Vec<Vec<(RowKey, RowVals, isize)>>;
-    let committed = committed.clamp(1, first.len().max(1)) as u64;
-    let run = |cfg: MetricsConfig, initial, restored: State, replay: Vec<Vec<M>>, fresh: Vec<Vec<M>>| {
+    let run = |initial, restored: Vec<(RowKey, RowVals)>, replay: Vec<Vec<M>>, fresh: Vec<Vec<M>>, committed: usize| {
         let (replay, fresh) = (std::sync::Arc::new(replay), std::sync::Arc::new(fresh));
+        let committed = committed.clamp(1, (replay.len() + fresh.len()).max(1)) as u64;
+        let cfg = cfg.clone();
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let mut df = build(worker, &cfg, initial);
             if worker.index() == 0 {
@@ -230,7 +230,17 @@ pub fn run_restarted<M: Clone + Send + Sync + 'static>(
         }
         (merged, applied)
     };
-    let apply = |state: &mut State, changes: Changes| {
+    let mut state = State::new();
+    let mut initial = NO_WATERMARK;
+    let mut replay: Vec<Vec<M>> = Vec::new();
+    for (fresh, committed) in segments {
+        let rows: Vec<(RowKey, RowVals)> =
+            state.iter().filter(|(k, _)| k.table.is_state()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let taken = restorable(rows, initial);
+        for key in &taken.stale {
+            state.remove(key);
+        }
+        let (changes, applied) = run(initial, taken.restore, replay.clone(), fresh.clone(), committed);
         for batch in changes {
             for (key, vals) in net_changes(batch) {
                 match vals {
@@ -239,13 +249,8 @@ pub fn run_restarted<M: Clone + Send + Sync + 'static>(
                 };
             }
         }
-    };
-    let mut state = State::new();
-    let (changes, applied) = run(cfg.clone(), NO_WATERMARK, State::new(), Vec::new(), first.clone());
-    apply(&mut state, changes);
-    let restored: State =
-        state.iter().filter(|(k, _)| k.table.is_state()).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let (changes, _) = run(cfg, applied, restored, first, second);
-    apply(&mut state, changes);
+        initial = applied;
+        replay.extend(fresh);
+    }
     state
 }
