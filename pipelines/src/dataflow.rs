@@ -55,7 +55,7 @@ impl Inputs {
     }
 
     /// Hands the dataflow the retention state a previous run wrote (rows of
-    /// [`Table::STATE`]), once, before the first epoch closes: open
+    /// [`crate::row::Table::STATE`]), once, before the first epoch closes: open
     /// subjects, and what closed subjects and days contributed to lifetime
     /// sums, which their released inputs can no longer rebuild.
     pub fn restore(&mut self, rows: impl IntoIterator<Item = (RowKey, RowVals)>) {

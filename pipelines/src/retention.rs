@@ -16,6 +16,10 @@
 //!   at that epoch, so arrangements downstream compact them away;
 //! - changes to its rows are dropped before the sink ([`freeze`]), so the
 //!   rows ClickHouse holds stay at their last value: final, not deleted.
+//!
+//! The lifetime families close per subject instead ([`crate::subject`]).
+//! What closing keeps in lifetime sums is logged as state rows
+//! ([`cumulative_rows`]) that a start takes back ([`restorable`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -490,7 +494,7 @@ pub struct Restorable {
     pub stale: Vec<RowKey>,
 }
 
-/// Splits state rows (of [`Table::STATE`]) into what a start takes back
+/// Splits state rows (of [`crate::row::Table::STATE`]) into what a start takes back
 /// and what it deletes. Without a committed watermark everything is
 /// rebuilt from the input, so nothing is taken back.
 pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
