@@ -136,7 +136,7 @@ impl CatchUp {
     ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
-        for table in Table::ALL {
+        for table in Table::all() {
             let keys =
                 rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
             suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));

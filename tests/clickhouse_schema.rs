@@ -19,7 +19,7 @@ async fn migrations_match_table_definitions_and_are_idempotent() {
     let cfg = common::fresh_clickhouse("schema").await;
     assert!(migrate(&cfg).await.expect("second run").is_empty(), "nothing left to apply");
     let sink = ClickHouseSink::new(cfg.clone(), None);
-    for table in Table::ALL {
+    for table in Table::all() {
         let cols: Vec<Column> = sink
             .client()
             .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")

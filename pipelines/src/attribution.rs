@@ -40,7 +40,6 @@ use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
 use differential_dataflow::difference::Multiply as _;
-use timely::dataflow::operators::Concat as _;
 
 /// Conversions arranged by (tenant, subject), shared with experiment lift.
 pub type BySubject<'s> = Arranged<'s, TraceAgent<ValSpine<(Text, Text), Conversion, Epoch, isize>>>;
@@ -249,38 +248,29 @@ pub fn attribution<'s>(
         Credit::Offer { offer, lines, cents, .. } => Some(((tenant, offer), Accepted { lines, cents })),
         Credit::Campaign { .. } => None,
     };
-    let (credited, closed_state) =
-        match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
-            Some((r, lateness)) => {
-                let restored = restored.flat_map(restored_offers);
-                let (kept, dropped) =
-                    retention::freeze_split(credited, r, "Freeze closed offer credits", move |(_, credit), w| {
-                        match credit {
-                            Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
-                            Credit::Campaign { .. } => false,
-                        }
-                    });
-                // A release's retractions, negated: what stays counted, logged
-                // with the watermark its day closed under.
-                let closes = dropped.inner.flat_map(move |((d, w), _, r)| {
-                    let (key, accepted) = offer_of(d)?;
-                    (r < 0).then(|| SumChange::Closed(key, w, accepted.multiply(&-r)))
-                });
-                let closed_rows = retention::cumulative_rows(
-                    restored.inner.clone().map(|(c, _, _)| c).concat(closes),
-                    "Log closed offer credits",
-                    offer_closed_row,
-                );
-                let base = restored
-                    .flat_map(|c| match c {
-                        SumChange::Restored(key, _, total) => Some((key, total)),
-                        SumChange::Closed(..) => None,
-                    })
-                    .explode(Some);
-                (kept, Some((closed_rows, base)))
-            }
-            None => (credited, None),
-        };
+    let (credited, closed_state) = match retained.and_then(|r| Some((r, r.lateness.attribution?))) {
+        Some((r, lateness)) => {
+            let restored = restored.flat_map(restored_offers);
+            let (kept, dropped) = retention::freeze_split(
+                credited,
+                r,
+                "Freeze closed offer credits",
+                move |(_, credit), w| match credit {
+                    Credit::Offer { day, .. } => retention::closed(day_end(*day), w, lateness),
+                    Credit::Campaign { .. } => false,
+                },
+            );
+            // A release's retractions, negated: what stays counted, logged
+            // with the watermark its day closed under.
+            let closes = dropped.inner.flat_map(move |((d, w), _, r)| {
+                let (key, accepted) = offer_of(d)?;
+                (r < 0).then(|| SumChange::Closed(key, w, accepted.multiply(&-r)))
+            });
+            let state = retention::lifetime_sum_state(restored, closes, "Log closed offer credits", offer_closed_row);
+            (kept, Some(state))
+        }
+        None => (credited, None),
+    };
     let mut contributions = credited.explode(offer_of);
     if let Some((_, restored)) = &closed_state {
         contributions = contributions.concat(restored.clone());

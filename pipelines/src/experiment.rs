@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Variant};
-use crate::retention::{cumulative_rows, state_us, SumChange};
+use crate::retention::{lifetime_sum_state, state_us, SumChange};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::subject::{freeze_closed, Closed};
 use crate::time::Micros;
@@ -33,7 +33,6 @@ use crate::types::F64;
 use crate::upsert::Epoch;
 use differential_dataflow::difference::Multiply as _;
 use timely::dataflow::operators::vec::Map as _;
-use timely::dataflow::operators::Concat as _;
 
 pub fn variant_name(v: Variant) -> &'static str {
     match v {
@@ -211,18 +210,8 @@ pub fn experiments<'s>(
                 let (key, sums) = sums(entry);
                 SumChange::Closed(key, w, sums.multiply(&r))
             });
-            let closed_rows = cumulative_rows(
-                restored.inner.clone().map(|(c, _, _)| c).concat(closes),
-                "Log closed experiment subjects",
-                closed_row,
-            );
-            let base = restored
-                .flat_map(|c| match c {
-                    SumChange::Restored(key, _, total) => Some((key, total)),
-                    SumChange::Closed(..) => None,
-                })
-                .explode(Some);
-            (kept, Some((closed_rows, base)))
+            let state = lifetime_sum_state(restored, closes, "Log closed experiment subjects", closed_row);
+            (kept, Some(state))
         }
         None => (per_subject, None),
     };

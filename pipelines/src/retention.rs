@@ -33,6 +33,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
 use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::Concat as _;
 use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
@@ -389,9 +390,16 @@ pub fn freeze_split<'s, D: Data>(
             );
         }
     });
-    let kept = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
-    let dropped = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
-    (kept, dropped)
+    split_results(split)
+}
+
+/// The `Ok` and the `Err` changes of a split stream, as two collections.
+pub fn split_results<'s, A: Data, B: Data>(
+    split: StreamVec<'s, Epoch, (Result<A, B>, Epoch, isize)>,
+) -> (VecCollection<'s, Epoch, A>, VecCollection<'s, Epoch, B>) {
+    let ok = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
+    let err = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
+    (ok, err)
 }
 
 /// A watermark or horizon as a `UInt64` state column (instants before 1970 as 0).
@@ -478,6 +486,31 @@ where
             },
         )
         .as_collection()
+}
+
+/// A lifetime sum's retention state: its state rows ([`cumulative_rows`]
+/// of the totals a start took back and of what closes), and those taken-back
+/// totals as contributions to add to the sum.
+pub fn lifetime_sum_state<'s, K, R>(
+    restored: VecCollection<'s, Epoch, SumChange<K, R>>,
+    closes: StreamVec<'s, Epoch, SumChange<K, R>>,
+    name: &str,
+    to_row: impl Fn(&K, Micros, &R) -> (RowKey, RowVals) + 'static,
+) -> (VecCollection<'s, Epoch, (RowKey, RowVals)>, VecCollection<'s, Epoch, K, R>)
+where
+    K: timely::ExchangeData + Ord + Hashable + std::hash::Hash + Clone,
+    R: timely::ExchangeData
+        + differential_dataflow::difference::Semigroup
+        + differential_dataflow::difference::Multiply<isize, Output = R>,
+{
+    let rows = cumulative_rows(restored.inner.clone().map(|(c, _, _)| c).concat(closes), name, to_row);
+    let base = restored
+        .flat_map(|c| match c {
+            SumChange::Restored(key, _, total) => Some((key, total)),
+            SumChange::Closed(..) => None,
+        })
+        .explode(Some);
+    (rows, base)
 }
 
 /// How a start treats the retention state rows ClickHouse holds, given the

@@ -130,21 +130,10 @@ impl Table {
     /// (exactly once, with the offsets they cover) and read back at start-up.
     pub const STATE: [Table; 3] = [Table::StateOpenSubjects, Table::StateExperimentClosed, Table::StateOfferClosed];
 
-    pub const ALL: [Table; 13] = [
-        Table::RarMonthly,
-        Table::RarByChannel,
-        Table::RarByIntent,
-        Table::LeadScores,
-        Table::ConversationRpm,
-        Table::RevenuePerMinute,
-        Table::AttributionDaily,
-        Table::OfferAcceptance,
-        Table::ExperimentVariants,
-        Table::ExperimentLift,
-        Table::StateOpenSubjects,
-        Table::StateExperimentClosed,
-        Table::StateOfferClosed,
-    ];
+    /// Every table revpulse writes: the metrics, then the state.
+    pub fn all() -> impl Iterator<Item = Table> {
+        Table::METRICS.into_iter().chain(Table::STATE)
+    }
 
     pub fn is_state(self) -> bool {
         Table::STATE.contains(&self)
@@ -169,7 +158,7 @@ impl Table {
     }
 
     pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
+        Table::all().find(|t| t.name() == name)
     }
 
     pub fn key_columns(self) -> Cols {

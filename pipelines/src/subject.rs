@@ -45,7 +45,7 @@ use timely::dataflow::StreamVec;
 
 use crate::conversion::Conversion;
 use crate::event::{Conversation, Message};
-use crate::retention::{by_watermark, closed, state_us, Retained, Work, NO_WATERMARK};
+use crate::retention::{by_watermark, closed, split_results, state_us, Retained, Work, NO_WATERMARK};
 use crate::row::{Cell, RowKey, RowVals, Table};
 use crate::time::Micros;
 use crate::types::Text;
@@ -373,9 +373,7 @@ pub fn freeze_closed<'s, D: Data>(
             }
         },
     );
-    let kept = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
-    let frozen = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
-    (kept, frozen)
+    split_results(split)
 }
 
 /// The subject a `lead_scores` or `conversation_rpm` row belongs to.

@@ -41,7 +41,7 @@ pub async fn fresh_clickhouse_at(name: &str, url: Option<String>) -> ClickHouseC
 pub async fn clickhouse_rows(cfg: &ClickHouseConfig) -> Vec<serde_json::Value> {
     let sink = ClickHouseSink::new(cfg.clone(), None);
     let mut out = Vec::new();
-    for t in Table::ALL {
+    for t in Table::all() {
         out.extend(sink.current_rows(t).await.expect("read current rows"));
     }
     out
