@@ -133,10 +133,14 @@ impl CatchUp {
         index: usize,
         peers: usize,
         subject_retention: bool,
+        state_keys: Option<Vec<RowKey>>,
     ) -> anyhow::Result<CatchUp> {
         let targets = source.catch_up_targets().context("reading high watermarks")?;
         let mut suspects = HashSet::new();
-        for table in Table::all() {
+        // The state tables' keys, when the start already read them.
+        let known_state = state_keys.is_some();
+        suspects.extend(state_keys.into_iter().flatten().filter(|k| row_owner(k, peers) == index));
+        for table in Table::all().filter(|t| !(known_state && t.is_state())) {
             let keys =
                 rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
             suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
@@ -367,6 +371,8 @@ struct Start {
     /// Retention state rows this worker owns that must go before anything
     /// is committed (see [`restorable`]).
     stale: Vec<RowKey>,
+    /// Every retention state row's key, as read at start (with retention).
+    state_keys: Option<Vec<RowKey>>,
 }
 
 fn connect(
@@ -390,6 +396,7 @@ fn connect(
             watermark: NO_WATERMARK,
             restored: Vec::new(),
             stale: Vec::new(),
+            state_keys: None,
         });
     }
     let (committed, watermark) = source
@@ -405,13 +412,14 @@ fn connect(
             .with_context(|| format!("reading retention state from {}", table.name()))?;
         rows.extend(state);
     }
+    let state_keys = Some(rows.iter().map(|(k, _)| k.clone()).collect());
     let Restorable { restore, stale } = restorable(rows, watermark);
     let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
     let restored = if index == 0 { restore } else { Vec::new() };
     if !restored.is_empty() || !stale.is_empty() {
         tracing::info!(worker = index, restored = restored.len(), stale = stale.len(), "retention: state taken back");
     }
-    Ok(Start { source, committed, watermark, restored, stale })
+    Ok(Start { source, committed, watermark, restored, stale, state_keys })
 }
 
 fn drive(
@@ -424,7 +432,8 @@ fn drive(
     start: Start,
 ) -> anyhow::Result<RunStats> {
     let (index, peers) = (worker.index(), worker.peers());
-    let Start { mut source, committed: start_committed, watermark: initial_watermark, restored, stale } = start;
+    let Start { mut source, committed: start_committed, watermark: initial_watermark, restored, stale, state_keys } =
+        start;
     h.df.inputs.restore(restored);
     // Deleted in the first batch, which every worker acknowledges before
     // anything is committed: state newer than the committed watermark must
@@ -443,7 +452,7 @@ fn drive(
     // Recovery (README "Recovery"): the dataflow starts empty and re-reads
     // every partition. Rows live in ClickHouse that the rebuilt state no
     // longer has must be deleted once the catch-up is complete.
-    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some())?);
+    let mut catch_up = Some(CatchUp::start(&source, &sink, rt, index, peers, lateness.subject.is_some(), state_keys)?);
     let sink_handle = rt.spawn(sink_task(sink, batch_rx, ack_tx, shared.clone()));
     let mut stats = RunStats::default();
     let wait = Duration::from_millis(cfg.kafka.max_batch_ms.max(1));

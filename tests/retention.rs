@@ -46,20 +46,35 @@ fn rar_rows(rows: &[serde_json::Value]) -> Vec<String> {
     out
 }
 
-#[test]
-fn closed_months_stay_final_and_late_events_are_dead_lettered_once() {
-    let (rt, _cluster, mut cfg) = common::mock_pipeline("retention", 3);
+/// A pipeline with RaR lateness 10 days and three impression partitions,
+/// fed January to June 2026 in order: by the end, January to May are
+/// closed (their end plus 10 days is before the last event), June is open.
+struct HalfYear {
+    rt: tokio::runtime::Runtime,
+    _cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    cfg: revpulse::config::Config,
+    topic: String,
+    producer: KeyedProducer,
+    lines: Vec<Line>,
+}
+
+fn half_year(name: &str) -> HalfYear {
+    let (rt, cluster, mut cfg) = common::mock_pipeline(name, 3);
     cfg.metrics.retention.rar_lateness_secs = Some(10 * 86_400);
     let topic = cfg.kafka.topics.get(Topic::Impressions).to_owned();
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
     let mut lines = Vec::new();
-    // January to June 2026 in order: by the end, January to May are closed
-    // (their end plus 10 days is before the last event), June is open.
     for i in 0..180u32 {
         let ts = format!("2026-{:02}-{:02}T12:00:00Z", 1 + i / 30, 1 + i % 28);
         send(&producer, &topic, &mut lines, &format!("imp-{i}"), Some(impression(&format!("imp-{i}"), &ts, 100 + i)));
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
+    HalfYear { rt, _cluster: cluster, cfg, topic, producer, lines }
+}
+
+#[test]
+fn closed_months_stay_final_and_late_events_are_dead_lettered_once() {
+    let HalfYear { rt, _cluster, cfg, topic, producer, mut lines } = half_year("retention");
     let (shared, _) = common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
     // In order, nothing is too late: ClickHouse equals the exact result.
     let exact =
@@ -161,16 +176,7 @@ fn a_restart_does_not_close_periods_before_their_replay_is_complete() {
 /// restart still leaves every one alone below the committed offsets.
 #[test]
 fn two_workers_dead_letter_each_late_event_once() {
-    let (rt, _cluster, mut cfg) = common::mock_pipeline("retention_workers", 3);
-    cfg.metrics.retention.rar_lateness_secs = Some(10 * 86_400);
-    let topic = cfg.kafka.topics.get(Topic::Impressions).to_owned();
-    let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
-    let mut lines = Vec::new();
-    for i in 0..180u32 {
-        let ts = format!("2026-{:02}-{:02}T12:00:00Z", 1 + i / 30, 1 + i % 28);
-        send(&producer, &topic, &mut lines, &format!("imp-{i}"), Some(impression(&format!("imp-{i}"), &ts, 100 + i)));
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
+    let HalfYear { rt, _cluster, cfg, topic, producer, mut lines } = half_year("retention_workers");
     let two = revpulse::runner::Cluster { workers: 2, ..Default::default() };
     common::run_cluster_until_seen(&rt, &cfg, &two, lines.len(), Duration::from_secs(60), |_| {});
     for i in 0..8 {
