@@ -14,7 +14,7 @@ mod params;
 mod rar;
 mod revenue;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,18 +49,7 @@ impl Default for ApiConfig {
     }
 }
 
-/// Whether the pipeline's dependencies are reachable (`/readyz`).
-#[derive(Debug, Default)]
-pub struct Readiness {
-    pub kafka: AtomicBool,
-    pub clickhouse: AtomicBool,
-}
-
-impl Readiness {
-    pub fn ready(&self) -> bool {
-        self.kafka.load(Ordering::Relaxed) && self.clickhouse.load(Ordering::Relaxed)
-    }
-}
+pub use revpulse_connectors::Readiness;
 
 /// Shared state of the handlers.
 #[derive(Clone)]

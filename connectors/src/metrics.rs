@@ -55,111 +55,115 @@ fn freshness_buckets() -> Vec<f64> {
     vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0]
 }
 
+/// Registers a metric built by `make` in `registry`. Building and
+/// registering only fail on invalid or duplicate names, which the fixed
+/// names of [`Metrics::new`] rule out.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, make: prometheus::Result<C>) -> C {
+    let metric = make.unwrap_or_else(|e| panic!("metric: {e}"));
+    if let Err(e) = registry.register(Box::new(metric.clone())) {
+        panic!("registering metric: {e}");
+    }
+    metric
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let consumed = IntCounterVec::new(
-            Opts::new("revpulse_consumed_total", "Valid input messages consumed, by topic."),
-            &["topic"],
-        );
-        let rejected = IntCounterVec::new(
-            Opts::new(
-                "revpulse_rejected_total",
-                "Input messages rejected to the dead-letter topic, by topic and reason.",
+        let r = &registry;
+        Metrics {
+            consumed: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new("revpulse_consumed_total", "Valid input messages consumed, by topic."),
+                    &["topic"],
+                ),
             ),
-            &["topic", "reason"],
-        );
-        let emitted_rows =
-            IntCounter::new("revpulse_emitted_rows_total", "Metric row changes emitted by the dataflow.");
-        let sunk_rows = IntCounter::new("revpulse_sunk_rows_total", "Metric rows acknowledged by ClickHouse.");
-        let sink_errors = IntCounter::new("revpulse_sink_errors_total", "Failed ClickHouse writes (retried).");
-        let sink_latency = Histogram::with_opts(
-            HistogramOpts::new("revpulse_sink_latency_seconds", "Duration of successful ClickHouse writes.")
-                .buckets(buckets()),
-        );
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new("revpulse_consumer_lag", "Messages behind the partition high watermark."),
-            &["topic", "partition"],
-        );
-        let freshness = Histogram::with_opts(
-            HistogramOpts::new(
-                "revpulse_freshness_seconds",
-                "Kafka message timestamp to its effect being acknowledged by ClickHouse.",
-            )
-            .buckets(freshness_buckets()),
-        );
-        let frontier_delay = Histogram::with_opts(
-            HistogramOpts::new(
-                "revpulse_frontier_delay_seconds",
-                "Input epoch sealed to the dataflow frontier passing it.",
-            )
-            .buckets(buckets()),
-        );
-        let sink_in_flight =
-            IntGauge::new("revpulse_sink_in_flight_batches", "Row batches handed to the sink, not yet acknowledged.");
-        let dlq_errors = IntCounter::new("revpulse_dlq_errors_total", "Failed dead-letter deliveries (retried).");
-        let registry_errors = IntCounter::new(
-            "revpulse_schema_registry_errors_total",
-            "Schema-registry lookups that failed because the registry was unavailable (the message is retried).",
-        );
-        let api_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "revpulse_api_request_duration_seconds",
-                "Query API request duration, by route and status.",
-            )
-            .buckets(buckets()),
-            &["route", "status"],
-        );
-        let watermark = IntGauge::new(
-            "revpulse_watermark_timestamp_seconds",
-            "Retention watermark: the greatest event time seen, as of the last committed epoch (Unix seconds).",
-        );
-        let open_subjects = IntGauge::new(
-            "revpulse_open_subjects",
-            "Subjects (tenant x subject_id) whose records the lifetime families hold (retention).",
-        );
-        // Registration only fails on duplicate names, which the names above rule out.
-        let m = Metrics {
+            rejected: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "revpulse_rejected_total",
+                        "Input messages rejected to the dead-letter topic, by topic and reason.",
+                    ),
+                    &["topic", "reason"],
+                ),
+            ),
+            emitted_rows: registered(
+                r,
+                IntCounter::new("revpulse_emitted_rows_total", "Metric row changes emitted by the dataflow."),
+            ),
+            sunk_rows: registered(r, IntCounter::new("revpulse_sunk_rows_total", "Metric rows acknowledged by ClickHouse.")),
+            sink_errors: registered(r, IntCounter::new("revpulse_sink_errors_total", "Failed ClickHouse writes (retried).")),
+            sink_latency: registered(
+                r,
+                histogram("revpulse_sink_latency_seconds", "Duration of successful ClickHouse writes.", buckets()),
+            ),
+            consumer_lag: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("revpulse_consumer_lag", "Messages behind the partition high watermark."),
+                    &["topic", "partition"],
+                ),
+            ),
+            freshness: registered(
+                r,
+                histogram(
+                    "revpulse_freshness_seconds",
+                    "Kafka message timestamp to its effect being acknowledged by ClickHouse.",
+                    freshness_buckets(),
+                ),
+            ),
+            frontier_delay: registered(
+                r,
+                histogram(
+                    "revpulse_frontier_delay_seconds",
+                    "Input epoch sealed to the dataflow frontier passing it.",
+                    buckets(),
+                ),
+            ),
+            sink_in_flight: registered(
+                r,
+                IntGauge::new("revpulse_sink_in_flight_batches", "Row batches handed to the sink, not yet acknowledged."),
+            ),
+            dlq_errors: registered(r, IntCounter::new("revpulse_dlq_errors_total", "Failed dead-letter deliveries (retried).")),
+            registry_errors: registered(
+                r,
+                IntCounter::new(
+                    "revpulse_schema_registry_errors_total",
+                    "Schema-registry lookups that failed because the registry was unavailable (the message is retried).",
+                ),
+            ),
+            api_latency: registered(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "revpulse_api_request_duration_seconds",
+                        "Query API request duration, by route and status.",
+                    )
+                    .buckets(buckets()),
+                    &["route", "status"],
+                ),
+            ),
+            watermark: registered(
+                r,
+                IntGauge::new(
+                    "revpulse_watermark_timestamp_seconds",
+                    "Retention watermark: the greatest event time seen, as of the last committed epoch (Unix seconds).",
+                ),
+            ),
+            open_subjects: registered(
+                r,
+                IntGauge::new(
+                    "revpulse_open_subjects",
+                    "Subjects (tenant x subject_id) whose records the lifetime families hold (retention).",
+                ),
+            ),
             registry,
-            consumed: consumed.unwrap_or_else(|e| panic!("metric: {e}")),
-            rejected: rejected.unwrap_or_else(|e| panic!("metric: {e}")),
-            emitted_rows: emitted_rows.unwrap_or_else(|e| panic!("metric: {e}")),
-            sunk_rows: sunk_rows.unwrap_or_else(|e| panic!("metric: {e}")),
-            sink_errors: sink_errors.unwrap_or_else(|e| panic!("metric: {e}")),
-            sink_latency: sink_latency.unwrap_or_else(|e| panic!("metric: {e}")),
-            consumer_lag: consumer_lag.unwrap_or_else(|e| panic!("metric: {e}")),
-            freshness: freshness.unwrap_or_else(|e| panic!("metric: {e}")),
-            frontier_delay: frontier_delay.unwrap_or_else(|e| panic!("metric: {e}")),
-            sink_in_flight: sink_in_flight.unwrap_or_else(|e| panic!("metric: {e}")),
-            dlq_errors: dlq_errors.unwrap_or_else(|e| panic!("metric: {e}")),
-            registry_errors: registry_errors.unwrap_or_else(|e| panic!("metric: {e}")),
-            api_latency: api_latency.unwrap_or_else(|e| panic!("metric: {e}")),
-            watermark: watermark.unwrap_or_else(|e| panic!("metric: {e}")),
-            open_subjects: open_subjects.unwrap_or_else(|e| panic!("metric: {e}")),
-        };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.consumed.clone()),
-            Box::new(m.rejected.clone()),
-            Box::new(m.emitted_rows.clone()),
-            Box::new(m.sunk_rows.clone()),
-            Box::new(m.sink_errors.clone()),
-            Box::new(m.sink_latency.clone()),
-            Box::new(m.consumer_lag.clone()),
-            Box::new(m.freshness.clone()),
-            Box::new(m.frontier_delay.clone()),
-            Box::new(m.sink_in_flight.clone()),
-            Box::new(m.dlq_errors.clone()),
-            Box::new(m.registry_errors.clone()),
-            Box::new(m.api_latency.clone()),
-            Box::new(m.watermark.clone()),
-            Box::new(m.open_subjects.clone()),
-        ];
-        for c in collectors {
-            if let Err(e) = m.registry.register(c) {
-                panic!("registering metric: {e}");
-            }
         }
-        m
     }
 
     /// The Prometheus text exposition of every metric.

@@ -100,6 +100,42 @@ pub struct Completed {
     pub watermarks: BTreeMap<Epoch, Micros>,
 }
 
+/// The watermark each epoch is processed with, as a driver commits it
+/// with the epoch's source positions (docs/retention.md): the greatest
+/// event time of the complete epochs before it. A lower bound of the
+/// dataflow's own watermark, since only complete epochs' maxima count.
+#[derive(Clone, Copy, Debug)]
+pub struct WatermarkFold {
+    current: Micros,
+}
+
+impl WatermarkFold {
+    /// Starting from the watermark a previous run committed.
+    pub fn new(initial: Micros) -> WatermarkFold {
+        WatermarkFold { current: initial }
+    }
+
+    /// The driver just saw every epoch below `epoch` complete: returns the
+    /// watermark the last of them was processed with, then folds in (and
+    /// drops) the maxima recorded for the epochs below `epoch`.
+    pub fn complete(&mut self, epoch: Epoch, completed: &RefCell<Completed>) -> Micros {
+        let applied = self.current;
+        let mut done = completed.borrow_mut();
+        while let Some(entry) = done.watermarks.first_entry() {
+            if *entry.key() >= epoch {
+                break;
+            }
+            self.current = self.current.max(entry.remove());
+        }
+        applied
+    }
+
+    /// The watermark as of the epochs folded in so far.
+    pub fn current(&self) -> Micros {
+        self.current
+    }
+}
+
 /// The dataflow of one worker.
 pub struct Dataflow {
     pub inputs: Inputs,

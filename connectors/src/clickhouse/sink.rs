@@ -24,6 +24,47 @@ pub enum SinkError {
     Shutdown,
 }
 
+/// ClickHouse exception codes that retrying cannot fix: the table, column,
+/// database or credentials are wrong, or the statement does not fit the
+/// schema. Anything else (connection refused, timeouts, too many parts,
+/// memory limits, a server restarting) may pass and is retried.
+const PERMANENT_CODES: &[u32] = &[
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    81,  // UNKNOWN_DATABASE
+    192, // UNKNOWN_USER
+    193, // WRONG_PASSWORD
+    497, // ACCESS_DENIED
+    516, // AUTHENTICATION_FAILED
+];
+
+/// The exception code of a ClickHouse error response (`Code: 60. DB::…`).
+fn exception_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+impl SinkError {
+    /// Whether retrying the same write may succeed (vector's sinks make the
+    /// same split). A permanent error stops the sink: the rows stay
+    /// unacknowledged, nothing is committed, and the error is reported
+    /// instead of being retried forever.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SinkError::ClickHouse(clickhouse::error::Error::BadResponse(m)) => {
+                exception_code(m).is_none_or(|c| !PERMANENT_CODES.contains(&c))
+            }
+            SinkError::ClickHouse(_) => true,
+            SinkError::Config(_) | SinkError::Json(_) | SinkError::Shutdown => false,
+        }
+    }
+}
+
 /// A client for `cfg`, with validation off: RowBinary and client-side `?`
 /// binding work on ClickHouse 18.16 as well as on current releases.
 pub fn client(cfg: &ClickHouseConfig) -> Client {
@@ -80,6 +121,11 @@ impl ClickHouseSink {
         &self.client
     }
 
+    /// The pipeline metrics this sink records into, if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
     /// Whether the last write (or ping) succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -111,7 +157,8 @@ impl ClickHouseSink {
     }
 
     /// [`Self::write`], retried with capped exponential backoff until it
-    /// succeeds or `stop` is set. Records sink metrics and health.
+    /// succeeds, `stop` is set, or the error is not [`SinkError::retryable`].
+    /// Records sink metrics and health.
     pub async fn write_retrying(&self, rows: &[(RowKey, Option<RowVals>)], stop: &AtomicBool) -> Result<(), SinkError> {
         let mut delay = Duration::from_millis(self.cfg.retry_initial_ms.max(1));
         let max = Duration::from_millis(self.cfg.retry_max_ms.max(1));
@@ -130,6 +177,10 @@ impl ClickHouseSink {
                     self.healthy.store(false, Ordering::Relaxed);
                     if let Some(m) = &self.metrics {
                         m.sink_errors.inc();
+                    }
+                    if !e.retryable() {
+                        tracing::error!(error = %e, rows = rows.len(), "clickhouse write failed permanently; not retried");
+                        return Err(e);
                     }
                     tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = delay.as_millis() as u64, "clickhouse write failed; retrying");
                     if stop.load(Ordering::Relaxed) {
@@ -236,5 +287,30 @@ impl ClickHouseSink {
             out.push(serde_json::Value::Object(obj));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(m: &str) -> SinkError {
+        SinkError::ClickHouse(clickhouse::error::Error::BadResponse(m.to_owned()))
+    }
+
+    #[test]
+    fn schema_and_credential_errors_are_not_retried() {
+        assert!(!bad("Code: 60. DB::Exception: Table revpulse.x doesn't exist").retryable());
+        assert!(!bad("Code: 516. DB::Exception: default: Authentication failed").retryable());
+        assert!(bad("Code: 252. DB::Exception: Too many parts").retryable());
+        assert!(bad("502 Bad Gateway").retryable());
+        assert!(SinkError::ClickHouse(clickhouse::error::Error::TimedOut).retryable());
+        assert!(!SinkError::Shutdown.retryable());
+    }
+
+    #[test]
+    fn exception_codes_are_read_from_the_message() {
+        assert_eq!(exception_code("Code: 62, e.displayText() = DB::Exception: Syntax error"), Some(62));
+        assert_eq!(exception_code("no code here"), None);
     }
 }

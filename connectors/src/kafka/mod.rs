@@ -1,15 +1,21 @@
-//! Kafka source (consumer with manual offset commits, per-topic decoding),
-//! dead-letter queue and a small keyed producer for `revpulse produce`.
+//! Kafka: the source in three parts — [`transport`] (assignment, poll,
+//! pause/seek, commits with metadata; bytes only), [`decoding`] (value
+//! formats and validation) and the dead-letter policy in [`source`], which
+//! composes them — plus the dead-letter queue and a keyed producer for
+//! `revpulse produce`.
 
 mod config;
+pub mod decoding;
 mod dlq;
 mod producer;
 mod source;
+pub mod transport;
 
 pub use config::{KafkaConfig, TopicNames};
 pub use dlq::DeadLetters;
 pub use producer::KeyedProducer;
-pub use source::{KafkaSource, Offsets, SourceError};
+pub use source::{KafkaSource, Polled, Position, SourceError};
+pub use transport::{KafkaTransport, Offsets, RawRecord, TransportError, WATERMARK_METADATA};
 
 use std::time::Duration;
 

@@ -194,6 +194,9 @@ pub fn run_chain<M: Clone + Send + Sync + 'static>(
             let mut per_batch: Changes = Vec::new();
             let mut seq = 0u64;
             let mut epoch = 0u64;
+            // The watermark each epoch was processed with, as the runner folds it.
+            let mut fold = revpulse_pipelines::dataflow::WatermarkFold::new(initial);
+            let mut applied_at = Vec::new();
             df.watermark_gate.set(replay.is_empty());
             for (replaying, batch) in replay.iter().map(|b| (true, b)).chain(fresh.iter().map(|b| (false, b))) {
                 if !replaying {
@@ -210,11 +213,10 @@ pub fn run_chain<M: Clone + Send + Sync + 'static>(
                 df.inputs.flush();
                 worker.step_while(|| df.probe.less_than(&epoch));
                 per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
+                applied_at.push(fold.complete(epoch, &df.completed));
             }
-            // The watermark the last committed epoch was processed with: the
-            // greatest event time of the epochs before it.
-            let last = committed - 1;
-            let applied = df.completed.borrow().watermarks.range(..last).map(|(_, w)| *w).fold(initial, i64::max);
+            // The watermark the last committed epoch was processed with.
+            let applied = applied_at.get(committed as usize - 1).copied().unwrap_or(initial);
             (per_batch, applied)
         })
         .expect("timely runs");

@@ -1,0 +1,268 @@
+//! The reconciler: what a start owes to what the previous run left behind.
+//!
+//! - **State restore**: with retention, the retention state rows that the
+//!   committed watermark covers are taken back into the dataflow, and those
+//!   written after the last commit (or superseded) are deleted in the
+//!   first batch, before anything is committed ([`restorable`]).
+//! - **Catch-up**: the dataflow starts empty and re-reads every partition
+//!   (docs/guarantees.md). Keys ClickHouse holds live rows for that the
+//!   rebuilt state never touched are stale once every worker has read up
+//!   to its start-up high watermarks, and two epochs later (a peer may be
+//!   one epoch ahead), so every row of the rebuilt state has reached its
+//!   owner. They are deleted then, except rows of closed periods and closed
+//!   subjects, which are final (retention).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use revpulse_connectors::clickhouse::ClickHouseSink;
+use revpulse_connectors::kafka::{KafkaSource, Offsets};
+use revpulse_pipelines::dataflow::row_owner;
+use revpulse_pipelines::retention::{restorable, Restorable, NO_WATERMARK};
+use revpulse_pipelines::row::{RowKey, RowVals, Table};
+use revpulse_pipelines::time::{format_micros, Micros};
+
+use super::progress::Progress;
+
+/// What the previous run left behind, as one worker takes it back.
+#[derive(Default)]
+pub struct TakenBack {
+    /// Committed offsets of every input partition (with retention only):
+    /// `too_late` messages below them were handled by an earlier run.
+    pub committed: Offsets,
+    /// The watermark committed with them ([`NO_WATERMARK`] if none).
+    pub watermark: Micros,
+    /// Retention state rows to take back (worker 0 hands them over).
+    pub restored: Vec<(RowKey, RowVals)>,
+    /// Retention state rows this worker owns that must go before anything
+    /// is committed.
+    pub stale: Vec<RowKey>,
+    /// Every retention state row's key, as read at start (with retention).
+    pub state_keys: Option<Vec<RowKey>>,
+}
+
+impl TakenBack {
+    /// Nothing to take back: retention is off.
+    pub fn nothing() -> TakenBack {
+        TakenBack { watermark: NO_WATERMARK, ..TakenBack::default() }
+    }
+
+    /// Reads the group's committed offsets and watermark and the retention
+    /// state tables, and splits the state into what to restore and what to
+    /// delete (`index` of `peers`: this worker's share).
+    pub fn read(
+        source: &KafkaSource,
+        sink: &ClickHouseSink,
+        rt: &tokio::runtime::Handle,
+        index: usize,
+        peers: usize,
+    ) -> anyhow::Result<TakenBack> {
+        let (committed, watermark) = source
+            .committed(Duration::from_secs(30))
+            .context("reading the group's committed offsets and watermark (retention)")?;
+        let watermark = watermark.unwrap_or(NO_WATERMARK);
+        if watermark != NO_WATERMARK {
+            tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
+        }
+        let mut rows = Vec::new();
+        for table in Table::STATE {
+            let state = rt
+                .block_on(sink.state_rows(table))
+                .with_context(|| format!("reading retention state from {}", table.name()))?;
+            rows.extend(state);
+        }
+        let state_keys = Some(rows.iter().map(|(k, _)| k.clone()).collect());
+        let Restorable { restore, stale } = restorable(rows, watermark);
+        let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
+        let restored = if index == 0 { restore } else { Vec::new() };
+        if !restored.is_empty() || !stale.is_empty() {
+            tracing::info!(
+                worker = index,
+                restored = restored.len(),
+                stale = stale.len(),
+                "retention: state taken back"
+            );
+        }
+        Ok(TakenBack { committed, watermark, restored, stale, state_keys })
+    }
+}
+
+/// Start-up catch-up and stale-key deletion of one worker.
+pub struct Reconciler {
+    /// Read up to these offsets to have caught up.
+    targets: Offsets,
+    /// Keys ClickHouse holds live rows for that no row change touched yet.
+    suspects: HashSet<RowKey>,
+    started: Instant,
+    /// With subject retention, lead and conversation rows are never deleted
+    /// here: a row the rebuild did not emit may be a closed subject's final
+    /// row (of this or an earlier life), which nothing can rebuild.
+    keep_subject_rows: bool,
+    /// Delete markers of stale retention state, sent with the first batch,
+    /// which every worker acknowledges before anything is committed: state
+    /// newer than the committed watermark must not become covered by a
+    /// later commit.
+    stale_state: Vec<(RowKey, Option<RowVals>)>,
+    /// The epoch at which the suspects left are deleted.
+    reconcile_at: Option<u64>,
+    done: bool,
+}
+
+impl Reconciler {
+    /// Reads the start-up high watermarks and ClickHouse's live keys that
+    /// this worker (`index` of `peers`) owns. The state tables' keys come
+    /// from `taken` when the start already read them.
+    pub fn start(
+        source: &KafkaSource,
+        sink: &ClickHouseSink,
+        rt: &tokio::runtime::Handle,
+        (index, peers): (usize, usize),
+        subject_retention: bool,
+        taken: &mut TakenBack,
+    ) -> anyhow::Result<Reconciler> {
+        let targets = source.catch_up_targets().context("reading high watermarks")?;
+        let mut suspects = HashSet::new();
+        let known_state = taken.state_keys.is_some();
+        suspects.extend(taken.state_keys.take().into_iter().flatten().filter(|k| row_owner(k, peers) == index));
+        for table in Table::all().filter(|t| !(known_state && t.is_state())) {
+            let keys =
+                rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
+            suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
+        }
+        let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
+        Ok(Reconciler::new(targets, suspects, subject_retention, stale_state))
+    }
+
+    fn new(
+        targets: Offsets,
+        suspects: HashSet<RowKey>,
+        keep_subject_rows: bool,
+        stale_state: Vec<(RowKey, Option<RowVals>)>,
+    ) -> Reconciler {
+        Reconciler {
+            targets,
+            suspects,
+            started: Instant::now(),
+            keep_subject_rows,
+            stale_state,
+            reconcile_at: None,
+            done: false,
+        }
+    }
+
+    /// An epoch's row changes pass through here before the sink: stale
+    /// state is deleted in the first batch (unless the dataflow writes the
+    /// key anew), and every key they touch is no longer a suspect.
+    pub fn absorb(&mut self, rows: &mut Vec<(RowKey, Option<RowVals>)>) {
+        if !self.stale_state.is_empty() {
+            let written: HashSet<&RowKey> = rows.iter().map(|(k, _)| k).collect();
+            self.stale_state.retain(|(k, _)| !written.contains(k));
+            rows.append(&mut self.stale_state);
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        if !self.done && !self.suspects.is_empty() {
+            for (key, _) in rows.iter() {
+                self.suspects.remove(key);
+            }
+        }
+    }
+
+    /// Closes this worker's side of `caught_up` once it read up to its
+    /// targets. True the first time every worker has (at `epoch`): the
+    /// replay of retained input is complete.
+    pub fn check_caught_up(&mut self, source: &KafkaSource, caught_up: &mut Progress, epoch: u64) -> bool {
+        if self.done {
+            return false;
+        }
+        if !caught_up.closed() && source.reached(&self.targets) {
+            caught_up.close();
+        }
+        if self.reconcile_at.is_none() && caught_up.all_closed() {
+            self.reconcile_at = Some(epoch + 2);
+            return true;
+        }
+        false
+    }
+
+    /// Once due at `epoch`, appends the delete markers of the keys left
+    /// stale; `closed` tells the rows of closed periods, which stay.
+    pub fn finish_if_due(
+        &mut self,
+        epoch: u64,
+        closed: impl Fn(&RowKey) -> bool,
+        rows: &mut Vec<(RowKey, Option<RowVals>)>,
+    ) {
+        if self.done || self.reconcile_at.is_none_or(|at| epoch < at) {
+            return;
+        }
+        self.done = true;
+        let keep = self.keep_subject_rows;
+        let subject_closed = |k: &RowKey| keep && matches!(k.table, Table::LeadScores | Table::ConversationRpm);
+        let mut suspects = std::mem::take(&mut self.suspects);
+        suspects.retain(|k| !closed(k) && !subject_closed(k));
+        tracing::info!(
+            seconds = self.started.elapsed().as_secs_f64(),
+            stale_rows = suspects.len(),
+            "caught up with the input as of start-up"
+        );
+        rows.extend(suspects.into_iter().map(|k| (k, None)));
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use revpulse_pipelines::row::{s, Cell};
+
+    use super::*;
+
+    fn key(table: Table, id: &str) -> RowKey {
+        RowKey::new(table, vec![s("t"), s(id)])
+    }
+
+    #[test]
+    fn untouched_live_keys_are_deleted_once_due_and_closed_ones_stay() {
+        let suspects = HashSet::from([
+            key(Table::OfferAcceptance, "a"),
+            key(Table::OfferAcceptance, "b"),
+            key(Table::LeadScores, "c"),
+        ]);
+        let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
+        let mut rows = vec![(key(Table::OfferAcceptance, "a"), Some(vec![Cell::U64(1), Cell::f64(1.0)]))];
+        r.absorb(&mut rows);
+        r.reconcile_at = Some(5);
+        let mut later = Vec::new();
+        r.finish_if_due(4, |_| false, &mut later);
+        assert!(later.is_empty(), "not due before its epoch");
+        r.finish_if_due(5, |_| false, &mut later);
+        // "a" was rebuilt; "c" is a lead row kept under subject retention.
+        assert_eq!(later, vec![(key(Table::OfferAcceptance, "b"), None)]);
+        r.finish_if_due(6, |_| false, &mut later);
+        assert_eq!(later.len(), 1, "deletes once");
+    }
+
+    #[test]
+    fn rows_of_closed_periods_are_not_deleted() {
+        let mut r =
+            Reconciler::new(Offsets::new(), HashSet::from([key(Table::OfferAcceptance, "b")]), false, Vec::new());
+        r.reconcile_at = Some(1);
+        let mut rows = Vec::new();
+        r.finish_if_due(1, |_| true, &mut rows);
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn stale_state_goes_with_the_first_batch_unless_written_anew() {
+        let (old, kept) = (key(Table::StateOfferClosed, "x"), key(Table::StateOfferClosed, "y"));
+        let mut r =
+            Reconciler::new(Offsets::new(), HashSet::new(), false, vec![(old.clone(), None), (kept.clone(), None)]);
+        let value = Some(vec![Cell::U64(1), Cell::U64(2)]);
+        let mut rows = vec![(kept.clone(), value.clone())];
+        r.absorb(&mut rows);
+        assert_eq!(rows, vec![(old, None), (kept.clone(), value.clone())]);
+        let mut next = Vec::new();
+        r.absorb(&mut next);
+        assert!(next.is_empty(), "only in the first batch");
+    }
+}
