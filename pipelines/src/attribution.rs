@@ -22,6 +22,7 @@
 //! lines and their revenue.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::CountTotal;
@@ -31,10 +32,11 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map as _;
 
 use crate::conversion::{Conversion, Source};
-use crate::event::{Direction, Message, MessageStatus};
+use crate::event::{Direction, Message, MessageStatus, Topic};
+use crate::family::{Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::fixed::{to_f64, Fixed};
 use crate::lead_score::LeadKey;
-use crate::retention::{self, day_end, state_us, Retained, SumChange};
+use crate::retention::{self, day_end, state_us, Lateness, Retained, SumChange};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
@@ -306,6 +308,51 @@ fn restored_offers((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Te
 fn offer_closed_row((tenant, offer): &(Text, Text), closed: Micros, a: &Accepted) -> (RowKey, RowVals) {
     let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::U64(a.cents.max(0) as u64)];
     (RowKey::new(Table::StateOfferClosed, vec![s(tenant.clone()), s(offer.clone()), state_us(closed)]), vals)
+}
+
+/// Attribution and offer acceptance (SPEC §3.4): a touch is done with once
+/// every day it could credit is closed, a conversion once its day is.
+pub const FAMILY: Family = Family {
+    name: "attribution",
+    inputs: &[Topic::Messages, Topic::Payments, Topic::RoUpdates],
+    tables: &[Table::AttributionDaily, Table::OfferAcceptance],
+    state: &[Table::StateOfferClosed],
+    own_copy: true,
+    release: release_rule,
+    row_period,
+    build,
+};
+
+fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
+    let (lateness, window) = (rules.lateness.attribution?, rules.attribution_window);
+    Some(Rc::new(move |r: Record<'_>| {
+        let last_day = match r {
+            Record::Message(m) => Record::message_time(m).saturating_add(window),
+            other => match other.conversion_time() {
+                Some(t) => t,
+                None => return NEVER,
+            },
+        };
+        day_end(day_of(last_day)).saturating_add(lateness)
+    }))
+}
+
+fn row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
+    match (key.table, key.key.get(1)) {
+        (Table::AttributionDaily, Some(Cell::Date(d))) => Some((l.attribution?, day_end(*d))),
+        _ => None,
+    }
+}
+
+fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    attribution(
+        s.current.messages.clone(),
+        s.conversions.clone(),
+        s.attribution_by_subject.clone(),
+        s.cfg.attribution_window_secs,
+        s.retained,
+        s.restored.clone(),
+    )
 }
 
 #[cfg(test)]

@@ -27,8 +27,7 @@ pub struct MetricsConfig {
 /// state they held is released, and their rows in ClickHouse are final.
 /// Unset: the family never closes a period (exact for any lateness).
 /// Leads, conversation efficiency and experiments have no period: they
-/// close per subject, once it has been idle (README "Lateness and
-/// retention").
+/// close per subject, once it has been idle (docs/retention.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {

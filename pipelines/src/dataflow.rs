@@ -18,12 +18,14 @@ use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::config::MetricsConfig;
 use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic, Versioned};
+use crate::family::{topic_release, AsRecord, Rules, Streams, TopicRelease, FAMILIES};
 use crate::retention::{watermarks, Lateness, Retained, Watermarks, NO_WATERMARK};
 use crate::row::{RowKey, RowVals};
-use crate::time::{day_of, month_of, Micros, MICROS_PER_SECOND};
+use crate::subject::Subjects;
+use crate::time::{Micros, MICROS_PER_SECOND};
 use crate::types::Text;
 use crate::upsert::{upsert, Epoch, TooLate, UpsertMsg, UpsertRetention};
-use crate::{attribution, conversion, experiment, lead_score, rar, retention, revenue_per_minute, subject};
+use crate::{attribution, conversion, lead_score, retention, subject};
 
 /// The input handles of one worker, one per topic.
 pub struct Inputs {
@@ -160,20 +162,20 @@ pub struct Current<'s> {
     pub ro_updates: VecCollection<'s, Epoch, (Text, RoUpdate)>,
 }
 
-/// Builds every metric family (SPEC §3) over the current versions; with
-/// retention, closed periods and subjects are released and their rows
-/// frozen. `restored` carries the retention state a previous run left in
-/// ClickHouse (see [`Inputs::restore`]).
+/// Builds every metric family of [`FAMILIES`] (SPEC §3) over the current
+/// versions; with retention, closed periods and subjects are released and
+/// their rows frozen. `restored` carries the retention state a previous run
+/// left in ClickHouse (see [`Inputs::restore`]).
 pub fn metrics<'s>(
     current: Current<'s>,
     cfg: &MetricsConfig,
     retained: Option<&Retained<'s>>,
     restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
-    let conversions = conversion::conversions(current.payments, current.ro_updates);
+    let conversions = conversion::conversions(current.payments.clone(), current.ro_updates.clone());
     let experiment_window = cfg.experiment_window_secs as Micros * MICROS_PER_SECOND;
     let held = subject::subjects(
-        current.conversations,
+        current.conversations.clone(),
         current.messages.clone(),
         conversions.clone(),
         retained,
@@ -187,37 +189,25 @@ pub fn metrics<'s>(
             let shared = attribution::by_subject_of(conversions.clone());
             (Some(shared.clone()), shared)
         }
-        Some(_) => (None, attribution::by_subject_of(held.conversions)),
+        Some(_) => (None, attribution::by_subject_of(held.conversions.clone())),
     };
     let scores = lead_score::lead_scores(held.conversations.clone(), &cfg.lead_score);
-    let extents = revenue_per_minute::extents(held.conversations);
-
-    let rows = rar::rar(current.impressions)
-        .concat(lead_score::rows(scores.clone()))
-        .concat(revenue_per_minute::conversation_rpm(extents, scores))
-        .concat(revenue_per_minute::realized(retention::retain(
-            conversions.clone(),
-            retained,
-            |l| l.revenue_per_minute,
-            "Retain: revenue per minute",
-            |c| retention::minute_end(c.time),
-        )))
-        .concat(attribution::attribution(
-            current.messages,
-            conversions,
-            attribution_by_subject,
-            cfg.attribution_window_secs,
-            retained,
-            restored.clone(),
-        ))
-        .concat(experiment::experiments(
-            held.assignments,
-            experiment_by_subject,
-            cfg.experiment_window_secs,
-            held.closed.as_ref(),
-            restored,
-        ));
-    match (held.closed, held.open_rows) {
+    let streams = Streams {
+        current,
+        conversions,
+        held,
+        scores,
+        attribution_by_subject,
+        experiment_by_subject,
+        cfg,
+        retained,
+        restored,
+    };
+    let mut families = FAMILIES.iter().map(|f| (f.build)(&streams));
+    let first = families.next().expect("at least one family");
+    let rows = families.fold(first, |rows, more| rows.concat(more));
+    let Subjects { closed, open_rows, .. } = streams.held;
+    match (closed, open_rows) {
         (Some(closed), Some(open_rows)) => {
             // A closed subject's lead and conversation rows stay final.
             let (kept, _) = subject::freeze_closed(rows, &closed, "Freeze closed subjects' rows", subject::row_subject);
@@ -227,61 +217,24 @@ pub fn metrics<'s>(
     }
 }
 
-/// When each topic's versions are released (see [`UpsertRetention`]): once
-/// every family the topic feeds has closed them, each by its own rule;
-/// `None` if one of those families never closes.
-struct Releases {
-    lateness: Lateness,
-    attribution_window: Micros,
-    experiment_window: Micros,
-}
-
-impl Releases {
-    /// Impressions: RaR month.
-    fn impression(&self) -> Option<Rc<dyn Fn(&Impression) -> Micros>> {
-        let rar = self.lateness.rar?;
-        Some(Rc::new(move |i: &Impression| retention::month_end(month_of(i.ts.0)).saturating_add(rar)))
-    }
-
-    /// Conversations: the subject (a record's end is its `ts`).
-    fn conversation(&self) -> Option<Rc<dyn Fn(&Conversation) -> Micros>> {
-        let subject = self.lateness.subject?;
-        Some(Rc::new(move |c: &Conversation| c.ts.0.saturating_add(subject)))
-    }
-
-    /// Messages: attribution (a touch until the last day it may credit)
-    /// and the subject (an experiment message until its window ends).
-    fn message(&self) -> Option<Rc<dyn Fn(&Message) -> Micros>> {
-        let (attribution, subject) = (self.lateness.attribution?, self.lateness.subject?);
-        let (aw, ew) = (self.attribution_window, self.experiment_window);
-        Some(Rc::new(move |m: &Message| {
-            let time = m.sent_at.unwrap_or(m.ts).0.max(m.ts.0);
-            let touch = retention::day_end(day_of(time.saturating_add(aw))).saturating_add(attribution);
-            touch.max(time.saturating_add(ew).saturating_add(subject))
-        }))
-    }
-
-    /// A conversion at `time` (or a payment or RO version at `ts` that is
-    /// none): revenue per minute, attribution and the subject.
-    fn conversion_at(&self) -> Option<impl Fn(Micros) -> Micros + Copy + 'static> {
-        let l = self.lateness;
-        let (rpm, attribution, subject) = (l.revenue_per_minute?, l.attribution?, l.subject?);
-        Some(move |time: Micros| {
-            let minute = retention::minute_end(time).saturating_add(rpm);
-            let day = retention::day_end(day_of(time)).saturating_add(attribution);
-            minute.max(day).max(time.saturating_add(subject))
-        })
-    }
-
-    fn payment(&self) -> Option<Rc<dyn Fn(&Payment) -> Micros>> {
-        let at = self.conversion_at()?;
-        Some(Rc::new(move |p: &Payment| at(p.ts.0)))
-    }
-
-    fn ro_update(&self) -> Option<Rc<dyn Fn(&RoUpdate) -> Micros>> {
-        let at = self.conversion_at()?;
-        Some(Rc::new(move |r: &RoUpdate| at(r.closed_at.map_or(r.ts.0, |c| c.0.max(r.ts.0)))))
-    }
+/// How the upsert state of a topic with versions `V` is released (see
+/// [`topic_release`]); `None` without retention or if a reader never
+/// releases.
+fn retention_of<'r, 's, V: AsRecord + 'static>(
+    retained: Option<&'r Retained<'s>>,
+    topic: Topic,
+    rules: &Rules,
+    too_late: &Rc<RefCell<Vec<TooLate>>>,
+) -> Option<UpsertRetention<'r, 's, V>> {
+    let retained = retained?;
+    let TopicRelease { release_at, sole_holder } = topic_release(topic, rules)?;
+    Some(UpsertRetention {
+        retained,
+        topic,
+        release_at: Rc::new(move |v: &V| release_at(v.record())),
+        sole_holder,
+        too_late: Rc::clone(too_late),
+    })
 }
 
 /// Builds the dataflow in a new worker scope. `initial_watermark` is the
@@ -321,53 +274,22 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
                 open_subjects: Rc::clone(&open_subjects),
             }
         });
-        let releases = Releases {
-            lateness,
-            attribution_window: cfg.attribution_window_secs as Micros * MICROS_PER_SECOND,
-            experiment_window: cfg.experiment_window_secs as Micros * MICROS_PER_SECOND,
-        };
-        fn retention_of<'r, 's, V>(
-            retained: Option<&'r Retained<'s>>,
-            topic: Topic,
-            release_at: Option<Rc<dyn Fn(&V) -> Micros>>,
-            too_late: &Rc<RefCell<Vec<TooLate>>>,
-        ) -> Option<UpsertRetention<'r, 's, V>> {
-            let sole_holder = topic == Topic::Impressions;
-            Some(UpsertRetention {
-                retained: retained?,
-                topic,
-                release_at: release_at?,
-                sole_holder,
-                too_late: Rc::clone(too_late),
-            })
-        }
+        let rules = Rules::of(&cfg);
         let r = retained.as_ref();
         let current = Current {
             impressions: upsert(
                 imp_stream,
                 "Upsert: impressions",
-                retention_of(r, Topic::Impressions, releases.impression(), &too_late),
+                retention_of(r, Topic::Impressions, &rules, &too_late),
             ),
             conversations: upsert(
                 conv_stream,
                 "Upsert: conversations",
-                retention_of(r, Topic::Conversations, releases.conversation(), &too_late),
+                retention_of(r, Topic::Conversations, &rules, &too_late),
             ),
-            messages: upsert(
-                msg_stream,
-                "Upsert: messages",
-                retention_of(r, Topic::Messages, releases.message(), &too_late),
-            ),
-            payments: upsert(
-                pay_stream,
-                "Upsert: payments",
-                retention_of(r, Topic::Payments, releases.payment(), &too_late),
-            ),
-            ro_updates: upsert(
-                ro_stream,
-                "Upsert: ro_updates",
-                retention_of(r, Topic::RoUpdates, releases.ro_update(), &too_late),
-            ),
+            messages: upsert(msg_stream, "Upsert: messages", retention_of(r, Topic::Messages, &rules, &too_late)),
+            payments: upsert(pay_stream, "Upsert: payments", retention_of(r, Topic::Payments, &rules, &too_late)),
+            ro_updates: upsert(ro_stream, "Upsert: ro_updates", retention_of(r, Topic::RoUpdates, &rules, &too_late)),
         };
         let rows = retention::freeze(metrics(current, &cfg, retained.as_ref(), restored_rows), retained.as_ref());
         if let Some(r) = &retained {

@@ -17,13 +17,16 @@
 //! ```
 //! Values that need a missing variant, or a zero denominator, are null.
 
+use std::rc::Rc;
+
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
-use crate::event::{Message, Variant};
+use crate::event::{Message, Topic, Variant};
+use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::retention::{lifetime_sum_state, state_us, SumChange};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::subject::{freeze_closed, Closed};
@@ -251,6 +254,45 @@ pub fn experiments<'s>(
         Some((closed_rows, _)) => rows.concat(closed_rows),
         None => rows,
     }
+}
+
+/// Experiment lift (SPEC §3.5), over the assignments and conversions held
+/// per subject: an experiment message is done with once its window has
+/// passed and its subject could have been idle since, a conversion once
+/// its subject could have been idle since it.
+pub const FAMILY: Family = Family {
+    name: "experiments",
+    inputs: &[Topic::Messages, Topic::Payments, Topic::RoUpdates],
+    tables: &[Table::ExperimentVariants, Table::ExperimentLift],
+    state: &[Table::StateExperimentClosed],
+    own_copy: true,
+    release: release_rule,
+    row_period: no_period,
+    build,
+};
+
+fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
+    let (idle, window) = (rules.lateness.subject?, rules.experiment_window);
+    Some(Rc::new(move |r: Record<'_>| {
+        let end = match r {
+            Record::Message(m) => Record::message_time(m).saturating_add(window),
+            other => match other.conversion_time() {
+                Some(t) => t,
+                None => return NEVER,
+            },
+        };
+        end.saturating_add(idle)
+    }))
+}
+
+fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    experiments(
+        s.held.assignments.clone(),
+        s.experiment_by_subject.clone(),
+        s.cfg.experiment_window_secs,
+        s.held.closed.as_ref(),
+        s.restored.clone(),
+    )
 }
 
 #[cfg(test)]

@@ -21,11 +21,14 @@
 //! One `reduce` per lead: the work per update is proportional to the lead's
 //! own current records, not to history.
 
+use std::rc::Rc;
+
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LeadScoreConfig;
-use crate::event::{Conversation, DecisionMaker, Facts, PropertyType};
+use crate::event::{Conversation, DecisionMaker, Facts, PropertyType, Topic};
+use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
 use crate::time::Micros;
 use crate::types::Text;
@@ -232,4 +235,31 @@ pub fn rows<'s>(scores: VecCollection<'s, Epoch, (LeadKey, Score)>) -> VecCollec
         ];
         (RowKey::new(Table::LeadScores, vec![s(tenant), s(subject)]), vals)
     })
+}
+
+/// Lead scores (SPEC §3.2), over the conversations held per subject.
+pub const FAMILY: Family = Family {
+    name: "lead_scores",
+    inputs: &[Topic::Conversations],
+    tables: &[Table::LeadScores],
+    state: &[],
+    own_copy: true,
+    release: subject_release,
+    row_period: no_period,
+    build,
+};
+
+/// The lifetime families over conversations: a conversation record is done
+/// with once its subject could have been idle for `subject_idle_secs`
+/// since it (the subject's own close is [`crate::subject`]'s business).
+pub fn subject_release(rules: &Rules) -> Option<ReleaseFn> {
+    let idle = rules.lateness.subject?;
+    Some(Rc::new(move |r: Record<'_>| match r {
+        Record::Conversation(c) => c.ts.0.saturating_add(idle),
+        _ => NEVER,
+    }))
+}
+
+fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    rows(s.scores.clone())
 }

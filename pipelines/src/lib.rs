@@ -1,9 +1,12 @@
 //! revpulse pipelines: the event model (SPEC §2) and the differential
 //! dataflow operators that maintain the metric families (SPEC §3).
+//! "SPEC §N" throughout the code is a section of `docs/spec.md`, the
+//! product contract; `docs/metrics.md` gives the readings chosen.
 //!
 //! Map: [`event`] decodes and validates input, [`upsert`] turns each topic
 //! into a collection of current versions, one module per metric family
-//! ([`rar`] …) turns those into [`row`]s, and [`dataflow`] wires it all up.
+//! ([`rar`] …) turns those into [`row`]s and declares itself ([`family`]),
+//! and [`dataflow`] wires the declared families up.
 
 pub mod attribution;
 pub mod config;
@@ -12,6 +15,7 @@ pub mod dataflow;
 pub mod diff;
 pub mod event;
 pub mod experiment;
+pub mod family;
 pub mod fixed;
 pub mod lead_score;
 pub mod rar;

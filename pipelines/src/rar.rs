@@ -19,13 +19,17 @@
 //! `count_total`), so an update costs O(1) per group however many records the
 //! group holds; retractions of replaced versions subtract exactly.
 
+use std::rc::Rc;
+
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
-use crate::event::Impression;
+use crate::event::{Impression, Topic};
+use crate::family::{Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::fixed::{ratio, to_f64, to_fixed, Fixed};
+use crate::retention::{month_end, Lateness};
 use crate::row::{Cell, RowKey, RowVals, Table};
-use crate::time::{month_of, Day};
+use crate::time::{month_of, Day, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
 
@@ -143,4 +147,36 @@ pub fn rar<'s>(
         (RowKey { table: Table::RarByIntent, key }, part_vals(&s))
     });
     monthly_rows.concat(channel_rows).concat(intent_rows)
+}
+
+/// Revenue at Risk (SPEC §3.1): impressions are done with once their
+/// month is closed.
+pub const FAMILY: Family = Family {
+    name: "rar",
+    inputs: &[Topic::Impressions],
+    tables: &[Table::RarMonthly, Table::RarByChannel, Table::RarByIntent],
+    state: &[],
+    own_copy: false,
+    release: release_rule,
+    row_period,
+    build,
+};
+
+fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
+    let lateness = rules.lateness.rar?;
+    Some(Rc::new(move |r: Record<'_>| match r {
+        Record::Impression(i) => month_end(month_of(i.ts.0)).saturating_add(lateness),
+        _ => NEVER,
+    }))
+}
+
+fn row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
+    match key.key.get(1) {
+        Some(Cell::Date(m)) => Some((l.rar?, month_end(*m))),
+        _ => None,
+    }
+}
+
+fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    rar(s.current.impressions.clone())
 }

@@ -1,4 +1,4 @@
-//! Lateness and retention (SPEC §7; README "Lateness and retention").
+//! Lateness and retention (SPEC §7; docs/retention.md).
 //!
 //! The watermark `W(<e)` of epoch `e` is the greatest event `ts` of every
 //! message in the epochs before `e`, or the watermark the previous run
@@ -76,18 +76,10 @@ impl Lateness {
     }
 
     /// The lateness that governs a row's table, and the end of the row's
-    /// period; `None` for lifetime tables.
+    /// period, as the family that writes the table declares them; `None`
+    /// for lifetime tables.
     pub fn row_period(&self, key: &RowKey) -> Option<(Micros, Micros)> {
-        match (key.table, key.key.get(1)) {
-            (Table::RarMonthly | Table::RarByChannel | Table::RarByIntent, Some(Cell::Date(m))) => {
-                Some((self.rar?, month_end(*m)))
-            }
-            (Table::RevenuePerMinute, Some(Cell::Minute(m))) => {
-                Some((self.revenue_per_minute?, minute_end(i64::from(*m) * MICROS_PER_SECOND)))
-            }
-            (Table::AttributionDaily, Some(Cell::Date(d))) => Some((self.attribution?, day_end(*d))),
-            _ => None,
-        }
+        crate::family::writer_of(key.table).and_then(|f| (f.row_period)(self, key))
     }
 
     /// Whether a row belongs to a period closed under watermark `w`.

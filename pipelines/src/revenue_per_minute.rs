@@ -9,14 +9,18 @@
 //!   `revenue_potential` (§3.2) and `revenue_per_minute = potential /
 //!   duration`.
 
+use std::rc::Rc;
+
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
 use crate::conversion::{Conversion, Source};
-use crate::event::Conversation;
+use crate::event::{Conversation, Topic};
+use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::lead_score::{LeadKey, Score};
+use crate::retention::{self, minute_end, Lateness};
 use crate::row::{s, Cell, RowKey, RowVals, Table};
-use crate::time::{minute_of, Micros, MICROS_PER_MINUTE};
+use crate::time::{minute_of, Micros, MICROS_PER_MINUTE, MICROS_PER_SECOND};
 use crate::types::Text;
 use crate::types::F64;
 use crate::upsert::Epoch;
@@ -88,4 +92,56 @@ pub fn conversation_rpm<'s>(
             ];
             (RowKey::new(Table::ConversationRpm, vec![s(tenant.clone()), s(conv.clone())]), vals)
         })
+}
+
+/// Conversation efficiency (SPEC §3.3), over the held conversations and
+/// the lead scores.
+pub const CONVERSATION_RPM: Family = Family {
+    name: "conversation_rpm",
+    inputs: &[Topic::Conversations],
+    tables: &[Table::ConversationRpm],
+    state: &[],
+    own_copy: true,
+    release: crate::lead_score::subject_release,
+    row_period: no_period,
+    build: build_conversation_rpm,
+};
+
+fn build_conversation_rpm<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    conversation_rpm(extents(s.held.conversations.clone()), s.scores.clone())
+}
+
+/// Realized revenue per minute (SPEC §3.3): a conversion is done with once
+/// its minute is closed.
+pub const REALIZED: Family = Family {
+    name: "revenue_per_minute",
+    inputs: &[Topic::Payments, Topic::RoUpdates],
+    tables: &[Table::RevenuePerMinute],
+    state: &[],
+    own_copy: true,
+    release: realized_release,
+    row_period: realized_row_period,
+    build: build_realized,
+};
+
+fn realized_release(rules: &Rules) -> Option<ReleaseFn> {
+    let lateness = rules.lateness.revenue_per_minute?;
+    Some(Rc::new(move |r: Record<'_>| r.conversion_time().map_or(NEVER, |t| minute_end(t).saturating_add(lateness))))
+}
+
+fn realized_row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
+    match key.key.get(1) {
+        Some(Cell::Minute(m)) => Some((l.revenue_per_minute?, minute_end(i64::from(*m) * MICROS_PER_SECOND))),
+        _ => None,
+    }
+}
+
+fn build_realized<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    realized(retention::retain(
+        s.conversions.clone(),
+        s.retained,
+        |l| l.revenue_per_minute,
+        "Retain: revenue per minute",
+        |c| minute_end(c.time),
+    ))
 }

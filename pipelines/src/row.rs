@@ -97,7 +97,7 @@ pub enum Table {
     OfferAcceptance,
     ExperimentVariants,
     ExperimentLift,
-    /// Retention state (README "Lateness and retention"): each life of a
+    /// Retention state (docs/retention.md, "State tables"): each life of a
     /// subject — the watermark it opened under, its `since`, and the
     /// watermark it closed under (0 while open).
     StateOpenSubjects,

@@ -1,6 +1,6 @@
 //! Retention of the lifetime families — leads (SPEC §3.2), conversation
-//! efficiency (§3.3) and experiments (§3.5) — per subject (SPEC §7; README
-//! "Lateness and retention").
+//! efficiency (§3.3) and experiments (§3.5) — per subject (SPEC §7;
+//! docs/retention.md).
 //!
 //! These families have no period: a lead's score is over all its current
 //! records. What bounds them is the subject (tenant × `subject_id`): every

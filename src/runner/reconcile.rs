@@ -66,7 +66,7 @@ impl TakenBack {
             tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
         }
         let mut rows = Vec::new();
-        for table in Table::STATE {
+        for table in revpulse_pipelines::family::state_tables() {
             let state = rt
                 .block_on(sink.state_rows(table))
                 .with_context(|| format!("reading retention state from {}", table.name()))?;
