@@ -23,12 +23,19 @@ pub struct CommitTracker {
     /// was processed with, oldest first.
     positions: VecDeque<(u64, Offsets, Micros)>,
     recorded_watermark: Micros,
+    /// Committable positions whose commit failed, until newer ones replace them.
+    pending: Option<(Offsets, Option<Micros>)>,
 }
 
 impl CommitTracker {
     /// `initial_watermark`: the one the previous run committed.
     pub fn new(initial_watermark: Micros) -> CommitTracker {
-        CommitTracker { unacked: VecDeque::new(), positions: VecDeque::new(), recorded_watermark: initial_watermark }
+        CommitTracker {
+            unacked: VecDeque::new(),
+            positions: VecDeque::new(),
+            recorded_watermark: initial_watermark,
+            pending: None,
+        }
     }
 
     /// Epoch `epoch` completed: records `positions` if it read messages or
@@ -65,13 +72,26 @@ impl CommitTracker {
 
     /// The newest positions of an epoch below `all_acked_below` (every
     /// worker acknowledged it), with the watermark to commit with them
-    /// (`None` without retention: nothing raises it). Older ones are dropped.
+    /// (`None` without retention: nothing raises it). Older ones are
+    /// dropped; without newer ones, those of a failed commit come back.
     pub fn committable(&mut self, all_acked_below: u64) -> Option<(Offsets, Option<Micros>)> {
         let mut newest = None;
         while self.positions.front().is_some_and(|(e, _, _)| *e < all_acked_below) {
             newest = self.positions.pop_front();
         }
-        newest.map(|(_, offsets, w)| (offsets, (w != NO_WATERMARK).then_some(w)))
+        match newest {
+            Some((_, offsets, w)) => {
+                self.pending = None;
+                Some((offsets, (w != NO_WATERMARK).then_some(w)))
+            }
+            None => self.pending.take(),
+        }
+    }
+
+    /// The commit of what [`Self::committable`] returned failed: offer it
+    /// again unless newer positions become committable first.
+    pub fn commit_failed(&mut self, offsets: Offsets, watermark: Option<Micros>) {
+        self.pending = Some((offsets, watermark));
     }
 }
 
@@ -109,6 +129,19 @@ mod tests {
             t.record(e, true, &at(e as i64), NO_WATERMARK);
         }
         assert_eq!(t.committable(4), Some((at(3), None)));
+    }
+
+    #[test]
+    fn a_failed_commit_is_offered_again_until_newer_positions_replace_it() {
+        let mut t = CommitTracker::new(NO_WATERMARK);
+        t.record(1, true, &at(1), NO_WATERMARK);
+        let (offsets, w) = t.committable(2).expect("committable");
+        t.commit_failed(offsets, w);
+        assert_eq!(t.committable(2), Some((at(1), None)));
+        t.commit_failed(at(1), None);
+        t.record(2, true, &at(2), NO_WATERMARK);
+        assert_eq!(t.committable(3), Some((at(2), None)));
+        assert_eq!(t.committable(3), None);
     }
 
     #[test]

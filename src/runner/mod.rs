@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use revpulse_connectors::clickhouse::{ClickHouseSink, SinkBatch, SinkDriver};
-use revpulse_connectors::kafka::{KafkaSource, Offsets};
+use revpulse_connectors::kafka::{CommitError, KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_connectors::Readiness;
@@ -307,8 +307,14 @@ impl Worker<'_> {
                     self.shared.metrics.watermark.set(w.div_euclid(1_000_000));
                 }
             }
-            // A failed commit only delays progress tracking; the next one covers it.
-            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+            // A failed commit only delays progress tracking; it is retried.
+            Err(e) => {
+                match &e {
+                    CommitError::DeadLettersPending => tracing::debug!("offset commit put off: {e}"),
+                    CommitError::Kafka(_) => tracing::warn!(error = %e, "offset commit failed"),
+                }
+                self.commits.commit_failed(offsets, watermark);
+            }
         }
     }
 
@@ -333,6 +339,10 @@ impl Worker<'_> {
         h.acked.close();
         let shared = self.shared;
         worker.step_or_park_while(Some(Duration::from_millis(10)), || !h.acked.all_closed() && !shared.halted());
+        // The last commit may wait for the dead letters it covers.
+        if let Err(e) = self.source.flush_dead_letters(Duration::from_secs(30)) {
+            tracing::warn!(error = %e, "dead letters not delivered at stop; their offsets stay uncommitted");
+        }
         self.commit(&h.acked);
         let stats = self.stats;
         tracing::info!(worker = worker.index(), epochs = stats.epochs, messages = stats.messages, "pipeline stopped");

@@ -14,7 +14,7 @@ pub mod transport;
 pub use config::{KafkaConfig, TopicNames};
 pub use dlq::DeadLetters;
 pub use producer::KeyedProducer;
-pub use source::{KafkaSource, Polled, Position, SourceError};
+pub use source::{CommitError, KafkaSource, Polled, Position, SourceError};
 pub use transport::{KafkaTransport, Offsets, RawRecord, TransportError, WATERMARK_METADATA};
 
 use std::time::Duration;

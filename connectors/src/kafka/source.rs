@@ -26,6 +26,21 @@ pub enum SourceError {
     NoCodec(&'static str),
 }
 
+/// Why offsets were not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Dead letters of the messages they cover are not acknowledged yet
+    /// (the broker may be down): commit again later.
+    #[error("dead letters not yet acknowledged by the broker")]
+    DeadLettersPending,
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// How long a commit waits for dead letters before it is put off: short,
+/// so a broker outage does not stall the worker's loop (and readiness).
+const COMMIT_DLQ_WAIT: Duration = Duration::from_millis(200);
+
 /// What one poll delivered.
 #[derive(Debug, Default)]
 pub struct Polled {
@@ -118,17 +133,20 @@ impl KafkaSource {
         self.transport.positions()
     }
 
-    /// Commits `offsets` for the group, after the DLQ has acknowledged every
-    /// dead letter queued so far. Call only once ClickHouse acknowledged the
-    /// writes covering them. `watermark` (retention's greatest event time as
-    /// of these offsets) travels as commit metadata, so a restart closes the
-    /// same periods (see [`KafkaSource::committed`]).
-    pub fn commit(&self, offsets: &Offsets, watermark: Option<i64>) -> Result<(), KafkaError> {
+    /// Commits `offsets` for the group, once the DLQ has acknowledged every
+    /// dead letter queued so far ([`CommitError::DeadLettersPending`] if it
+    /// has not within a short wait). Call only once ClickHouse acknowledged
+    /// the writes covering them. `watermark` (retention's greatest event
+    /// time as of these offsets) travels as commit metadata, so a restart
+    /// closes the same periods (see [`KafkaSource::committed`]).
+    pub fn commit(&self, offsets: &Offsets, watermark: Option<i64>) -> Result<(), CommitError> {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.dlq.flush(Duration::from_secs(30))?;
-        self.transport.commit(offsets, watermark)
+        if self.dlq.in_flight() > 0 && self.dlq.flush(COMMIT_DLQ_WAIT).is_err() {
+            return Err(CommitError::DeadLettersPending);
+        }
+        Ok(self.transport.commit(offsets, watermark)?)
     }
 
     /// The group's committed offsets of every partition of the five topics
