@@ -41,7 +41,7 @@ struct Score {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     rt.block_on(async {
         let mut cfg = ClickHouseConfig { database: "revpulse_bench_api".into(), ..ClickHouseConfig::default() };
         if let Ok(url) = std::env::var("REVPULSE_BENCH_CLICKHOUSE_URL") {

@@ -26,7 +26,7 @@ use revpulse_pipelines::event::{decode_value, Topic};
 const EVENTS: usize = 1_000_000;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config::default();
     cfg.kafka.brokers = cluster.bootstrap_servers();

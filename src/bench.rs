@@ -53,7 +53,7 @@ pub struct BenchOptions {
 }
 
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::start::runtime()?;
     println!(
         "revpulse bench: {} events, {} partitions per topic, {} tenants",
         opts.events, opts.partitions, opts.tenants
@@ -450,7 +450,7 @@ pub struct SoakOptions {
 /// retention horizon has passed is the goal of lateness/retention (SPEC §7,
 /// not yet implemented: without it, state grows with the keys seen).
 pub fn soak(opts: &SoakOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::start::runtime()?;
     rt.block_on(ensure_clickhouse(&opts.clickhouse))?;
     let cluster = MockCluster::new(1).context("mock cluster")?;
     let mut cfg = Config {

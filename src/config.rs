@@ -155,7 +155,7 @@ impl Config {
             return bad(format!("kafka.formats.{topic} is avro but kafka.schema_registry.url is not set"));
         }
         if let Some(r) = &self.kafka.schema_registry {
-            // No TLS client is compiled in (README "Avro and the schema registry").
+            // No TLS client is compiled in (docs/configuration.md, "Avro and the schema registry").
             if !r.url.starts_with("http://") {
                 return bad(format!("kafka.schema_registry.url {:?} must start with http://", r.url));
             }

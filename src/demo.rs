@@ -7,21 +7,18 @@
 //! topics while the pipeline and the API run.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rdkafka::mocking::MockCluster;
 use revpulse_api::ApiKey;
-use revpulse_connectors::clickhouse::{migrate, ClickHouseConfig, ClickHouseSink};
+use revpulse_connectors::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer};
-use revpulse_pipelines::event::Topic;
 use revpulse_pipelines::time::MICROS_PER_DAY;
 
 use crate::config::Config;
 use crate::generate::{GenConfig, Generator};
-use crate::runner::{run_pipeline, Shared};
-use crate::serve::start_api;
+use crate::runner::Shared;
+use crate::start::{embedded_kafka, runtime, Services, StartOptions};
 
 /// Demo knobs (all have defaults).
 #[derive(Clone, Debug)]
@@ -100,27 +97,16 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
     Ok(())
 }
 
-pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
+    let rt = runtime()?;
     let mut cfg = Config::default();
     rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;
-    let applied = rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
-    tracing::info!(?applied, "migrations applied");
-
-    let cluster = MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
-    for topic in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(topic), opts.partitions, 1)?;
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1)?;
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let _cluster = embedded_kafka(&mut cfg.kafka, opts.partitions)?;
     cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*")];
     cfg.api.listen = opts.listen.clone();
-
-    // API.
-    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
-    let addr = api.addr;
-    crate::install_signal_handlers(&rt, &shared);
+    let services = Services::start(&rt, &cfg, StartOptions { api: true, signals: true })?;
+    let shared = services.shared.clone();
+    let addr = services.api.as_ref().map(|a| a.addr).context("the demo serves the API")?;
     if let Some(d) = opts.duration {
         let stop = shared.stop.clone();
         rt.spawn(async move {
@@ -153,15 +139,12 @@ pub fn demo(opts: DemoOptions, shared: Shared) -> anyhow::Result<()> {
         tcp = std::env::var("REVPULSE_CH_TCP_PORT").unwrap_or_else(|_| "9000".into()),
     );
 
-    let stats = run_pipeline(&cfg, shared.clone(), sink, rt.handle().clone());
+    let stats = services.run(&rt, &cfg, &Default::default());
     shared.stop.store(true, Ordering::Relaxed);
     match generator.join() {
         Ok(Err(e)) => tracing::warn!(error = %e, "generator stopped with an error"),
         Err(_) => tracing::warn!("generator thread panicked"),
         Ok(Ok(())) => {}
-    }
-    if let Ok(Err(e)) = rt.block_on(api.handle) {
-        tracing::warn!(error = %e, "API server stopped with an error");
     }
     let stats = stats?;
     println!("demo stopped after {} messages in {} epochs", stats.messages, stats.epochs);

@@ -1,5 +1,6 @@
 //! The `revpulse` binary's building blocks: configuration, the production
-//! runner, `replay`, `generate` and `demo`. The event model and operators
+//! runner, the one start-up path ([`start`]), `replay`, `generate`, `demo`
+//! and `bench`. The event model and operators
 //! live in `revpulse-pipelines`, Kafka and ClickHouse in
 //! `revpulse-connectors`, the HTTP API in `revpulse-api`.
 
@@ -10,6 +11,7 @@ pub mod generate;
 pub mod replay;
 pub mod runner;
 pub mod serve;
+pub mod start;
 
 use std::sync::atomic::Ordering;
 

@@ -1,7 +1,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +9,7 @@ use revpulse::config::Config;
 use revpulse::demo::{demo, DemoOptions};
 use revpulse::generate::{write_dir, GenConfig};
 use revpulse::replay;
-use revpulse::runner::{run_cluster, Cluster, Shared};
+use revpulse::runner::{Cluster, Shared};
 use revpulse::serve::start_api;
 use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
 use revpulse_connectors::kafka::KeyedProducer;
@@ -212,9 +211,7 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
     Ok(Config::resolve(config.map(PathBuf::as_path))?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
-}
+use revpulse::start::{runtime, Services, StartOptions};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -227,18 +224,15 @@ fn main() -> anyhow::Result<()> {
     }
 
     match cli.command {
-        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed } => demo(
-            DemoOptions {
-                rate,
-                backlog,
-                duration: duration.map(Duration::from_secs),
-                listen,
-                tenants,
-                partitions,
-                seed,
-            },
-            Shared::default(),
-        ),
+        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed } => demo(DemoOptions {
+            rate,
+            backlog,
+            duration: duration.map(Duration::from_secs),
+            listen,
+            tenants,
+            partitions,
+            seed,
+        }),
         Command::Run { config, workers, processes, process_index, hostfile, listen } => {
             let mut cfg = load(config.as_ref())?;
             if let Some(l) = listen {
@@ -384,15 +378,8 @@ fn main() -> anyhow::Result<()> {
 
 fn run(cfg: &Config, cluster: &Cluster) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let shared = Shared::default();
-    rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
-    let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
-    revpulse::install_signal_handlers(&rt, &shared);
-    let stats = run_cluster(cfg, cluster, shared.clone(), sink, rt.handle().clone());
-    shared.stop.store(true, Ordering::Relaxed);
-    let _ = rt.block_on(api.handle);
-    stats.map(|_| ())
+    let services = Services::start(&rt, cfg, StartOptions { api: true, signals: true })?;
+    services.run(&rt, cfg, cluster).map(|_| ())
 }
 
 /// `revpulse api`: the query API alone (for deployments that scale it

@@ -24,7 +24,7 @@ use revpulse_pipelines::event::Topic;
 
 #[test]
 fn avro_topics_match_replay_and_bad_frames_are_dead_lettered() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("avro"));
     let registry = rt.block_on(common::schema_registry_fixture::RegistryFixture::start());
 

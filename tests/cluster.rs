@@ -145,7 +145,7 @@ fn two_processes_on_loopback_match_one_worker() {
     }
     assert!(consumed(&apis[0]) > 0 && consumed(&apis[1]) > 0, "both processes read partitions");
     // A cluster stops together: every process gets the signal, and each
-    // finishes once all have stopped reading (README "Running a cluster").
+    // finishes once all have stopped reading (docs/cluster.md, "Stopping").
     for p in &procs {
         common::send_sigterm(&p.0);
     }

@@ -157,7 +157,7 @@ fn setup(
 
 #[test]
 fn kill_9_three_times_then_sigterm_is_exact() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("kill9"));
     // 8 partitions per topic keep each under the mock cluster's ~5 MiB retention.
     let (_cluster, kafka, dir) = setup("kill9", 8);
@@ -201,7 +201,7 @@ fn kill_9_three_times_then_sigterm_is_exact() {
 
 #[test]
 fn clickhouse_outage_of_20s_is_exact_and_bounded() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     // A ClickHouse of its own, so stopping it disturbs no other test.
     let ch_dir = std::env::temp_dir().join(format!("revpulse-faults-ch-{}", std::process::id()));
     let (http, tcp) = (common::free_port(), common::free_port());
@@ -283,7 +283,7 @@ fn ch_down(url: &str) -> bool {
 
 #[test]
 fn kafka_broker_outage_is_exact() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("broker"));
     let (cluster, kafka, dir) = setup("broker", 4);
     let api_port = common::free_port();

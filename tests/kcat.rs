@@ -8,7 +8,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::generate::{write_dir, GenConfig};
 use revpulse::replay;
@@ -21,15 +20,10 @@ fn events_produced_by_kcat_are_consumed() {
         Command::new("kcat").arg("-V").output().is_ok_and(|o| o.status.success()),
         "kcat not found: scripts/setup.sh installs it"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("kcat"));
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config { clickhouse: ch.clone(), ..Config::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 2, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
+    let cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 2).expect("mock cluster");
 
     let dir = std::env::temp_dir().join(format!("revpulse-kcat-{}", std::process::id()));
     let counts = write_dir(&dir, GenConfig { seed: 3, tenants: 2, ..GenConfig::default() }, 4_000).expect("generate");

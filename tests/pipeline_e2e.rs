@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::generate::{GenConfig, Generator};
 use revpulse::replay::{self, Line};
@@ -18,17 +17,12 @@ use revpulse_pipelines::event::{decode_value, Topic};
 
 #[test]
 fn kafka_to_clickhouse_matches_replay_and_dead_letters_bad_input() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("e2e"));
 
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config { clickhouse: ch.clone(), ..Config::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 3).expect("mock cluster");
     cfg.kafka.max_batch_messages = 2_000;
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 3, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
 
     // Produce 20k generated events with the bad ones sprinkled in.
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");

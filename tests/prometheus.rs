@@ -93,7 +93,7 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
     let exprs = dashboard_exprs();
     assert!(exprs.len() >= 10, "pipeline-health dashboard has its queries: {exprs:?}");
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("prom"));
     let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config { clickhouse: ch.clone(), ..Config::default() };

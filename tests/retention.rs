@@ -1,4 +1,4 @@
-//! Retention end to end (SPEC §7, README "Lateness and retention"): rows of
+//! Retention end to end (SPEC §7, docs/retention.md): rows of
 //! closed months stay in ClickHouse as they were while their state is
 //! released; an impression of a closed month is dead-lettered as
 //! `too_late`, once, even though every restart re-reads it; a tombstone for

@@ -1,4 +1,4 @@
--- Retention state (README "Lateness and retention"): written with the
+-- Retention state (docs/retention.md): written with the
 -- metric rows and read back at start-up, so that closed subjects and closed
 -- days keep counting in the lifetime sums after a restart. Every row names
 -- the watermark it was written under (µs), so a start takes back exactly

@@ -24,7 +24,14 @@ pub async fn fresh_clickhouse_at(name: &str, url: Option<String>) -> ClickHouseC
     if let Some(url) = url {
         cfg.url = url;
     }
-    ensure_clickhouse(&cfg).await.expect("a ClickHouse server for integration tests");
+    if let Err(e) = ensure_clickhouse(&cfg).await {
+        panic!(
+            "this integration test needs a ClickHouse server at {}: {e:#}. Start one with \
+             `scripts/clickhouse.sh start` (or run everything with `scripts/test.sh`), or point \
+             REVPULSE_TEST_CLICKHOUSE_URL at one. `cargo test -p revpulse-pipelines` needs none.",
+            cfg.url
+        );
+    }
     cfg.database = format!("rp_test_{name}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
     let admin = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
     admin
@@ -96,17 +103,11 @@ pub fn mock_pipeline(
     rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     revpulse::config::Config,
 ) {
-    use revpulse_pipelines::event::Topic;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(fresh_clickhouse(name));
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     let mut cfg = revpulse::config::Config { clickhouse: ch, ..Default::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, partitions).expect("mock cluster");
     cfg.kafka.max_batch_messages = 1_500;
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), partitions, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
     (rt, cluster, cfg)
 }
 
