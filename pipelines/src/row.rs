@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::{format_day, format_minute, Day};
+use crate::time::{day_of, format_day, format_minute, parse_rfc3339, Day, MICROS_PER_SECOND};
 use crate::types::{Text, F64};
 
 /// ClickHouse column types used by metric tables.
@@ -32,6 +32,22 @@ impl ColType {
             ColType::UInt64 => "UInt64",
             ColType::NullableFloat64 => "Nullable(Float64)",
             ColType::ArrayString => "Array(String)",
+        }
+    }
+}
+
+impl ColType {
+    /// A key or state cell read back from ClickHouse's JSON rendering, as
+    /// the sink selects it (dates `YYYY-MM-DD`, minutes RFC 3339, integers
+    /// unquoted). Values that do not parse read as the type's zero: only
+    /// what revpulse itself wrote is read back.
+    pub fn cell_from_json(self, v: Option<&serde_json::Value>) -> Cell {
+        let text = v.and_then(|v| v.as_str()).unwrap_or_default();
+        match self {
+            ColType::Date => Cell::Date(day_of(parse_rfc3339(&format!("{text}T00:00:00Z")).unwrap_or_default())),
+            ColType::DateTime => Cell::Minute((parse_rfc3339(text).unwrap_or_default() / MICROS_PER_SECOND) as u32),
+            ColType::UInt64 => Cell::U64(v.and_then(|v| v.as_u64()).unwrap_or_default()),
+            _ => Cell::Str(text.into()),
         }
     }
 }

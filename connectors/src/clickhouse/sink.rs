@@ -5,8 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clickhouse::Client;
-use revpulse_pipelines::row::{Cell, ColType, RowKey, RowVals, Table};
-use revpulse_pipelines::time::{day_of, parse_rfc3339, MICROS_PER_SECOND};
+use revpulse_pipelines::row::{ColType, RowKey, RowVals, Table};
 
 use super::rowbinary::{columns, encode_row};
 use super::ClickHouseConfig;
@@ -195,41 +194,26 @@ impl ClickHouseSink {
 
     /// The keys of every live (not deleted) row of `table`.
     pub async fn live_keys(&self, table: Table) -> Result<Vec<RowKey>, SinkError> {
-        let mut keys = Vec::new();
-        for row in self.current_rows(table).await? {
-            let mut key = Vec::new();
-            for (name, ty) in table.key_columns() {
-                let text = row.get(*name).and_then(|v| v.as_str()).unwrap_or_default();
-                key.push(match ty {
-                    ColType::Date => {
-                        Cell::Date(day_of(parse_rfc3339(&format!("{text}T00:00:00Z")).unwrap_or_default()))
-                    }
-                    ColType::DateTime => {
-                        Cell::Minute((parse_rfc3339(text).unwrap_or_default() / MICROS_PER_SECOND) as u32)
-                    }
-                    ColType::UInt64 => Cell::U64(row.get(*name).and_then(|v| v.as_u64()).unwrap_or_default()),
-                    _ => Cell::Str(text.into()),
-                });
-            }
-            keys.push(RowKey::new(table, key));
-        }
-        Ok(keys)
-    }
-
-    /// The current rows of a retention state table ([`Table::STATE`]:
-    /// `String` and `UInt64` columns only), to restore at start-up.
-    pub async fn state_rows(&self, table: Table) -> Result<Vec<(RowKey, RowVals)>, SinkError> {
-        let cell = |ty: ColType, v: Option<&serde_json::Value>| match ty {
-            ColType::UInt64 => Cell::U64(v.and_then(|v| v.as_u64()).unwrap_or_default()),
-            _ => Cell::Str(v.and_then(|v| v.as_str()).unwrap_or_default().into()),
-        };
         Ok(self
             .current_rows(table)
             .await?
             .iter()
             .map(|row| {
-                let key = table.key_columns().iter().map(|(n, ty)| cell(*ty, row.get(*n))).collect();
-                let vals = table.value_columns().iter().map(|(n, ty)| cell(*ty, row.get(*n))).collect();
+                RowKey::new(table, table.key_columns().iter().map(|(n, ty)| ty.cell_from_json(row.get(*n))).collect())
+            })
+            .collect())
+    }
+
+    /// The current rows of a retention state table ([`Table::STATE`]:
+    /// `String` and `UInt64` columns only), to restore at start-up.
+    pub async fn state_rows(&self, table: Table) -> Result<Vec<(RowKey, RowVals)>, SinkError> {
+        Ok(self
+            .current_rows(table)
+            .await?
+            .iter()
+            .map(|row| {
+                let key = table.key_columns().iter().map(|(n, ty)| ty.cell_from_json(row.get(*n))).collect();
+                let vals = table.value_columns().iter().map(|(n, ty)| ty.cell_from_json(row.get(*n))).collect();
                 (RowKey::new(table, key), vals)
             })
             .collect())
