@@ -140,66 +140,99 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
 
     // 5. freshness at half the sustained rate.
     let rate = (pipeline.0 / 2.0).max(100.0);
-    let (p50, p99, batches) = {
-        let cfg = Config {
-            kafka: phase_kafka(&cluster, "freshness", opts.partitions)?,
-            clickhouse: fresh_database(&rt, &opts.clickhouse, "revpulse_bench")?,
-            ..Config::default()
-        };
-        let shared = Shared::default();
-        let runner = spawn_runner(&rt, &cfg, &shared, 1);
-        let unpaced = Arc::new(AtomicU64::new(u64::MAX));
-        let limit = ((rate * opts.freshness.as_secs_f64()) as usize).min(msgs.len());
-        let producer = spawn_producer(&cfg.kafka, &msgs[..limit], unpaced, u64::MAX, Some(rate));
-        join(producer)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while (read_messages(&shared) as usize) < limit && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        shared.stop.store(true, Ordering::Relaxed);
-        join(runner)?;
-        let h = shared.metrics.freshness.clone();
-        (quantile(&h, 0.5), quantile(&h, 0.99), h.get_sample_count())
-    };
-
-    let mib = |b: u64| b as f64 / MIB;
-    println!("| measure | value |");
-    println!("|---|---:|");
-    println!("| replay (files → dataflow), 1 worker | {:.0} events/s |", replay_rate[0]);
-    println!(
-        "| replay, 2 workers | {:.0} events/s ({:.2}× 1 worker) |",
-        replay_rate[1],
-        replay_rate[1] / replay_rate[0]
-    );
-    println!(
-        "| ceiling: Kafka consume + decode | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
-        ceiling.0,
-        mib(ceiling.1),
-        mib(ceiling.1.saturating_sub(ceiling.2))
-    );
-    println!(
-        "| pipeline: Kafka → dataflow → ClickHouse | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
-        pipeline.0,
-        mib(pipeline.1),
-        mib(pipeline.1.saturating_sub(pipeline.2))
-    );
-    println!(
-        "| pipeline, 2 workers | {:.0} events/s ({:.2}× 1 worker; peak RSS {:.0} MiB) |",
-        pipeline2.0,
-        pipeline2.0 / pipeline.0,
-        mib(pipeline2.1)
-    );
-    println!("| pipeline / ceiling | {:.3} |", pipeline.0 / ceiling.0);
-    println!("| freshness at {:.0} events/s ({} sink batches) | p50 {:.3} s, p99 {:.3} s |", rate, batches, p50, p99);
-    println!(
-        "| state: {} current versions, {:.1} MiB of JSON | {:.1} MiB resident, {:.0} bytes per version, {:.2}× their JSON |",
-        versions,
-        mib(current_json as u64),
-        mib(state),
-        state as f64 / versions.max(1) as f64,
-        state as f64 / current_json.max(1) as f64,
-    );
+    let freshness = freshness_phase(&rt, &cluster, opts, &msgs, rate)?;
+    Report { replay_rate, ceiling, pipeline, pipeline2, rate, freshness, versions, current_json, state }.print();
     Ok(())
+}
+
+/// Freshness at a steady `rate`: Kafka message timestamp → its rows
+/// acknowledged by ClickHouse, as (p50, p99, sink batches).
+fn freshness_phase(
+    rt: &tokio::runtime::Runtime,
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    opts: &BenchOptions,
+    msgs: &[Record],
+    rate: f64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let cfg = Config {
+        kafka: phase_kafka(cluster, "freshness", opts.partitions)?,
+        clickhouse: fresh_database(rt, &opts.clickhouse, "revpulse_bench")?,
+        ..Config::default()
+    };
+    let shared = Shared::default();
+    let runner = spawn_runner(rt, &cfg, &shared, 1);
+    let unpaced = Arc::new(AtomicU64::new(u64::MAX));
+    let limit = ((rate * opts.freshness.as_secs_f64()) as usize).min(msgs.len());
+    let producer = spawn_producer(&cfg.kafka, &msgs[..limit], unpaced, u64::MAX, Some(rate));
+    join(producer)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (read_messages(&shared) as usize) < limit && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    join(runner)?;
+    let h = shared.metrics.freshness.clone();
+    Ok((quantile(&h, 0.5), quantile(&h, 0.99), h.get_sample_count()))
+}
+
+/// One run's figures, as `revpulse bench` prints them.
+struct Report {
+    replay_rate: [f64; 2],
+    /// (events/s, peak RSS, RSS at its start) of each phase.
+    ceiling: (f64, u64, u64),
+    pipeline: (f64, u64, u64),
+    pipeline2: (f64, u64, u64),
+    /// The freshness phase's rate and its (p50, p99, sink batches).
+    rate: f64,
+    freshness: (f64, f64, u64),
+    versions: usize,
+    current_json: usize,
+    state: u64,
+}
+
+impl Report {
+    fn print(&self) {
+        let mib = |b: u64| b as f64 / MIB;
+        println!("| measure | value |");
+        println!("|---|---:|");
+        println!("| replay (files → dataflow), 1 worker | {:.0} events/s |", self.replay_rate[0]);
+        println!(
+            "| replay, 2 workers | {:.0} events/s ({:.2}× 1 worker) |",
+            self.replay_rate[1],
+            self.replay_rate[1] / self.replay_rate[0]
+        );
+        println!(
+            "| ceiling: Kafka consume + decode | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
+            self.ceiling.0,
+            mib(self.ceiling.1),
+            mib(self.ceiling.1.saturating_sub(self.ceiling.2))
+        );
+        println!(
+            "| pipeline: Kafka → dataflow → ClickHouse | {:.0} events/s (peak RSS {:.0} MiB, {:.0} MiB above its start) |",
+            self.pipeline.0,
+            mib(self.pipeline.1),
+            mib(self.pipeline.1.saturating_sub(self.pipeline.2))
+        );
+        println!(
+            "| pipeline, 2 workers | {:.0} events/s ({:.2}× 1 worker; peak RSS {:.0} MiB) |",
+            self.pipeline2.0,
+            self.pipeline2.0 / self.pipeline.0,
+            mib(self.pipeline2.1)
+        );
+        println!("| pipeline / ceiling | {:.3} |", self.pipeline.0 / self.ceiling.0);
+        println!(
+            "| freshness at {:.0} events/s ({} sink batches) | p50 {:.3} s, p99 {:.3} s |",
+            self.rate, self.freshness.2, self.freshness.0, self.freshness.1
+        );
+        println!(
+            "| state: {} current versions, {:.1} MiB of JSON | {:.1} MiB resident, {:.0} bytes per version, {:.2}× their JSON |",
+            self.versions,
+            mib(self.current_json as u64),
+            mib(self.state),
+            self.state as f64 / self.versions.max(1) as f64,
+            self.state as f64 / self.current_json.max(1) as f64,
+        );
+    }
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -59,6 +59,38 @@ enum ConfigCommand {
     },
 }
 
+/// Knobs of `revpulse bench`.
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Seconds of steady load for the freshness phase.
+    #[arg(long, default_value_t = 15)]
+    freshness_secs: u64,
+    /// Instead of the phases above: stream at --soak-rate for this many
+    /// seconds and print RSS over time.
+    #[arg(long)]
+    soak: Option<u64>,
+    #[arg(long, default_value_t = 5_000)]
+    soak_rate: u64,
+    /// With --soak: stream only these topics (comma-separated), e.g.
+    /// `impressions` to watch one family's state alone.
+    #[arg(long, value_delimiter = ',')]
+    soak_topics: Vec<String>,
+    /// With --soak: leave retention off (to compare memory with it on).
+    #[arg(long)]
+    soak_no_retention: bool,
+    /// ClickHouse connection (default: the local one).
+    #[arg(long, env = "REVPULSE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Everything on one machine, nothing configured: embedded Kafka, local ClickHouse, live events, API.
@@ -144,35 +176,7 @@ enum Command {
     /// Throughput, freshness and memory in one run: replay, Kafka
     /// consume+decode ceiling, full pipeline, freshness at half load, state
     /// size (embedded broker, local ClickHouse). Build with --release.
-    Bench {
-        #[arg(long, default_value_t = 500_000)]
-        events: usize,
-        #[arg(long, default_value_t = 8)]
-        partitions: i32,
-        #[arg(long, default_value_t = 20)]
-        tenants: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Seconds of steady load for the freshness phase.
-        #[arg(long, default_value_t = 15)]
-        freshness_secs: u64,
-        /// Instead of the phases above: stream at --soak-rate for this many
-        /// seconds and print RSS over time.
-        #[arg(long)]
-        soak: Option<u64>,
-        #[arg(long, default_value_t = 5_000)]
-        soak_rate: u64,
-        /// With --soak: stream only these topics (comma-separated), e.g.
-        /// `impressions` to watch one family's state alone.
-        #[arg(long, value_delimiter = ',')]
-        soak_topics: Vec<String>,
-        /// With --soak: leave retention off (to compare memory with it on).
-        #[arg(long)]
-        soak_no_retention: bool,
-        /// ClickHouse connection (default: the local one).
-        #[arg(long, env = "REVPULSE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Bench(BenchArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -240,54 +244,7 @@ fn main() -> anyhow::Result<()> {
             }
             run(&cfg, &Cluster { workers, processes, process_index, hostfile })
         }
-        Command::Bench {
-            events,
-            partitions,
-            tenants,
-            seed,
-            freshness_secs,
-            soak,
-            soak_rate,
-            soak_topics,
-            soak_no_retention,
-            config,
-        } => {
-            if let Some(secs) = soak {
-                let topics = soak_topics
-                    .iter()
-                    .map(|t| Topic::from_name(t).ok_or_else(|| anyhow::anyhow!("unknown topic {t:?}")))
-                    .collect::<anyhow::Result<Vec<Topic>>>()?;
-                return revpulse::bench::soak(&revpulse::bench::SoakOptions {
-                    duration: Duration::from_secs(secs),
-                    rate: soak_rate,
-                    event_secs_per_sec: 86_400,
-                    sample: Duration::from_secs(30),
-                    partitions,
-                    tenants,
-                    seed,
-                    clickhouse: load(config.as_ref())?.clickhouse,
-                    topics,
-                    retention: if soak_no_retention {
-                        Default::default()
-                    } else {
-                        revpulse_pipelines::config::RetentionConfig {
-                            rar_lateness_secs: Some(2 * 86_400),
-                            revenue_per_minute_lateness_secs: Some(3_600),
-                            attribution_lateness_secs: Some(2 * 86_400),
-                            subject_idle_secs: Some(2 * 86_400),
-                        }
-                    },
-                });
-            }
-            revpulse::bench::bench(&revpulse::bench::BenchOptions {
-                events,
-                partitions,
-                tenants,
-                seed,
-                freshness: Duration::from_secs(freshness_secs),
-                clickhouse: load(config.as_ref())?.clickhouse,
-            })
-        }
+        Command::Bench(args) => bench(args),
         Command::Config { command: ConfigCommand::Check { config } } => {
             let cfg = load(config.as_ref())?;
             print!("{}", cfg.redacted_toml());
@@ -298,33 +255,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { dir, output, workers, batch, config } => {
-            let cfg = load(config.as_ref())?;
-            let (lines, counts) = replay::read_dir(&dir)?;
-            let state = replay::run(lines, &cfg.metrics, workers, batch)?;
-            eprintln!("replayed {} events ({} rejected) into {} rows", counts.valid, counts.rejected, state.len());
-            match output {
-                Output::Json => {
-                    let stdout = std::io::stdout();
-                    let mut out = std::io::BufWriter::new(stdout.lock());
-                    // Retention state is for restarts, not a metric.
-                    for (k, v) in state.iter().filter(|(k, _)| !k.table.is_state()) {
-                        serde_json::to_writer(&mut out, &row_json(k, v))?;
-                        std::io::Write::write_all(&mut out, b"\n")?;
-                    }
-                    std::io::Write::flush(&mut out)?;
-                }
-                Output::Clickhouse => {
-                    let rt = runtime()?;
-                    rt.block_on(async {
-                        migrate(&cfg.clickhouse).await?;
-                        let sink = ClickHouseSink::new(cfg.clickhouse.clone(), None);
-                        let rows: Vec<_> = state.into_iter().map(|(k, v)| (k, Some(v))).collect();
-                        sink.write(&rows).await?;
-                        anyhow::Ok(())
-                    })?;
-                }
-            }
-            Ok(())
+            replay_command(&dir, output, workers, batch, config.as_ref())
         }
         Command::Produce { topic, file, brokers, format, registry, event_type, config } => {
             let mut cfg = load(config.as_ref())?.kafka;
@@ -374,6 +305,94 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `revpulse bench`: the phases, or a soak with `--soak`.
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        events,
+        partitions,
+        tenants,
+        seed,
+        freshness_secs,
+        soak,
+        soak_rate,
+        soak_topics,
+        soak_no_retention,
+        config,
+    } = args;
+    if let Some(secs) = soak {
+        let topics = soak_topics
+            .iter()
+            .map(|t| Topic::from_name(t).ok_or_else(|| anyhow::anyhow!("unknown topic {t:?}")))
+            .collect::<anyhow::Result<Vec<Topic>>>()?;
+        return revpulse::bench::soak(&revpulse::bench::SoakOptions {
+            duration: Duration::from_secs(secs),
+            rate: soak_rate,
+            event_secs_per_sec: 86_400,
+            sample: Duration::from_secs(30),
+            partitions,
+            tenants,
+            seed,
+            clickhouse: load(config.as_ref())?.clickhouse,
+            topics,
+            retention: if soak_no_retention {
+                Default::default()
+            } else {
+                revpulse_pipelines::config::RetentionConfig {
+                    rar_lateness_secs: Some(2 * 86_400),
+                    revenue_per_minute_lateness_secs: Some(3_600),
+                    attribution_lateness_secs: Some(2 * 86_400),
+                    subject_idle_secs: Some(2 * 86_400),
+                }
+            },
+        });
+    }
+    revpulse::bench::bench(&revpulse::bench::BenchOptions {
+        events,
+        partitions,
+        tenants,
+        seed,
+        freshness: Duration::from_secs(freshness_secs),
+        clickhouse: load(config.as_ref())?.clickhouse,
+    })
+}
+
+/// `revpulse replay`: the dataflow over DIR/<topic>.jsonl, to ClickHouse or stdout.
+fn replay_command(
+    dir: &std::path::Path,
+    output: Output,
+    workers: usize,
+    batch: usize,
+    config: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let (lines, counts) = replay::read_dir(dir)?;
+    let state = replay::run(lines, &cfg.metrics, workers, batch)?;
+    eprintln!("replayed {} events ({} rejected) into {} rows", counts.valid, counts.rejected, state.len());
+    match output {
+        Output::Json => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            // Retention state is for restarts, not a metric.
+            for (k, v) in state.iter().filter(|(k, _)| !k.table.is_state()) {
+                serde_json::to_writer(&mut out, &row_json(k, v))?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            }
+            std::io::Write::flush(&mut out)?;
+        }
+        Output::Clickhouse => {
+            let rt = runtime()?;
+            rt.block_on(async {
+                migrate(&cfg.clickhouse).await?;
+                let sink = ClickHouseSink::new(cfg.clickhouse.clone(), None);
+                let rows: Vec<_> = state.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                sink.write(&rows).await?;
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn run(cfg: &Config, cluster: &Cluster) -> anyhow::Result<()> {

@@ -227,22 +227,7 @@ pub fn attribution<'s>(
         out.extend(credits(*day, *revenue_cents, offer_lines, &candidates).into_iter().map(|c| (c, 1)));
     });
 
-    let daily = credited
-        .clone()
-        .explode(|((tenant, _, _), credit)| match credit {
-            Credit::Campaign { day, model, campaign, conversions, revenue } => {
-                Some(((tenant, day, model, campaign), Credited { credits: 1, conversions, revenue }))
-            }
-            Credit::Offer { .. } => None,
-        })
-        .count_total()
-        .map(|((tenant, day, model, campaign), c)| {
-            let key = vec![s(tenant), Cell::Date(day), s(model.as_str()), s(campaign)];
-            (
-                RowKey::new(Table::AttributionDaily, key),
-                vec![Cell::f64(to_f64(c.conversions)), Cell::f64(to_f64(c.revenue))],
-            )
-        });
+    let daily = daily_rows(credited.clone());
     // Offer acceptance is a lifetime sum: a closed conversion's credits stay
     // counted when its state is released, and are kept as state for restarts
     // (taken back only while days close; without, every day is rebuilt).
@@ -288,6 +273,27 @@ pub fn attribution<'s>(
     }
 }
 
+/// The `attribution_daily` rows: credits summed per (tenant, day, model, campaign).
+fn daily_rows<'s>(
+    credited: VecCollection<'s, Epoch, ((Text, Source, Text), Credit)>,
+) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    credited
+        .explode(|((tenant, _, _), credit)| match credit {
+            Credit::Campaign { day, model, campaign, conversions, revenue } => {
+                Some(((tenant, day, model, campaign), Credited { credits: 1, conversions, revenue }))
+            }
+            Credit::Offer { .. } => None,
+        })
+        .count_total()
+        .map(|((tenant, day, model, campaign), c)| {
+            let key = vec![s(tenant), Cell::Date(day), s(model.as_str()), s(campaign)];
+            (
+                RowKey::new(Table::AttributionDaily, key),
+                vec![Cell::f64(to_f64(c.conversions)), Cell::f64(to_f64(c.revenue))],
+            )
+        })
+}
+
 /// A `state_offer_closed` row a start took back: an offer's total as of
 /// the watermark in its key.
 fn restored_offers((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Text), Accepted>> {
@@ -325,15 +331,9 @@ pub const FAMILY: Family = Family {
 
 fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
     let (lateness, window) = (rules.lateness.attribution?, rules.attribution_window);
+    // A touch until the last day it may credit, a conversion until its day.
     Some(Rc::new(move |r: Record<'_>| {
-        let last_day = match r {
-            Record::Message(m) => Record::message_time(m).saturating_add(window),
-            other => match other.conversion_time() {
-                Some(t) => t,
-                None => return NEVER,
-            },
-        };
-        day_end(day_of(last_day)).saturating_add(lateness)
+        r.window_end(window).map_or(NEVER, |last| day_end(day_of(last)).saturating_add(lateness))
     }))
 }
 

@@ -273,16 +273,7 @@ pub const FAMILY: Family = Family {
 
 fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
     let (idle, window) = (rules.lateness.subject?, rules.experiment_window);
-    Some(Rc::new(move |r: Record<'_>| {
-        let end = match r {
-            Record::Message(m) => Record::message_time(m).saturating_add(window),
-            other => match other.conversion_time() {
-                Some(t) => t,
-                None => return NEVER,
-            },
-        };
-        end.saturating_add(idle)
-    }))
+    Some(Rc::new(move |r: Record<'_>| r.window_end(window).map_or(NEVER, |end| end.saturating_add(idle))))
 }
 
 fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {

@@ -71,6 +71,18 @@ impl Record<'_> {
     }
 }
 
+impl Record<'_> {
+    /// The last instant a record matters to a windowed match of messages
+    /// to later conversions: a message's time plus `window`, a payment's
+    /// or RO's conversion time; `None` for the other topics.
+    pub fn window_end(self, window: Micros) -> Option<Micros> {
+        match self {
+            Record::Message(m) => Some(Record::message_time(m).saturating_add(window)),
+            other => other.conversion_time(),
+        }
+    }
+}
+
 /// A release rule's answer for a record of a topic the family does not
 /// read: never (safe: the record is only kept longer).
 pub const NEVER: Micros = Micros::MAX;

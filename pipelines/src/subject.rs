@@ -182,22 +182,7 @@ pub fn subjects<'s>(
         match work {
             Work::Release => {
                 risen = true;
-                while let Some(entry) = ends.first_entry() {
-                    if !closed(*entry.key(), w, lateness) {
-                        break;
-                    }
-                    for subject in entry.remove() {
-                        if !open.get(&subject).is_some_and(|o| closed(o.end, w, lateness)) {
-                            continue;
-                        }
-                        if let Some(o) = open.remove(&subject) {
-                            out.extend(o.records.into_iter().map(|(h, r)| (Out::Change(h), epoch, -r)));
-                            out.push((Out::Life(subject.clone(), o.opened, o.since, 0), epoch, -1));
-                            out.push((Out::Life(subject.clone(), o.opened, o.since, w), epoch, 1));
-                            out.push((Out::Closed(subject, w), epoch, 1));
-                        }
-                    }
-                }
+                close_idle(&mut open, &mut ends, (epoch, w, lateness), out);
             }
             Work::Data(batch) => {
                 let horizon = if w == NO_WATERMARK { NO_WATERMARK } else { w.saturating_sub(lateness) };
@@ -212,23 +197,7 @@ pub fn subjects<'s>(
                     while let Some(((_, h), r)) = changes.next_if(|((s, _), _)| *s == subject) {
                         group.push((h, r));
                     }
-                    // A restart's open lives first (seeds sort last in the group).
-                    for (h, r) in &group {
-                        if let (Held::Seed(_, _, opened, since), true) = (h, *r > 0) {
-                            if !open.contains_key(&subject) {
-                                let o = Open {
-                                    records: HashMap::new(),
-                                    end: *since,
-                                    opened: *opened,
-                                    since: *since,
-                                    seeded: true,
-                                };
-                                open.insert(subject.clone(), o);
-                                ends.entry(*since).or_default().push(subject.clone());
-                                out.push((Out::Life(subject.clone(), *opened, *since, 0), epoch, 1));
-                            }
-                        }
-                    }
+                    open_seeds(&subject, &group, &mut open, &mut ends, epoch, out);
                     let at = (epoch, w, horizon, lateness, experiment_window, risen);
                     apply(&subject, group, &mut open, &mut ends, at, out);
                 }
@@ -264,6 +233,56 @@ pub fn subjects<'s>(
         conversions: conversions_held.as_collection(),
         closed: Some(closed),
         open_rows: Some(open_rows.as_collection()),
+    }
+}
+
+/// Closes the subjects whose end the watermark `w` has passed by
+/// `lateness`, at `epoch`: their records are retracted together and their
+/// life is logged as closed under `w`.
+fn close_idle(
+    open: &mut HashMap<SubjectKey, Open>,
+    ends: &mut BTreeMap<Micros, Vec<SubjectKey>>,
+    (epoch, w, lateness): (Epoch, Micros, Micros),
+    out: &mut Vec<(Out, Epoch, isize)>,
+) {
+    while let Some(entry) = ends.first_entry() {
+        if !closed(*entry.key(), w, lateness) {
+            break;
+        }
+        for subject in entry.remove() {
+            if !open.get(&subject).is_some_and(|o| closed(o.end, w, lateness)) {
+                continue;
+            }
+            if let Some(o) = open.remove(&subject) {
+                out.extend(o.records.into_iter().map(|(h, r)| (Out::Change(h), epoch, -r)));
+                out.push((Out::Life(subject.clone(), o.opened, o.since, 0), epoch, -1));
+                out.push((Out::Life(subject.clone(), o.opened, o.since, w), epoch, 1));
+                out.push((Out::Closed(subject, w), epoch, 1));
+            }
+        }
+    }
+}
+
+/// Opens the lives a restart took back for `subject` (its seeds in
+/// `group`), before the subject's other changes apply.
+fn open_seeds(
+    subject: &SubjectKey,
+    group: &[(Held, isize)],
+    open: &mut HashMap<SubjectKey, Open>,
+    ends: &mut BTreeMap<Micros, Vec<SubjectKey>>,
+    epoch: Epoch,
+    out: &mut Vec<(Out, Epoch, isize)>,
+) {
+    // Seeds sort last in the group.
+    for (h, r) in group {
+        if let (Held::Seed(_, _, opened, since), true) = (h, *r > 0) {
+            if !open.contains_key(subject) {
+                let o = Open { records: HashMap::new(), end: *since, opened: *opened, since: *since, seeded: true };
+                open.insert(subject.clone(), o);
+                ends.entry(*since).or_default().push(subject.clone());
+                out.push((Out::Life(subject.clone(), *opened, *since, 0), epoch, 1));
+            }
+        }
     }
 }
 
