@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use revpulse_connectors::clickhouse::{ClickHouseSink, SinkBatch, SinkDriver};
+use revpulse_connectors::clickhouse::{ClickHouseSink, DriverError, SinkBatch, SinkDriver, SinkError};
 use revpulse_connectors::kafka::{CommitError, KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
@@ -248,6 +248,9 @@ impl Worker<'_> {
     /// every worker acknowledged committed. False when the loop must end
     /// (the sink stopped).
     fn turn(&mut self, worker: &mut timely::worker::Worker, h: &mut Handles) -> anyhow::Result<bool> {
+        if self.sink.stopped() {
+            return Ok(false);
+        }
         let reading = !h.stopping.closed();
         let shared = self.shared;
         let mut sealed = self.epochs.run(worker, &mut h.df, &mut self.source, reading, || shared.halted());
@@ -328,8 +331,13 @@ impl Worker<'_> {
         h.df.inputs.advance_to(u64::MAX);
         h.df.inputs.flush();
         let commits = &mut self.commits;
+        // A write that gave up for good (not an abort) fails the run.
+        let mut sink_failed = None;
         if let Err(e) = self.sink.finish(self.rt, |e| commits.acknowledge(e)) {
             tracing::warn!(error = %e, "sink driver stopped before acknowledging everything");
+            if !matches!(e, DriverError::Stopped(SinkError::Shutdown)) {
+                sink_failed = Some(e);
+            }
         }
         if !self.commits.all_acknowledged() {
             // The sink gave up (abort): what it did not write must not count
@@ -340,12 +348,19 @@ impl Worker<'_> {
         let shared = self.shared;
         worker.step_or_park_while(Some(Duration::from_millis(10)), || !h.acked.all_closed() && !shared.halted());
         // The last commit may wait for the dead letters it covers.
-        if let Err(e) = self.source.flush_dead_letters(Duration::from_secs(30)) {
-            tracing::warn!(error = %e, "dead letters not delivered at stop; their offsets stay uncommitted");
+        if !shared.halted() {
+            if let Err(e) = self.source.flush_dead_letters(Duration::from_secs(30)) {
+                tracing::warn!(error = %e, "dead letters not delivered at stop; their offsets stay uncommitted");
+            }
         }
         self.commit(&h.acked);
         let stats = self.stats;
         tracing::info!(worker = worker.index(), epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
+        if let Some(e) = sink_failed {
+            return Err(
+                anyhow::Error::new(e).context("the ClickHouse sink gave up; nothing it did not write was committed")
+            );
+        }
         let failed = shared.failed.load(Ordering::Relaxed);
         if failed && self.commits.all_acknowledged() && !shared.abort.load(Ordering::Relaxed) {
             anyhow::bail!("stopped because another worker failed");
@@ -378,7 +393,13 @@ fn drive(
         rt,
         epochs: EpochDriver::new(taken.watermark, &cfg.kafka, shared.metrics.clone()),
         commits: CommitTracker::new(taken.watermark),
-        sink: SinkDriver::spawn(sink, capacity, rt, Arc::clone(&shared.readiness), Arc::clone(&shared.abort)),
+        sink: SinkDriver::spawn(
+            sink,
+            capacity,
+            rt,
+            (Arc::clone(&shared.readiness), Arc::clone(&shared.abort)),
+            shared.metrics.clone(),
+        ),
         reconciler,
         source,
         start_committed: taken.committed,

@@ -22,6 +22,7 @@ use revpulse_pipelines::row::{RowKey, RowVals};
 use tokio::sync::mpsc;
 
 use super::sink::{ClickHouseSink, SinkError};
+use crate::metrics::Metrics;
 use crate::Readiness;
 
 /// The row changes of one epoch, net per key (`None`: delete the row).
@@ -49,33 +50,38 @@ pub struct SinkDriver {
     tx: Option<mpsc::Sender<SinkBatch>>,
     acks: std::sync::mpsc::Receiver<u64>,
     task: Option<tokio::task::JoinHandle<Result<(), SinkError>>>,
-    sink: Arc<ClickHouseSink>,
+    metrics: Metrics,
 }
 
 impl SinkDriver {
     /// Starts the driver on `rt` with room for `capacity` queued batches.
     /// `ready`'s ClickHouse half is set once a write succeeds;
     /// `abort` makes a write that is still being retried give up.
+    /// It records `sink_in_flight` and `freshness` into `metrics`.
     pub fn spawn(
         sink: Arc<ClickHouseSink>,
         capacity: usize,
         rt: &tokio::runtime::Handle,
-        ready: Arc<Readiness>,
-        abort: Arc<AtomicBool>,
+        (ready, abort): (Arc<Readiness>, Arc<AtomicBool>),
+        metrics: Metrics,
     ) -> SinkDriver {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (ack_tx, acks) = std::sync::mpsc::channel();
-        let task = rt.spawn(drive(Arc::clone(&sink), rx, ack_tx, ready, abort));
-        SinkDriver { tx: Some(tx), acks, task: Some(task), sink }
+        let task = rt.spawn(drive(sink, rx, ack_tx, (ready, abort), metrics.clone()));
+        SinkDriver { tx: Some(tx), acks, task: Some(task), metrics }
+    }
+
+    /// The driver has ended on its own (a write gave up): nothing more
+    /// will be acknowledged.
+    pub fn stopped(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.is_finished())
     }
 
     /// Queues a batch, waiting while the queue is full. False once the
     /// driver has stopped (a write gave up).
     pub fn send(&self, batch: SinkBatch) -> bool {
         let Some(tx) = &self.tx else { return false };
-        if let Some(m) = self.sink.metrics() {
-            m.sink_in_flight.inc();
-        }
+        self.metrics.sink_in_flight.inc();
         tx.blocking_send(batch).is_ok()
     }
 
@@ -131,24 +137,25 @@ async fn drive(
     sink: Arc<ClickHouseSink>,
     mut rx: mpsc::Receiver<SinkBatch>,
     acks: std::sync::mpsc::Sender<u64>,
-    ready: Arc<Readiness>,
-    abort: Arc<AtomicBool>,
+    (ready, abort): (Arc<Readiness>, Arc<AtomicBool>),
+    metrics: Metrics,
 ) -> Result<(), SinkError> {
     while let Some(first) = rx.recv().await {
         let (batch, merged) = coalesce(first, &mut rx);
         if !batch.rows.is_empty() {
             if let Err(e) = sink.write_retrying(&batch.rows, &abort).await {
+                if !matches!(e, SinkError::Shutdown) {
+                    ready.clickhouse.store(false, Ordering::Relaxed);
+                }
                 tracing::warn!(error = %e, rows = batch.rows.len(), "sink stopped with unacknowledged rows; they are re-derived on restart");
                 return Err(e);
             }
         }
         ready.clickhouse.store(true, Ordering::Relaxed);
-        if let Some(m) = sink.metrics() {
-            if let Some(ts) = batch.oldest_ms {
-                m.freshness.observe(((now_ms() - ts).max(0) as f64) / 1000.0);
-            }
-            m.sink_in_flight.sub(merged);
+        if let Some(ts) = batch.oldest_ms {
+            metrics.freshness.observe(((now_ms() - ts).max(0) as f64) / 1000.0);
         }
+        metrics.sink_in_flight.sub(merged);
         if acks.send(batch.epoch).is_err() {
             return Ok(());
         }

@@ -214,6 +214,8 @@ pub fn run_chain<M: Clone + Send + Sync + 'static>(
                 worker.step_while(|| df.probe.less_than(&epoch));
                 per_batch.push(std::mem::take(&mut df.completed.borrow_mut().changes));
                 applied_at.push(fold.complete(epoch, &df.completed));
+                // The runner steps once more per loop after the fold.
+                worker.step();
             }
             // The watermark the last committed epoch was processed with.
             let applied = applied_at.get(committed as usize - 1).copied().unwrap_or(initial);
