@@ -2,6 +2,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use revpulse_connectors::clickhouse::{current_query, select_current};
+use revpulse_pipelines::row::Table;
 use revpulse_pipelines::time::{day_of, format_day, parse_rfc3339, Day};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -112,13 +114,14 @@ pub async fn attribution(
         None => (to - 29).max(0),
     };
     let rows: Vec<CampaignRow> =
-        s.ch.query(
-            "SELECT campaign_id, sum(c) AS conversions, sum(r) AS revenue FROM ( \
-               SELECT day, campaign_id, argMax(conversions, version) AS c, argMax(revenue, version) AS r \
-               FROM attribution_daily WHERE tenant_id = ? AND model = ? AND day >= toDate(?) AND day <= toDate(?) \
-               GROUP BY day, campaign_id HAVING argMax(deleted, version) = 0 \
-             ) GROUP BY campaign_id ORDER BY revenue DESC, campaign_id",
-        )
+        s.ch.query(&format!(
+            "SELECT campaign_id, sum(conversions) AS conversions, sum(revenue) AS revenue FROM ({}) \
+             GROUP BY campaign_id ORDER BY revenue DESC, campaign_id",
+            current_query(
+                Table::AttributionDaily,
+                "tenant_id = ? AND model = ? AND day >= toDate(?) AND day <= toDate(?)"
+            )
+        ))
         .bind(t)
         .bind(&model)
         .bind(format_day(from))
@@ -199,9 +202,8 @@ pub async fn offers(
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let offers: Vec<AcceptedOffer> =
         s.ch.query(
-            "SELECT offer_id, argMax(accepted_lines, version), argMax(revenue, version) AS r \
-             FROM offer_acceptance WHERE tenant_id = ? GROUP BY offer_id HAVING argMax(deleted, version) = 0 \
-             ORDER BY r DESC, offer_id LIMIT ?, ?",
+            &(select_current::<AcceptedOffer>(Table::OfferAcceptance, "tenant_id = ?")
+                + " ORDER BY revenue DESC, offer_id LIMIT ?, ?"),
         )
         .bind(t)
         .bind(offset)

@@ -2,6 +2,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use revpulse_connectors::clickhouse::select_current;
+use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,23 +71,16 @@ pub async fn lift(
     let t = tenant(&t)?;
     let experiment = id("id", &experiment)?;
     let row: Option<LiftRow> =
-        s.ch.query(
-            "SELECT argMax(lift, version), argMax(incremental_revenue, version), argMax(z, version), \
-             argMax(p_value, version) FROM experiment_lift WHERE tenant_id = ? AND experiment_id = ? \
-             GROUP BY experiment_id HAVING argMax(deleted, version) = 0",
-        )
-        .bind(t)
-        .bind(experiment)
-        .fetch_optional()
-        .await?;
+        s.ch.query(&select_current::<LiftRow>(Table::ExperimentLift, "tenant_id = ? AND experiment_id = ?"))
+            .bind(t)
+            .bind(experiment)
+            .fetch_optional()
+            .await?;
     let l = row.ok_or_else(|| ApiError::not_found("experiment"))?;
-    let variants: Vec<VariantFigures> = s
-        .ch
-        .query(
-            "SELECT variant, argMax(subjects, version), argMax(converters, version), argMax(conversion_rate, version), \
-             argMax(revenue, version), argMax(revenue_per_subject, version) \
-             FROM experiment_variants WHERE tenant_id = ? AND experiment_id = ? \
-             GROUP BY variant HAVING argMax(deleted, version) = 0 ORDER BY variant",
+    let variants: Vec<VariantFigures> =
+        s.ch.query(
+            &(select_current::<VariantFigures>(Table::ExperimentVariants, "tenant_id = ? AND experiment_id = ?")
+                + " ORDER BY variant"),
         )
         .bind(t)
         .bind(experiment)

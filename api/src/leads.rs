@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::Json;
+use revpulse_connectors::clickhouse::select_current;
 use revpulse_pipelines::lead_score::Tier;
+use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -78,10 +80,6 @@ pub struct LeadList {
     offset: u64,
 }
 
-const COLUMNS: &str = "subject_id, argMax(score, version) AS s, argMax(base, version), argMax(behavioral, version), \
-     argMax(timing, version), argMax(market, version), argMax(tier, version) AS tr, \
-     argMax(revenue_potential, version), argMax(conversion_probability, version)";
-
 #[utoipa::path(
     get,
     path = "/v1/tenants/{tenant}/leads/{subject}",
@@ -104,14 +102,11 @@ pub async fn get_lead(State(s): State<AppState>, P((t, subject)): P<(String, Str
     let t = tenant(&t)?;
     let subject = id("subject", &subject)?;
     let row: Option<LeadRow> =
-        s.ch.query(&format!(
-            "SELECT {COLUMNS} FROM lead_scores WHERE tenant_id = ? AND subject_id = ? \
-             GROUP BY subject_id HAVING argMax(deleted, version) = 0"
-        ))
-        .bind(t)
-        .bind(subject)
-        .fetch_optional()
-        .await?;
+        s.ch.query(&select_current::<LeadRow>(Table::LeadScores, "tenant_id = ? AND subject_id = ?"))
+            .bind(t)
+            .bind(subject)
+            .fetch_optional()
+            .await?;
     row.map(|r| Json(Lead::from_row(t, r))).ok_or_else(|| ApiError::not_found("lead"))
 }
 
@@ -161,14 +156,12 @@ pub async fn list_leads(
     };
     let min_score = number("min_score", q.min_score.as_deref(), 0.0, 100.0)?;
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM lead_scores WHERE tenant_id = ? GROUP BY subject_id \
-         HAVING argMax(deleted, version) = 0 AND s >= toFloat64(?)"
-    );
+    let mut sql = select_current::<LeadRow>(Table::LeadScores, "tenant_id = ?");
+    sql.push_str(" WHERE score >= toFloat64(?)");
     if tier.is_some() {
-        sql.push_str(" AND tr = ?");
+        sql.push_str(" AND tier = ?");
     }
-    sql.push_str(" ORDER BY s DESC, subject_id LIMIT ?, ?");
+    sql.push_str(" ORDER BY score DESC, subject_id LIMIT ?, ?");
     // As a fixed-point string: ClickHouse 18.16 cannot parse every float
     // literal (e.g. `5e-324`). Rounding up to millionths keeps `score >= min`
     // exact, as scores have 2 decimals.

@@ -2,6 +2,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use revpulse_connectors::clickhouse::select_current;
+use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -78,25 +80,17 @@ pub async fn get_rar(
     let day = revpulse_pipelines::time::parse_month(&month)
         .ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
     let first = revpulse_pipelines::time::format_day(day);
-    let monthly: Option<Monthly> = s
-        .ch
-        .query(
-            "SELECT argMax(impressions, version), argMax(sess_ai, version), argMax(zero_click, version), \
-             argMax(lost_leads, version), argMax(lost_sales, version), argMax(rar, version), argMax(recoverable, version), \
-             argMax(baseline_revenue, version), argMax(pressure, version), argMax(top_intents, version) \
-             FROM rar_monthly WHERE tenant_id = ? AND month = toDate(?) \
-             GROUP BY tenant_id, month HAVING argMax(deleted, version) = 0",
-        )
-        .bind(t)
-        .bind(&first)
-        .fetch_optional()
-        .await?;
+    let monthly: Option<Monthly> =
+        s.ch.query(&select_current::<Monthly>(Table::RarMonthly, "tenant_id = ? AND month = toDate(?)"))
+            .bind(t)
+            .bind(&first)
+            .fetch_optional()
+            .await?;
     let monthly = monthly.ok_or_else(|| ApiError::not_found("RaR for that tenant and month"))?;
     let by_channel: Vec<ChannelRar> =
         s.ch.query(
-            "SELECT channel, argMax(rar, version) AS r, argMax(recoverable, version) \
-             FROM rar_by_channel WHERE tenant_id = ? AND month = toDate(?) \
-             GROUP BY channel HAVING argMax(deleted, version) = 0 ORDER BY r DESC, channel",
+            &(select_current::<ChannelRar>(Table::RarByChannel, "tenant_id = ? AND month = toDate(?)")
+                + " ORDER BY rar DESC, channel"),
         )
         .bind(t)
         .bind(&first)

@@ -3,6 +3,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use revpulse_connectors::clickhouse::{current_query, select_current};
+use revpulse_pipelines::row::Table;
 use revpulse_pipelines::time::{format_minute, parse_rfc3339, MICROS_PER_SECOND};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -56,16 +58,11 @@ pub async fn get_conversation(
     let t = tenant(&t)?;
     let conversation = id("id", &conversation)?;
     let row: Option<ConversationRow> =
-        s.ch.query(
-            "SELECT argMax(subject_id, version), argMax(duration_minutes, version), \
-             argMax(revenue_potential, version), argMax(revenue_per_minute, version) \
-             FROM conversation_rpm WHERE tenant_id = ? AND conversation_id = ? \
-             GROUP BY conversation_id HAVING argMax(deleted, version) = 0",
-        )
-        .bind(t)
-        .bind(conversation)
-        .fetch_optional()
-        .await?;
+        s.ch.query(&select_current::<ConversationRow>(Table::ConversationRpm, "tenant_id = ? AND conversation_id = ?"))
+            .bind(t)
+            .bind(conversation)
+            .fetch_optional()
+            .await?;
     let r = row.ok_or_else(|| ApiError::not_found("conversation"))?;
     Ok(Json(ConversationEfficiency {
         tenant_id: t.to_owned(),
@@ -173,12 +170,13 @@ pub async fn per_minute(
         return Err(ApiError::bad_request("source", "one of all, payments, ro"));
     }
     let rows: Vec<MinuteRow> =
-        s.ch.query(
-            "SELECT toUInt32(minute) AS m, argMax(revenue, version), argMax(conversions, version) \
-             FROM revenue_per_minute WHERE tenant_id = ? AND source = ? \
-             AND minute >= toDateTime(?) AND minute <= toDateTime(?) \
-             GROUP BY minute HAVING argMax(deleted, version) = 0 ORDER BY m LIMIT ?, ?",
-        )
+        s.ch.query(&format!(
+            "SELECT toUInt32(minute) AS m, revenue, conversions FROM ({}) ORDER BY m LIMIT ?, ?",
+            current_query(
+                Table::RevenuePerMinute,
+                "tenant_id = ? AND source = ? AND minute >= toDateTime(?) AND minute <= toDateTime(?)"
+            )
+        ))
         .bind(t)
         .bind(&source)
         .bind(from.max(0) as u32 / 60 * 60)

@@ -2,12 +2,14 @@
 //! current value per metric key (SPEC §4).
 
 mod config;
+mod current;
 mod driver;
 mod migrate;
 mod rowbinary;
 mod sink;
 
 pub use config::ClickHouseConfig;
+pub use current::{current_query, select_current};
 pub use driver::{DriverError, SinkBatch, SinkDriver};
 pub use migrate::{migrate, MIGRATIONS};
 pub use sink::{ClickHouseSink, SinkError, Versioner};
