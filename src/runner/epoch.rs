@@ -127,19 +127,14 @@ impl EpochDriver {
 /// except those below the offsets the previous run committed (it already
 /// did), and waits until they are delivered: the worker that read them may
 /// be another one, and it commits once this worker acknowledges the epoch.
-pub fn dead_letter_too_late(
-    source: &KafkaSource,
-    too_late: &[TooLate],
-    committed: &Offsets,
-    topic_name: impl Fn(revpulse_pipelines::event::Topic) -> String,
-) -> anyhow::Result<()> {
+pub fn dead_letter_too_late(source: &KafkaSource, too_late: &[TooLate], committed: &Offsets) -> anyhow::Result<()> {
     if too_late.is_empty() {
         return Ok(());
     }
     for late in too_late {
         let (partition, offset) = seq_parts(late.seq);
-        let tp = (topic_name(late.topic), partition);
-        if committed.get(&tp).is_some_and(|c| offset < *c) {
+        let Some(name) = source.topic_name(late.topic) else { continue };
+        if committed.get(&(name.to_owned(), partition)).is_some_and(|c| offset < *c) {
             continue;
         }
         let reject = Reject::new(

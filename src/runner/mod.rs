@@ -229,7 +229,6 @@ fn connect(
 
 /// The parts of one worker's loop (see the module docs).
 struct Worker<'a> {
-    cfg: &'a Config,
     shared: &'a Shared,
     rt: &'a tokio::runtime::Handle,
     source: KafkaSource,
@@ -259,8 +258,7 @@ impl Worker<'_> {
             shared.readiness.kafka.store(self.source.healthy(), Ordering::Relaxed);
             self.source.update_lag(Duration::from_secs(5));
         }
-        let topics = &self.cfg.kafka.topics;
-        dead_letter_too_late(&self.source, &sealed.too_late, &self.start_committed, |t| topics.get(t).to_owned())?;
+        dead_letter_too_late(&self.source, &sealed.too_late, &self.start_committed)?;
         self.reconciler.absorb(&mut sealed.rows);
         shared.metrics.emitted_rows.inc_by(sealed.rows.len() as u64);
         if self.reconciler.check_caught_up(&self.source, &mut h.caught_up, sealed.epoch) {
@@ -388,7 +386,6 @@ fn drive(
     let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     let capacity = cfg.pipeline.max_in_flight_batches;
     let mut w = Worker {
-        cfg,
         shared,
         rt,
         epochs: EpochDriver::new(taken.watermark, &cfg.kafka, shared.metrics.clone()),

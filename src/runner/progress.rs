@@ -54,12 +54,15 @@ mod tests {
 
     #[test]
     fn the_least_time_and_closing_are_agreed_by_all_workers() {
-        let guards = timely::execute(timely::Config::process(2), |worker| {
+        // Nobody moves on before both have read the least time.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
             let mut p = Progress::new(worker);
             // Worker 1 lags at 3 while worker 0 is at 7.
             p.advance_to(if worker.index() == 0 { 7 } else { 3 });
             worker.step_while(|| p.least() < 3);
             let least = p.least();
+            barrier.wait();
             // Worker 0 closes; worker 1 catches up to 7: closed inputs no
             // longer hold the least time back.
             if worker.index() == 0 {

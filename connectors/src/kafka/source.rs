@@ -162,6 +162,11 @@ impl KafkaSource {
         self.dlq.flush(timeout)
     }
 
+    /// The Kafka topic name `topic` is read from.
+    pub fn topic_name(&self, topic: Topic) -> Option<&str> {
+        self.decoder.name_of(topic)
+    }
+
     /// Dead-letters a message the pipeline rejected after decoding (e.g.
     /// `too_late`, SPEC §7); `payload` is what to publish in its place.
     pub fn dead_letter(&self, topic: Topic, at: Position, key: &[u8], payload: &[u8], reject: &Reject) {

@@ -189,7 +189,7 @@ impl KafkaTransport {
                 Some(Ok(msg)) => {
                     self.healthy = true;
                     let tp = (msg.topic().to_owned(), msg.partition());
-                    if self.blocked.contains_key(&tp) {
+                    if !self.blocked.is_empty() && self.blocked.contains_key(&tp) {
                         // Behind a paused record: read again after its seek.
                         continue;
                     }
