@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::{current_query, select_current};
-use revpulse_pipelines::row::Table;
-use revpulse_pipelines::time::{day_of, format_day, parse_rfc3339, Day};
+use revpulse_pipelines::row::{Date, Table};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -70,12 +69,8 @@ pub struct Attribution {
     unattributed: Unattributed,
 }
 
-fn parse_day(name: &str, v: &str) -> Result<Day, ApiError> {
-    let bad = || ApiError::bad_request(name, "a date, YYYY-MM-DD");
-    if v.len() != 10 {
-        return Err(bad());
-    }
-    parse_rfc3339(&format!("{v}T00:00:00Z")).map(day_of).ok_or_else(bad)
+fn parse_day(name: &str, v: &str) -> Result<Date, ApiError> {
+    Date::parse(v).ok_or_else(|| ApiError::bad_request(name, "a date, YYYY-MM-DD"))
 }
 
 #[utoipa::path(
@@ -105,13 +100,13 @@ pub async fn attribution(
     let to = match q.to.as_deref() {
         Some(v) => parse_day("to", v)?,
         None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            (now / 86_400) as Day
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            Date::of(now.min(i64::MAX as u128) as i64)
         }
     };
     let from = match q.from.as_deref() {
         Some(v) => parse_day("from", v)?,
-        None => (to - 29).max(0),
+        None => Date((to.0 - 29).max(0)),
     };
     let rows: Vec<CampaignRow> =
         s.ch.query(&format!(
@@ -124,8 +119,8 @@ pub async fn attribution(
         ))
         .bind(t)
         .bind(&model)
-        .bind(format_day(from))
-        .bind(format_day(to))
+        .bind(from.to_string())
+        .bind(to.to_string())
         .fetch_all()
         .await?;
     let mut unattributed = Unattributed { conversions: 0.0, revenue: 0.0 };
@@ -144,8 +139,8 @@ pub async fn attribution(
     Ok(Json(Attribution {
         tenant_id: t.to_owned(),
         model,
-        from: format_day(from),
-        to: format_day(to),
+        from: from.to_string(),
+        to: to.to_string(),
         campaigns,
         unattributed,
     }))

@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::select_current;
-use revpulse_pipelines::lead_score::Tier;
-use revpulse_pipelines::row::Table;
+use revpulse_pipelines::row::{Table, Tier};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

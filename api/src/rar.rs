@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::select_current;
-use revpulse_pipelines::row::Table;
+use revpulse_pipelines::row::{Date, Table};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -77,9 +77,8 @@ pub async fn get_rar(
 ) -> Result<Json<RarResponse>, ApiError> {
     let t = tenant(&t)?;
     let month = q.month.ok_or_else(|| ApiError::bad_request("month", "required, as YYYY-MM"))?;
-    let day = revpulse_pipelines::time::parse_month(&month)
-        .ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?;
-    let first = revpulse_pipelines::time::format_day(day);
+    let first =
+        Date::parse_month(&month).ok_or_else(|| ApiError::bad_request("month", "expected YYYY-MM"))?.to_string();
     let monthly: Option<Monthly> =
         s.ch.query(&select_current::<Monthly>(Table::RarMonthly, "tenant_id = ? AND month = toDate(?)"))
             .bind(t)

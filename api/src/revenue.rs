@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::{current_query, select_current};
-use revpulse_pipelines::row::Table;
-use revpulse_pipelines::time::{format_minute, parse_rfc3339, MICROS_PER_SECOND};
+use revpulse_pipelines::row::{Minute, Table};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -152,9 +151,8 @@ pub async fn per_minute(
     Q(q): Q<PerMinuteQuery>,
 ) -> Result<Json<PerMinute>, ApiError> {
     let t = tenant(&t)?;
-    let parse = |name: &str, v: &str| {
-        parse_rfc3339(v).map(|m| m / MICROS_PER_SECOND).ok_or_else(|| ApiError::bad_request(name, "RFC 3339 timestamp"))
-    };
+    let parse =
+        |name: &str, v: &str| Minute::parse_seconds(v).ok_or_else(|| ApiError::bad_request(name, "RFC 3339 timestamp"));
     let to = match q.to.as_deref() {
         Some(v) => parse("to", v)?,
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
@@ -179,7 +177,7 @@ pub async fn per_minute(
         ))
         .bind(t)
         .bind(&source)
-        .bind(from.max(0) as u32 / 60 * 60)
+        .bind(Minute::of_seconds(from).0)
         .bind(to.clamp(0, i64::from(u32::MAX)) as u32)
         .bind(offset)
         .bind(limit)
@@ -188,11 +186,15 @@ pub async fn per_minute(
     Ok(Json(PerMinute {
         tenant_id: t.to_owned(),
         source,
-        from: format_minute((from.max(0) as u32) / 60 * 60),
-        to: format_minute(to.clamp(0, i64::from(u32::MAX)) as u32 / 60 * 60),
+        from: Minute::of_seconds(from).to_string(),
+        to: Minute::of_seconds(to).to_string(),
         minutes: rows
             .into_iter()
-            .map(|r| MinuteBucket { minute: format_minute(r.minute), revenue: r.revenue, conversions: r.conversions })
+            .map(|r| MinuteBucket {
+                minute: Minute(r.minute).to_string(),
+                revenue: r.revenue,
+                conversions: r.conversions,
+            })
             .collect(),
         limit,
         offset,

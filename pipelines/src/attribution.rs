@@ -36,8 +36,11 @@ use crate::event::{Direction, Message, MessageStatus, Topic};
 use crate::family::{Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::fixed::{to_f64, Fixed};
 use crate::lead_score::LeadKey;
-use crate::retention::{self, day_end, state_us, Lateness, Retained, SumChange};
-use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::retention::{self, day_end, state_micros as micros, state_us, Lateness, Retained, SumChange};
+use crate::row::{
+    AttributionDailyKey, AttributionDailyValues, Date, OfferAcceptanceKey, OfferAcceptanceValues, OfferClosedKey,
+    OfferClosedValues, RowKey, RowVals, Table, TableKey,
+};
 use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
@@ -262,9 +265,9 @@ pub fn attribution<'s>(
     if let Some((_, restored)) = &closed_state {
         contributions = contributions.concat(restored.clone());
     }
-    let offers = contributions.count_total().map(|((tenant, offer), a)| {
-        let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::f64(a.cents as f64 / 100.0)];
-        (RowKey::new(Table::OfferAcceptance, vec![s(tenant), s(offer)]), vals)
+    let offers = contributions.count_total().map(|((tenant_id, offer_id), a)| {
+        let values = OfferAcceptanceValues { accepted_lines: a.lines.max(0) as u64, revenue: a.cents as f64 / 100.0 };
+        OfferAcceptanceKey { tenant_id, offer_id }.row(values)
     });
     let rows = daily.concat(offers);
     match closed_state {
@@ -285,35 +288,25 @@ fn daily_rows<'s>(
             Credit::Offer { .. } => None,
         })
         .count_total()
-        .map(|((tenant, day, model, campaign), c)| {
-            let key = vec![s(tenant), Cell::Date(day), s(model.as_str()), s(campaign)];
-            (
-                RowKey::new(Table::AttributionDaily, key),
-                vec![Cell::f64(to_f64(c.conversions)), Cell::f64(to_f64(c.revenue))],
-            )
+        .map(|((tenant_id, day, model, campaign_id), c)| {
+            let key = AttributionDailyKey { tenant_id, day: Date(day), model: model.as_str().into(), campaign_id };
+            key.row(AttributionDailyValues { conversions: to_f64(c.conversions), revenue: to_f64(c.revenue) })
         })
 }
 
 /// A `state_offer_closed` row a start took back: an offer's total as of
 /// the watermark in its key.
-fn restored_offers((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Text), Accepted>> {
-    let (
-        Table::StateOfferClosed,
-        [Cell::Str(tenant), Cell::Str(offer), Cell::U64(tag)],
-        [Cell::U64(lines), Cell::U64(cents)],
-    ) = (key.table, key.key.as_slice(), vals.as_slice())
-    else {
-        return None;
-    };
-    let accepted = Accepted { lines: *lines as i64, cents: i128::from(*cents) };
-    Some(SumChange::Restored((tenant.clone(), offer.clone()), (*tag).min(i64::MAX as u64) as Micros, accepted))
+fn restored_offers(row: (RowKey, RowVals)) -> Option<SumChange<(Text, Text), Accepted>> {
+    let (key, v) = OfferClosedKey::parse(&row)?;
+    let accepted = Accepted { lines: v.accepted_lines as i64, cents: i128::from(v.revenue_cents) };
+    Some(SumChange::Restored((key.tenant_id, key.offer_id), micros(key.closed_us), accepted))
 }
 
 /// A `state_offer_closed` row: what conversions of closed days had credited
 /// an offer in total as of watermark `closed`.
 fn offer_closed_row((tenant, offer): &(Text, Text), closed: Micros, a: &Accepted) -> (RowKey, RowVals) {
-    let vals = vec![Cell::U64(a.lines.max(0) as u64), Cell::U64(a.cents.max(0) as u64)];
-    (RowKey::new(Table::StateOfferClosed, vec![s(tenant.clone()), s(offer.clone()), state_us(closed)]), vals)
+    let key = OfferClosedKey { tenant_id: tenant.clone(), offer_id: offer.clone(), closed_us: state_us(closed) };
+    key.row(OfferClosedValues { accepted_lines: a.lines.max(0) as u64, revenue_cents: a.cents.max(0) as u64 })
 }
 
 /// Attribution and offer acceptance (SPEC §3.4): a touch is done with once
@@ -338,10 +331,8 @@ fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
 }
 
 fn row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
-    match (key.table, key.key.get(1)) {
-        (Table::AttributionDaily, Some(Cell::Date(d))) => Some((l.attribution?, day_end(*d))),
-        _ => None,
-    }
+    let day = AttributionDailyKey::of(key)?.day;
+    Some((l.attribution?, day_end(day.0)))
 }
 
 fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {

@@ -27,8 +27,11 @@ use crate::attribution::BySubject;
 use crate::conversion::{Conversion, Source};
 use crate::event::{Message, Topic, Variant};
 use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
-use crate::retention::{lifetime_sum_state, state_us, SumChange};
-use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::retention::{lifetime_sum_state, state_micros as micros, state_us, SumChange};
+use crate::row::{
+    ExperimentClosedKey, ExperimentClosedValues, ExperimentLiftKey, ExperimentLiftValues, ExperimentVariantKey,
+    ExperimentVariantValues, RowKey, RowVals, Table, TableKey,
+};
 use crate::subject::{freeze_closed, Closed};
 use crate::time::Micros;
 use crate::types::Text;
@@ -128,18 +131,15 @@ fn variant_named(name: &str) -> Option<Variant> {
 
 /// A `state_experiment_closed` row a start took back: a variant's total
 /// as of the watermark in its key.
-fn restored_sums((key, vals): (RowKey, RowVals)) -> Option<SumChange<(Text, Text, Variant), VariantSums>> {
-    let (
-        Table::StateExperimentClosed,
-        [Cell::Str(tenant), Cell::Str(experiment), Cell::Str(variant), Cell::U64(tag)],
-        [Cell::U64(subjects), Cell::U64(converters), Cell::U64(cents)],
-    ) = (key.table, key.key.as_slice(), vals.as_slice())
-    else {
-        return None;
+fn restored_sums(row: (RowKey, RowVals)) -> Option<SumChange<(Text, Text, Variant), VariantSums>> {
+    let (key, v) = ExperimentClosedKey::parse(&row)?;
+    let sums = VariantSums {
+        subjects: v.subjects as i64,
+        converters: v.converters as i64,
+        cents: i128::from(v.revenue_cents),
     };
-    let sums = VariantSums { subjects: *subjects as i64, converters: *converters as i64, cents: i128::from(*cents) };
-    let tag = (*tag).min(i64::MAX as u64) as Micros;
-    Some(SumChange::Restored((tenant.clone(), experiment.clone(), variant_named(variant)?), tag, sums))
+    let variant = variant_named(&key.variant)?;
+    Some(SumChange::Restored((key.tenant_id, key.experiment_id, variant), micros(key.closed_us), sums))
 }
 
 /// A `state_experiment_closed` row: what closed subjects of a variant had
@@ -149,13 +149,17 @@ fn closed_row(
     closed: Micros,
     v: &VariantSums,
 ) -> (RowKey, RowVals) {
-    let key = vec![s(tenant.clone()), s(experiment.clone()), s(variant_name(*variant)), state_us(closed)];
-    let vals = vec![
-        Cell::U64(v.subjects.max(0) as u64),
-        Cell::U64(v.converters.max(0) as u64),
-        Cell::U64(v.cents.max(0) as u64),
-    ];
-    (RowKey::new(Table::StateExperimentClosed, key), vals)
+    let key = ExperimentClosedKey {
+        tenant_id: tenant.clone(),
+        experiment_id: experiment.clone(),
+        variant: variant_name(*variant).into(),
+        closed_us: state_us(closed),
+    };
+    key.row(ExperimentClosedValues {
+        subjects: v.subjects.max(0) as u64,
+        converters: v.converters.max(0) as u64,
+        revenue_cents: v.cents.max(0) as u64,
+    })
 }
 
 /// The `experiment_variants` and `experiment_lift` rows, and with subject
@@ -226,28 +230,32 @@ pub fn experiments<'s>(
         .count_total()
         .map(|((tenant, experiment, variant), sums)| ((tenant, experiment), (variant, sums)));
 
-    let variant_rows = variants.clone().map(|((tenant, experiment), (variant, v))| {
-        let vals = vec![
-            Cell::U64(v.subjects.max(0) as u64),
-            Cell::U64(v.converters.max(0) as u64),
-            Cell::f64(v.conversion_rate().unwrap_or(0.0)),
-            Cell::f64(v.revenue()),
-            Cell::f64(v.revenue_per_subject().unwrap_or(0.0)),
-        ];
-        (RowKey::new(Table::ExperimentVariants, vec![s(tenant), s(experiment), s(variant_name(variant))]), vals)
+    let variant_rows = variants.clone().map(|((tenant_id, experiment_id), (variant, v))| {
+        let values = ExperimentVariantValues {
+            subjects: v.subjects.max(0) as u64,
+            converters: v.converters.max(0) as u64,
+            conversion_rate: v.conversion_rate().unwrap_or(0.0),
+            revenue: v.revenue(),
+            revenue_per_subject: v.revenue_per_subject().unwrap_or(0.0),
+        };
+        ExperimentVariantKey { tenant_id, experiment_id, variant: variant_name(variant).into() }.row(values)
     });
     let lift_rows = variants
         .reduce(|_experiment, arms, out| {
             let arm = |want: Variant| arms.iter().find(|((v, _), _)| *v == want).map(|((_, sums), _)| sums);
             let l = lift(arm(Variant::Control), arm(Variant::Treatment));
-            let cell = |x: Option<f64>| x.filter(|v| v.is_finite()).map(F64);
-            out.push(([cell(l.lift), cell(l.incremental_revenue), cell(l.z), cell(l.p_value)], 1));
+            let finite = |x: Option<f64>| x.filter(|v| v.is_finite()).map(F64);
+            out.push(([finite(l.lift), finite(l.incremental_revenue), finite(l.z), finite(l.p_value)], 1));
         })
-        .map(|((tenant, experiment), vals)| {
-            (
-                RowKey::new(Table::ExperimentLift, vec![s(tenant), s(experiment)]),
-                vals.into_iter().map(Cell::NullF64).collect(),
-            )
+        .map(|((tenant_id, experiment_id), [lift, incremental_revenue, z, p_value])| {
+            let unwrap = |x: Option<F64>| x.map(|v| v.0);
+            let values = ExperimentLiftValues {
+                lift: unwrap(lift),
+                incremental_revenue: unwrap(incremental_revenue),
+                z: unwrap(z),
+                p_value: unwrap(p_value),
+            };
+            ExperimentLiftKey { tenant_id, experiment_id }.row(values)
         });
     let rows = variant_rows.concat(lift_rows);
     match closed_state {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::LeadScoreConfig;
 use crate::event::{Conversation, DecisionMaker, Facts, PropertyType, Topic};
 use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
-use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::row::{LeadScoreKey, LeadScoreValues, RowKey, RowVals, Table, TableKey};
 use crate::time::Micros;
 use crate::types::Text;
 use crate::types::F64;
@@ -105,28 +105,7 @@ pub fn resolve(records: &[&LeadRecord]) -> LeadFacts {
     f
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Tier {
-    Unqualified,
-    Basic,
-    Standard,
-    Premium,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Premium => "premium",
-            Tier::Standard => "standard",
-            Tier::Basic => "basic",
-            Tier::Unqualified => "unqualified",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Tier> {
-        [Tier::Premium, Tier::Standard, Tier::Basic, Tier::Unqualified].into_iter().find(|t| t.as_str() == s)
-    }
-}
+pub use crate::row::Tier;
 
 /// A lead's score and what follows from it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -222,18 +201,17 @@ pub fn lead_scores<'s>(
 
 /// The `lead_scores` rows.
 pub fn rows<'s>(scores: VecCollection<'s, Epoch, (LeadKey, Score)>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
-    scores.map(|((tenant, subject), sc)| {
-        let vals = vec![
-            Cell::F64(sc.score),
-            Cell::F64(sc.base),
-            Cell::F64(sc.behavioral),
-            Cell::F64(sc.timing),
-            Cell::F64(sc.market),
-            s(sc.tier.as_str()),
-            Cell::F64(sc.revenue_potential),
-            Cell::F64(sc.conversion_probability),
-        ];
-        (RowKey::new(Table::LeadScores, vec![s(tenant), s(subject)]), vals)
+    scores.map(|((tenant_id, subject_id), sc)| {
+        LeadScoreKey { tenant_id, subject_id }.row(LeadScoreValues {
+            score: sc.score.0,
+            base: sc.base.0,
+            behavioral: sc.behavioral.0,
+            timing: sc.timing.0,
+            market: sc.market.0,
+            tier: sc.tier,
+            revenue_potential: sc.revenue_potential.0,
+            conversion_probability: sc.conversion_probability.0,
+        })
     })
 }
 

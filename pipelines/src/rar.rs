@@ -28,8 +28,11 @@ use crate::event::{Impression, Topic};
 use crate::family::{Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::fixed::{ratio, to_f64, to_fixed, Fixed};
 use crate::retention::{month_end, Lateness};
-use crate::row::{Cell, RowKey, RowVals, Table};
-use crate::time::{month_of, Day, Micros};
+use crate::row::{
+    Date, RarByChannelKey, RarByChannelValues, RarByIntentKey, RarByIntentValues, RarMonthlyKey, RarMonthlyValues,
+    RowKey, RowVals, Table, TableKey,
+};
+use crate::time::{month_of, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
 
@@ -82,25 +85,20 @@ impl RarSums {
     }
 }
 
-/// The `rar_monthly` value columns.
-pub fn monthly_vals(s: &RarSums, top_intents: Vec<Text>) -> RowVals {
-    vec![
-        Cell::U64(u64::try_from(s.impressions).unwrap_or(u64::MAX)),
-        Cell::f64(to_f64(s.sess_ai)),
-        Cell::f64(to_f64(s.zero_click)),
-        Cell::f64(to_f64(s.lost_leads)),
-        Cell::f64(to_f64(s.lost_sales)),
-        Cell::f64(to_f64(s.rar)),
-        Cell::f64(to_f64(s.recoverable)),
-        Cell::f64(to_f64(s.baseline_revenue)),
-        Cell::f64(s.pressure()),
-        Cell::StrArray(top_intents),
-    ]
-}
-
-/// The `rar_by_channel` / `rar_by_intent` value columns.
-pub fn part_vals(s: &RarSums) -> RowVals {
-    vec![Cell::f64(to_f64(s.rar)), Cell::f64(to_f64(s.recoverable))]
+/// The `rar_monthly` values of a month's sums.
+pub fn monthly_vals(s: &RarSums, top_intents: Vec<Text>) -> RarMonthlyValues {
+    RarMonthlyValues {
+        impressions: u64::try_from(s.impressions).unwrap_or(u64::MAX),
+        sess_ai: to_f64(s.sess_ai),
+        zero_click: to_f64(s.zero_click),
+        lost_leads: to_f64(s.lost_leads),
+        lost_sales: to_f64(s.lost_sales),
+        rar: to_f64(s.rar),
+        recoverable: to_f64(s.recoverable),
+        baseline_revenue: to_f64(s.baseline_revenue),
+        pressure: s.pressure(),
+        top_intents,
+    }
 }
 
 /// The 5 highest-`rar` intents of a month from `(intent, rar)` pairs.
@@ -108,10 +106,6 @@ pub fn top_intents<'a>(intents: impl IntoIterator<Item = (&'a str, Fixed)>) -> V
     let mut v: Vec<(Fixed, &str)> = intents.into_iter().map(|(i, r)| (-r, i)).collect();
     v.sort_unstable();
     v.into_iter().take(TOP_INTENTS).map(|(_, i)| Text::from(i)).collect()
-}
-
-fn month_key(tenant: Text, month: Day) -> Vec<Cell> {
-    vec![Cell::Str(tenant), Cell::Date(month)]
 }
 
 /// Builds the three RaR tables from the current impressions records.
@@ -135,16 +129,14 @@ pub fn rar<'s>(
 
     let monthly_rows = monthly
         .join(top)
-        .map(|((t, m), (s, top))| (RowKey { table: Table::RarMonthly, key: month_key(t, m) }, monthly_vals(&s, top)));
-    let channel_rows = by_channel.map(|((t, m, c), s)| {
-        let mut key = month_key(t, m);
-        key.push(Cell::Str(c));
-        (RowKey { table: Table::RarByChannel, key }, part_vals(&s))
+        .map(|((tenant_id, m), (s, top))| RarMonthlyKey { tenant_id, month: Date(m) }.row(monthly_vals(&s, top)));
+    let channel_rows = by_channel.map(|((tenant_id, m, channel), s)| {
+        let values = RarByChannelValues { rar: to_f64(s.rar), recoverable: to_f64(s.recoverable) };
+        RarByChannelKey { tenant_id, month: Date(m), channel }.row(values)
     });
-    let intent_rows = by_intent.map(|((t, m, i), s)| {
-        let mut key = month_key(t, m);
-        key.push(Cell::Str(i));
-        (RowKey { table: Table::RarByIntent, key }, part_vals(&s))
+    let intent_rows = by_intent.map(|((tenant_id, m, intent_cluster), s)| {
+        let values = RarByIntentValues { rar: to_f64(s.rar), recoverable: to_f64(s.recoverable) };
+        RarByIntentKey { tenant_id, month: Date(m), intent_cluster }.row(values)
     });
     monthly_rows.concat(channel_rows).concat(intent_rows)
 }
@@ -171,10 +163,13 @@ fn release_rule(rules: &Rules) -> Option<ReleaseFn> {
 }
 
 fn row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
-    match key.key.get(1) {
-        Some(Cell::Date(m)) => Some((l.rar?, month_end(*m))),
-        _ => None,
-    }
+    let month = match key.table {
+        Table::RarMonthly => RarMonthlyKey::of(key)?.month,
+        Table::RarByChannel => RarByChannelKey::of(key)?.month,
+        Table::RarByIntent => RarByIntentKey::of(key)?.month,
+        _ => return None,
+    };
+    Some((l.rar?, month_end(month.0)))
 }
 
 fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {

@@ -38,7 +38,7 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
 use crate::config::RetentionConfig;
-use crate::row::{Cell, RowKey, RowVals, Table};
+use crate::row::{Cell, ExperimentClosedKey, OfferClosedKey, OpenSubjectKey, RowKey, RowVals, Table, TableKey};
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
 };
@@ -395,8 +395,13 @@ pub fn split_results<'s, A: Data, B: Data>(
 }
 
 /// A watermark or horizon as a `UInt64` state column (instants before 1970 as 0).
-pub fn state_us(t: Micros) -> Cell {
-    Cell::U64(t.max(0) as u64)
+pub fn state_us(t: Micros) -> u64 {
+    t.max(0) as u64
+}
+
+/// A `UInt64` state column as an instant.
+pub fn state_micros(v: u64) -> Micros {
+    v.min(i64::MAX as u64) as Micros
 }
 
 /// A change to a lifetime sum kept as state: what a start restored (the
@@ -528,18 +533,24 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
     // Per lifetime-sum key (the key without its watermark): the greatest
     // covered row so far.
     let mut best: BTreeMap<(Table, Vec<Cell>), (u64, RowKey, RowVals)> = BTreeMap::new();
-    for (key, vals) in rows {
-        match (key.table, key.key.last(), vals.last()) {
-            (Table::StateOpenSubjects, Some(Cell::U64(opened)), Some(Cell::U64(closed))) => {
-                if covered(*opened) && (*closed == 0 || !covered(*closed)) {
-                    out.restore.push((key, vals));
+    for row in rows {
+        let total_tag = match row.0.table {
+            Table::StateExperimentClosed => ExperimentClosedKey::of(&row.0).map(|k| k.closed_us),
+            Table::StateOfferClosed => OfferClosedKey::of(&row.0).map(|k| k.closed_us),
+            _ => None,
+        };
+        match (OpenSubjectKey::parse(&row), total_tag) {
+            (Some((life, v)), _) => {
+                if covered(life.opened_us) && (v.closed_us == 0 || !covered(v.closed_us)) {
+                    out.restore.push(row);
                 } else {
-                    out.stale.push(key);
+                    out.stale.push(row.0);
                 }
             }
-            (Table::StateExperimentClosed | Table::StateOfferClosed, Some(Cell::U64(tag)), _) if covered(*tag) => {
+            (None, Some(tag)) if covered(tag) => {
+                let (key, vals) = row;
+                // The lifetime sum's identity: its key without the watermark.
                 let id = (key.table, key.key[..key.key.len() - 1].to_vec());
-                let tag = *tag;
                 match best.get(&id) {
                     Some((t, _, _)) if *t >= tag => out.stale.push(key),
                     _ => {
@@ -549,7 +560,7 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
                     }
                 }
             }
-            _ => out.stale.push(key),
+            _ => out.stale.push(row.0),
         }
     }
     out.restore.extend(best.into_values().map(|(_, key, vals)| (key, vals)));

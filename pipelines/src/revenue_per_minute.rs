@@ -19,7 +19,10 @@ use crate::event::{Conversation, Topic};
 use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::lead_score::{LeadKey, Score};
 use crate::retention::{self, minute_end, Lateness};
-use crate::row::{s, Cell, RowKey, RowVals, Table};
+use crate::row::{
+    ConversationRpmKey, ConversationRpmValues, Minute, RevenuePerMinuteKey, RevenuePerMinuteValues, RowKey, RowVals,
+    Table, TableKey,
+};
 use crate::time::{minute_of, Micros, MICROS_PER_MINUTE, MICROS_PER_SECOND};
 use crate::types::Text;
 use crate::types::F64;
@@ -45,10 +48,11 @@ pub fn realized<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> VecCol
             [((c.tenant.clone(), minute, Some(c.source)), r.clone()), ((c.tenant, minute, None), r)]
         })
         .count_total()
-        .map(|((tenant, minute, source), r): ((Text, u32, Option<Source>), Realized)| {
-            let source = source.map_or(ALL_SOURCES, Source::as_str);
-            let vals = vec![Cell::f64(r.cents as f64 / 100.0), Cell::U64(r.conversions.max(0) as u64)];
-            (RowKey::new(Table::RevenuePerMinute, vec![s(tenant), Cell::Minute(minute), s(source)]), vals)
+        .map(|((tenant_id, minute, source), r): ((Text, u32, Option<Source>), Realized)| {
+            let source = source.map_or(ALL_SOURCES, Source::as_str).into();
+            let values =
+                RevenuePerMinuteValues { revenue: r.cents as f64 / 100.0, conversions: r.conversions.max(0) as u64 };
+            RevenuePerMinuteKey { tenant_id, minute: Minute(minute), source }.row(values)
         })
 }
 
@@ -84,13 +88,13 @@ pub fn conversation_rpm<'s>(
     extents
         .map(|((tenant, conv), (first, last, subject))| ((tenant, subject), (conv, F64(duration_minutes(first, last)))))
         .join_map(potential, |(tenant, subject), (conv, minutes), potential: &F64| {
-            let vals = vec![
-                s(subject.clone()),
-                Cell::F64(*minutes),
-                Cell::F64(*potential),
-                Cell::f64(potential.0 / minutes.0),
-            ];
-            (RowKey::new(Table::ConversationRpm, vec![s(tenant.clone()), s(conv.clone())]), vals)
+            let values = ConversationRpmValues {
+                subject_id: subject.clone(),
+                duration_minutes: minutes.0,
+                revenue_potential: potential.0,
+                revenue_per_minute: potential.0 / minutes.0,
+            };
+            ConversationRpmKey { tenant_id: tenant.clone(), conversation_id: conv.clone() }.row(values)
         })
 }
 
@@ -130,10 +134,8 @@ fn realized_release(rules: &Rules) -> Option<ReleaseFn> {
 }
 
 fn realized_row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
-    match key.key.get(1) {
-        Some(Cell::Minute(m)) => Some((l.revenue_per_minute?, minute_end(i64::from(*m) * MICROS_PER_SECOND))),
-        _ => None,
-    }
+    let minute = RevenuePerMinuteKey::of(key)?.minute;
+    Some((l.revenue_per_minute?, minute_end(i64::from(minute.0) * MICROS_PER_SECOND)))
 }
 
 fn build_realized<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {

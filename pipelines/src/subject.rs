@@ -45,8 +45,12 @@ use timely::dataflow::StreamVec;
 
 use crate::conversion::Conversion;
 use crate::event::{Conversation, Message};
-use crate::retention::{by_watermark, closed, split_results, state_us, Retained, Work, NO_WATERMARK};
-use crate::row::{Cell, RowKey, RowVals, Table};
+use crate::retention::{
+    by_watermark, closed, split_results, state_micros as micros, state_us, Retained, Work, NO_WATERMARK,
+};
+use crate::row::{
+    ConversationRpmKey, LeadScoreKey, OpenSubjectKey, OpenSubjectValues, RowKey, RowVals, Table, TableKey,
+};
 use crate::time::Micros;
 use crate::types::Text;
 use crate::upsert::Epoch;
@@ -129,25 +133,17 @@ enum Out {
     Life(SubjectKey, Micros, Micros, Micros),
 }
 
-fn micros(v: u64) -> Micros {
-    v.min(i64::MAX as u64) as Micros
-}
-
 /// The `state_open_subjects` row of a life.
 fn life_row((tenant, subject): SubjectKey, opened: Micros, since: Micros, closed: Micros) -> (RowKey, RowVals) {
-    let key = vec![Cell::Str(tenant), Cell::Str(subject), state_us(opened)];
-    (RowKey::new(Table::StateOpenSubjects, key), vec![state_us(since), state_us(closed)])
+    let key = OpenSubjectKey { tenant_id: tenant, subject_id: subject, opened_us: state_us(opened) };
+    key.row(OpenSubjectValues { since_us: state_us(since), closed_us: state_us(closed) })
 }
 
 /// A `state_open_subjects` row a start took back (a life open under the
 /// committed watermark, see [`crate::retention::restorable`]) as a seed.
-fn seed_of((key, vals): (RowKey, RowVals)) -> Option<Held> {
-    let (Table::StateOpenSubjects, [Cell::Str(tenant), Cell::Str(subject), Cell::U64(opened)], [Cell::U64(since), _]) =
-        (key.table, key.key.as_slice(), vals.as_slice())
-    else {
-        return None;
-    };
-    Some(Held::Seed(tenant.clone(), subject.clone(), micros(*opened), micros(*since)))
+fn seed_of(row: (RowKey, RowVals)) -> Option<Held> {
+    let (key, values) = OpenSubjectKey::parse(&row)?;
+    Some(Held::Seed(key.tenant_id, key.subject_id, micros(key.opened_us), micros(values.since_us)))
 }
 
 /// Holds the lifetime families' inputs per subject, releasing a subject's
@@ -396,12 +392,10 @@ pub fn freeze_closed<'s, D: Data>(
 }
 
 /// The subject a `lead_scores` or `conversation_rpm` row belongs to.
-pub fn row_subject((key, vals): &(RowKey, RowVals)) -> Option<SubjectKey> {
-    match (key.table, key.key.as_slice(), vals.first()) {
-        (Table::LeadScores, [Cell::Str(tenant), Cell::Str(subject)], _) => Some((tenant.clone(), subject.clone())),
-        (Table::ConversationRpm, [Cell::Str(tenant), _], Some(Cell::Str(subject))) => {
-            Some((tenant.clone(), subject.clone()))
-        }
+pub fn row_subject(row: &(RowKey, RowVals)) -> Option<SubjectKey> {
+    match row.0.table {
+        Table::LeadScores => LeadScoreKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),
+        Table::ConversationRpm => ConversationRpmKey::parse(row).map(|(k, v)| (k.tenant_id, v.subject_id)),
         _ => None,
     }
 }

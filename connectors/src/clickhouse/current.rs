@@ -29,6 +29,12 @@ pub fn current_query(table: Table, filter: &str) -> String {
 /// what it reads, the schema how to read it. Append conditions on value
 /// columns (`WHERE …`), `ORDER BY` and `LIMIT` to it.
 pub fn select_current<R: clickhouse::Row>(table: Table, filter: &str) -> String {
+    debug_assert!(
+        R::COLUMN_NAMES.iter().all(|c| table.key_columns().iter().chain(table.value_columns()).any(|(n, _)| n == c)),
+        "{} has no column of {:?}",
+        table.name(),
+        R::COLUMN_NAMES
+    );
     format!("SELECT {} FROM ({})", R::COLUMN_NAMES.join(", "), current_query(table, filter))
 }
 
