@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::demo::ensure_clickhouse;
 use revpulse::generate::{GenConfig, Generator};
@@ -27,14 +26,9 @@ const EVENTS: usize = 1_000_000;
 
 fn main() {
     let rt = revpulse::start::runtime().expect("runtime");
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config::default();
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let _cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 32).expect("embedded kafka");
     cfg.clickhouse = ClickHouseConfig { database: "revpulse_bench_recovery".into(), ..ClickHouseConfig::default() };
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 32, 1).expect("topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("dlq");
 
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
     let mut generator = Generator::new(GenConfig { seed: 3, tenants: 5, ..GenConfig::default() });

@@ -14,7 +14,6 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::generate::{write_dir, GenConfig};
 use revpulse::replay;
@@ -28,9 +27,8 @@ fn avro_topics_match_replay_and_bad_frames_are_dead_lettered() {
     let ch = rt.block_on(common::fresh_clickhouse("avro"));
     let registry = rt.block_on(common::schema_registry_fixture::RegistryFixture::start());
 
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config { clickhouse: ch.clone(), ..Config::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 2).expect("embedded kafka");
     cfg.kafka.max_batch_messages = 1_000;
     let avro = ValueFormat::Avro;
     // Impressions stay JSON: they must flow while the registry is down.
@@ -42,10 +40,6 @@ fn avro_topics_match_replay_and_bad_frames_are_dead_lettered() {
         ro_updates: avro,
     };
     cfg.kafka.schema_registry = Some(SchemaRegistryConfig { url: registry.url.clone(), ..Default::default() });
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 2, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
 
     let dir = std::env::temp_dir().join(format!("revpulse-avro-{}", std::process::id()));
     let counts = write_dir(&dir, GenConfig { seed: 11, tenants: 2, ..GenConfig::default() }, 6_000).expect("generate");

@@ -143,12 +143,8 @@ fn setup(
     name: &str,
     partitions: i32,
 ) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, KafkaConfig, PathBuf) {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let kafka = KafkaConfig { brokers: cluster.bootstrap_servers(), group_id: GROUP.into(), ..KafkaConfig::default() };
-    for t in Topic::ALL {
-        cluster.create_topic(kafka.topics.get(t), partitions, 1).expect("topic");
-    }
-    cluster.create_topic(&kafka.dlq_topic, 1, 1).expect("dlq");
+    let mut kafka = KafkaConfig { group_id: GROUP.into(), ..KafkaConfig::default() };
+    let cluster = revpulse::start::embedded_kafka(&mut kafka, partitions).expect("embedded kafka");
     let dir = std::env::temp_dir().join(format!("revpulse-faults-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");

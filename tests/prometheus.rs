@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
 use revpulse::config::Config;
 use revpulse::generate::{GenConfig, Generator};
 use revpulse::runner::{run_pipeline, Shared};
@@ -95,16 +94,11 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
 
     let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("prom"));
-    let cluster = MockCluster::new(1).expect("mock cluster");
     let mut cfg = Config { clickhouse: ch.clone(), ..Config::default() };
-    cfg.kafka.brokers = cluster.bootstrap_servers();
+    let _cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 1).expect("embedded kafka");
     cfg.kafka.max_batch_ms = 20;
     cfg.api.listen = "127.0.0.1:0".into();
     cfg.api.keys = vec![ApiKey { key: Some("k".into()), key_sha256: None, tenant: "*".into() }];
-    for t in Topic::ALL {
-        cluster.create_topic(cfg.kafka.topics.get(t), 1, 1).expect("create topic");
-    }
-    cluster.create_topic(&cfg.kafka.dlq_topic, 1, 1).expect("create dlq");
 
     let shared = Shared::default();
     let sink = Arc::new(ClickHouseSink::new(ch.clone(), Some(shared.metrics.clone())));
