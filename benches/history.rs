@@ -41,7 +41,7 @@ fn feed(df: &mut Dataflow, worker: &mut timely::worker::Worker, records: &[Recor
 fn measure(history: usize) -> Duration {
     let end = parse_rfc3339("2026-11-01T00:00:00Z").unwrap_or_default();
     timely::execute_directly(move |worker| {
-        let mut df = build(worker, &MetricsConfig::default(), revpulse_pipelines::retention::NO_WATERMARK);
+        let mut df = build(worker, &MetricsConfig::default(), revpulse_pipelines::dataflow::BuildOptions::fresh());
         let mut seq = 0;
         // History ends at the same event time whatever its length, so the
         // probe batches below are identical in both runs.

@@ -34,6 +34,41 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Dataflow and sink tuning.
     pub pipeline: PipelineConfig,
+    /// Durable state: checkpoints (docs/guarantees.md, "Checkpoints").
+    pub state: StateConfig,
+}
+
+/// Durable state: where and how often checkpoints are written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Write checkpoints, and resume from the last one at start.
+    pub checkpoints: bool,
+    /// The state directory. Unset: `revpulse run` uses `revpulse-state` in
+    /// its working directory, `revpulse demo` a fresh temporary directory
+    /// (its embedded broker does not outlive it); an embedding program
+    /// that leaves it unset writes no checkpoints.
+    pub dir: Option<String>,
+    /// Milliseconds between checkpoints (one is also written at a clean
+    /// stop).
+    pub interval_ms: u64,
+    /// Discard the state directory and rebuild from what the topics hold
+    /// (`--rebuild`; not a file setting).
+    #[serde(skip)]
+    pub rebuild: bool,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { checkpoints: true, dir: None, interval_ms: 1_000, rebuild: false }
+    }
+}
+
+impl StateConfig {
+    /// The state directory, when checkpoints are on.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref().filter(|_| self.checkpoints).map(Path::new)
+    }
 }
 
 /// Dataflow and sink tuning.

@@ -104,6 +104,11 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let _cluster = embedded_kafka(&mut cfg.kafka, opts.partitions)?;
     cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*")];
     cfg.api.listen = opts.listen.clone();
+    // Checkpoints on, as in production, in a directory of this demo's own:
+    // its embedded broker's topics die with it, so no state may outlive it.
+    let state_dir = std::env::temp_dir().join(format!("revpulse-demo-state-{}", std::process::id()));
+    cfg.state.dir = Some(state_dir.display().to_string());
+    cfg.state.rebuild = true;
     let services = Services::start(&rt, &cfg, StartOptions { api: true, signals: true })?;
     let shared = services.shared.clone();
     let addr = services.api.as_ref().map(|a| a.addr).context("the demo serves the API")?;
@@ -146,6 +151,7 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("generator thread panicked"),
         Ok(Ok(())) => {}
     }
+    let _ = std::fs::remove_dir_all(&state_dir);
     let stats = stats?;
     println!("demo stopped after {} messages in {} epochs", stats.messages, stats.epochs);
     Ok(())

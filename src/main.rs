@@ -135,6 +135,10 @@ enum Command {
         /// a cluster on one host needs its own).
         #[arg(long)]
         listen: Option<String>,
+        /// Discard the state directory's checkpoint and rebuild the state
+        /// from what the topics still hold (docs/guarantees.md).
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Runs the dataflow over DIR/<topic>.jsonl and writes the final metrics.
     Replay {
@@ -237,11 +241,13 @@ fn main() -> anyhow::Result<()> {
             partitions,
             seed,
         }),
-        Command::Run { config, workers, processes, process_index, hostfile, listen } => {
+        Command::Run { config, workers, processes, process_index, hostfile, listen, rebuild } => {
             let mut cfg = load(config.as_ref())?;
             if let Some(l) = listen {
                 cfg.api.listen = l;
             }
+            cfg.state.dir.get_or_insert_with(|| DEFAULT_STATE_DIR.to_owned());
+            cfg.state.rebuild = rebuild;
             run(&cfg, &Cluster { workers, processes, process_index, hostfile })
         }
         Command::Bench(args) => bench(args),
@@ -394,6 +400,9 @@ fn replay_command(
     }
     Ok(())
 }
+
+/// `revpulse run`'s state directory when the configuration names none.
+const DEFAULT_STATE_DIR: &str = "revpulse-state";
 
 fn run(cfg: &Config, cluster: &Cluster) -> anyhow::Result<()> {
     let rt = runtime()?;

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use revpulse_pipelines::config::MetricsConfig;
-use revpulse_pipelines::dataflow::{build, net_changes};
+use revpulse_pipelines::dataflow::{build, net_changes, BuildOptions};
 use revpulse_pipelines::event::{decode_value, Event, Reject, Topic};
-use revpulse_pipelines::retention::NO_WATERMARK;
 use revpulse_pipelines::row::{RowKey, RowVals};
 use revpulse_pipelines::types::Text;
 
@@ -109,7 +108,7 @@ pub fn run_observed(
     let lines = Arc::new(lines);
     let cfg = cfg.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-        let mut df = build(worker, &cfg, NO_WATERMARK);
+        let mut df = build(worker, &cfg, BuildOptions::fresh());
         let (index, peers) = (worker.index(), worker.peers());
         let mut epoch = 0;
         let mut state = State::new();

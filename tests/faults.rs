@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use revpulse::generate::{GenConfig, Generator};
 use revpulse::replay::{self, Line};
 use revpulse_connectors::clickhouse::ClickHouseConfig;
@@ -34,8 +34,11 @@ fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, api_port: u16)
     let text = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{GROUP}\"\nmax_batch_messages = 5000\n\
          [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\nretry_max_ms = 1000\n\
-         [api]\nlisten = \"127.0.0.1:{api_port}\"\n[pipeline]\nmax_in_flight_batches = 4\n",
-        ch.url, ch.database
+         [api]\nlisten = \"127.0.0.1:{api_port}\"\n[pipeline]\nmax_in_flight_batches = 4\n\
+         [state]\ndir = \"{}\"\ninterval_ms = 200\n",
+        ch.url,
+        ch.database,
+        dir.join("state").display()
     );
     std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes())).expect("write config");
     path
@@ -101,39 +104,6 @@ fn stream(kafka: &KafkaConfig, total: usize, rate: usize, seed: u64, mut tick: i
     (lines, malformed)
 }
 
-/// Waits until the group has committed every partition up to its high watermark.
-fn wait_committed(brokers: &str, kafka: &KafkaConfig, deadline: Duration) {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", GROUP).create().expect("consumer");
-    let started = Instant::now();
-    loop {
-        let mut tpl = TopicPartitionList::new();
-        let mut highs = Vec::new();
-        for t in Topic::ALL {
-            let name = kafka.topics.get(t);
-            let md = consumer.fetch_metadata(Some(name), Duration::from_secs(5)).expect("metadata");
-            for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let (_, high) = consumer.fetch_watermarks(name, p.id(), Duration::from_secs(5)).expect("watermarks");
-                tpl.add_partition(name, p.id());
-                highs.push(((name.to_owned(), p.id()), high));
-            }
-        }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).expect("committed");
-        let behind: Vec<_> = highs
-            .iter()
-            .filter(|((t, p), high)| {
-                let c = committed.find_partition(t, *p).map(|e| e.offset());
-                *high > 0 && c != Some(Offset::Offset(*high))
-            })
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        assert!(started.elapsed() < deadline, "offsets not committed in time: {behind:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     common::send_sigterm(child);
     common::wait_exit(child, Duration::from_secs(60))
@@ -174,7 +144,7 @@ fn kill_9_three_times_then_sigterm_is_exact() {
         }
     });
     assert_eq!(kills, 3);
-    wait_committed(&kafka.brokers, &kafka, Duration::from_secs(240));
+    common::wait_committed(&kafka, Duration::from_secs(240));
     let status = sigterm(&mut child);
     assert!(status.success(), "graceful stop exits 0, got {status}");
 
@@ -192,6 +162,11 @@ fn kill_9_three_times_then_sigterm_is_exact() {
     // cluster may have dropped old ones); restarts may dead-letter twice.
     let (_, high) = dlq.fetch_watermarks(&kafka.dlq_topic, 0, Duration::from_secs(5)).expect("dlq watermarks");
     assert!(high as usize >= malformed, "{high} dead letters for {malformed} malformed messages");
+    // The restarts resumed from checkpoints (not from the topics' beginning).
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let resumed = text.matches("resuming from the checkpoint").count();
+    eprintln!("{}", text.lines().filter(|l| l.contains("checkpoint")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(resumed, 3, "every restart resumed from a checkpoint");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -254,7 +229,7 @@ fn clickhouse_outage_of_20s_is_exact_and_bounded() {
     if ch_down(&ch.url) {
         clickhouse("start");
     }
-    wait_committed(&kafka.brokers, &kafka, Duration::from_secs(180));
+    common::wait_committed(&kafka, Duration::from_secs(180));
     max_rss = max_rss.max(rss_kib(pid).unwrap_or(0));
     assert!(outage_seen_unready, "/readyz was false while ClickHouse was down");
     assert!(ready(), "/readyz is true again after recovery");
@@ -314,7 +289,7 @@ fn kafka_broker_outage_is_exact() {
         l.seq += offset.get(&l.topic).copied().unwrap_or(0);
         l
     }));
-    wait_committed(&kafka.brokers, &kafka, Duration::from_secs(120));
+    common::wait_committed(&kafka, Duration::from_secs(120));
     assert!(seen_unready, "/readyz reported Kafka unreachable while the broker was down");
     assert_eq!(kafka_ready(), Some(true));
     assert!(sigterm(&mut child).success());

@@ -8,6 +8,7 @@ pub mod clickhouse;
 pub mod kafka;
 pub mod metrics;
 pub mod schema_registry;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

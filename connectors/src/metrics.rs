@@ -4,7 +4,7 @@
 //! counters, base units (`_seconds`).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// All pipeline metric families, registered in one registry.
@@ -43,6 +43,16 @@ pub struct Metrics {
     /// Subjects the lifetime families hold open (retention), summed over
     /// this process's workers.
     pub open_subjects: IntGauge,
+    /// Duration of checkpoint writes (docs/guarantees.md, "Checkpoints").
+    pub checkpoint_duration: Histogram,
+    /// Bytes the state directory takes on disk, after the last checkpoint.
+    pub checkpoint_bytes: IntGauge,
+    /// Keys the last checkpoint holds (current versions, all topics).
+    pub checkpoint_keys: IntGauge,
+    /// Seconds since the last checkpoint was written.
+    pub checkpoint_age: Gauge,
+    /// Checkpoint writes that failed (checkpointing stops for the run).
+    pub checkpoint_errors: IntCounter,
 }
 
 fn buckets() -> Vec<f64> {
@@ -161,6 +171,26 @@ impl Metrics {
                     "revpulse_open_subjects",
                     "Subjects (tenant x subject_id) whose records the lifetime families hold (retention).",
                 ),
+            ),
+            checkpoint_duration: registered(
+                r,
+                histogram("revpulse_checkpoint_duration_seconds", "Duration of checkpoint writes.", buckets()),
+            ),
+            checkpoint_bytes: registered(
+                r,
+                IntGauge::new("revpulse_checkpoint_size_bytes", "Bytes the state directory takes after the last checkpoint."),
+            ),
+            checkpoint_keys: registered(
+                r,
+                IntGauge::new("revpulse_checkpoint_keys", "Current versions (keys of all topics) in the last checkpoint."),
+            ),
+            checkpoint_age: registered(
+                r,
+                Gauge::new("revpulse_checkpoint_age_seconds", "Seconds since the last checkpoint was written."),
+            ),
+            checkpoint_errors: registered(
+                r,
+                IntCounter::new("revpulse_checkpoint_errors_total", "Checkpoint writes that failed (checkpoints stop)."),
             ),
             registry,
         }

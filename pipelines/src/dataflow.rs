@@ -90,6 +90,17 @@ impl Inputs {
     }
 }
 
+/// An upsert-log entry of this worker's share of a topic (see
+/// [`crate::upsert`]), its version as canonical JSON: what a checkpoint
+/// stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    pub topic: Topic,
+    pub key: Text,
+    /// The new current version's arrival sequence and JSON, or `None`.
+    pub value: Option<(u64, String)>,
+}
+
 /// Row changes whose epochs are complete, handed from the dataflow to the
 /// driver (sink or replay), plus the epoch up to which they are complete.
 #[derive(Default)]
@@ -97,6 +108,11 @@ pub struct Completed {
     /// All epochs `< frontier` are complete (and their changes below).
     pub frontier: Epoch,
     pub changes: Vec<(RowKey, RowVals, isize)>,
+    /// With checkpoints: the upsert-log entries of complete epochs, in
+    /// epoch order and, within an epoch, in the order they were made.
+    pub log: Vec<(Epoch, Logged)>,
+    /// All epochs `< log_frontier` have every upsert-log entry in `log`.
+    pub log_frontier: Epoch,
     /// Greatest event time per complete epoch (with retention configured),
     /// for the watermark committed with the offsets of an epoch.
     pub watermarks: BTreeMap<Epoch, Micros>,
@@ -237,9 +253,25 @@ fn retention_of<'r, 's, V: AsRecord + 'static>(
     })
 }
 
-/// Builds the dataflow in a new worker scope. `initial_watermark` is the
-/// watermark the previous run committed ([`NO_WATERMARK`] if none).
-pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_watermark: Micros) -> Dataflow {
+/// What to build beyond the metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildOptions {
+    /// The watermark the previous run committed ([`NO_WATERMARK`] if none).
+    pub initial_watermark: Micros,
+    /// Report the upsert log ([`Completed::log`]) for checkpoints.
+    pub log: bool,
+}
+
+impl BuildOptions {
+    /// A first start without checkpoints.
+    pub fn fresh() -> BuildOptions {
+        BuildOptions { initial_watermark: NO_WATERMARK, log: false }
+    }
+}
+
+/// Builds the dataflow in a new worker scope.
+pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: BuildOptions) -> Dataflow {
+    let BuildOptions { initial_watermark, log } = opts;
     let completed = Rc::new(RefCell::new(Completed::default()));
     let sink_state = Rc::clone(&completed);
     let too_late = Rc::new(RefCell::new(Vec::new()));
@@ -276,26 +308,38 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
         });
         let rules = Rules::of(&cfg);
         let r = retained.as_ref();
+        let mut logs = Vec::new();
+        let (impressions_current, l) =
+            upsert(imp_stream, "Upsert: impressions", retention_of(r, Topic::Impressions, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::Impressions, l)));
+        let (conversations_current, l) =
+            upsert(conv_stream, "Upsert: conversations", retention_of(r, Topic::Conversations, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::Conversations, l)));
+        let (messages_current, l) =
+            upsert(msg_stream, "Upsert: messages", retention_of(r, Topic::Messages, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::Messages, l)));
+        let (payments_current, l) =
+            upsert(pay_stream, "Upsert: payments", retention_of(r, Topic::Payments, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::Payments, l)));
+        let (ro_current, l) =
+            upsert(ro_stream, "Upsert: ro_updates", retention_of(r, Topic::RoUpdates, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::RoUpdates, l)));
         let current = Current {
-            impressions: upsert(
-                imp_stream,
-                "Upsert: impressions",
-                retention_of(r, Topic::Impressions, &rules, &too_late),
-            ),
-            conversations: upsert(
-                conv_stream,
-                "Upsert: conversations",
-                retention_of(r, Topic::Conversations, &rules, &too_late),
-            ),
-            messages: upsert(msg_stream, "Upsert: messages", retention_of(r, Topic::Messages, &rules, &too_late)),
-            payments: upsert(pay_stream, "Upsert: payments", retention_of(r, Topic::Payments, &rules, &too_late)),
-            ro_updates: upsert(ro_stream, "Upsert: ro_updates", retention_of(r, Topic::RoUpdates, &rules, &too_late)),
+            impressions: impressions_current,
+            conversations: conversations_current,
+            messages: messages_current,
+            payments: payments_current,
+            ro_updates: ro_current,
         };
         let rows = retention::freeze(metrics(current, &cfg, retained.as_ref(), restored_rows), retained.as_ref());
         if let Some(r) = &retained {
             record_watermarks(&r.wm, Rc::clone(&sink_state));
         }
-        let probe = capture(rows, sink_state);
+        let probe = capture(rows, Rc::clone(&sink_state));
+        if let Some(first) = logs.pop() {
+            let all = logs.into_iter().fold(first, |all, more| all.concat(more));
+            capture_log(all.probe_with(&probe), sink_state);
+        }
         Dataflow {
             inputs: Inputs { impressions, conversations, messages, payments, ro_updates, restored },
             probe,
@@ -305,6 +349,38 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, initial_w
             open_subjects,
         }
     })
+}
+
+/// A topic's upsert-log entries with their versions rendered as JSON.
+fn logged<'s, V: serde::Serialize + Clone + 'static>(
+    topic: Topic,
+    log: VecCollection<'s, Epoch, crate::upsert::LogEntry<V>>,
+) -> StreamVec<'s, Epoch, (Logged, Epoch)> {
+    log.inner.map(move |((key, value), t, _)| {
+        // The event types serialize infallibly (string keys, finite numbers).
+        let value = value.map(|(seq, v)| (seq, serde_json::to_string(&v).unwrap_or_default()));
+        (Logged { topic, key, value }, t)
+    })
+}
+
+/// Keeps the upsert-log entries of complete epochs in `out`, in order.
+fn capture_log(log: StreamVec<'_, Epoch, (Logged, Epoch)>, out: Rc<RefCell<Completed>>) {
+    let mut stash: BTreeMap<Epoch, Vec<(Epoch, Logged)>> = BTreeMap::new();
+    log.sink(Pipeline, "Capture upsert log", move |(input, frontier)| {
+        input.for_each(|cap, data| {
+            let batch = stash.entry(*cap.time()).or_default();
+            batch.extend(data.drain(..).map(|(l, t)| (t, l)));
+        });
+        let mut out = out.borrow_mut();
+        while let Some(entry) = stash.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            out.log.append(&mut entry.remove());
+        }
+        let upto = frontier.frontier().first().copied().unwrap_or(Epoch::MAX);
+        out.log_frontier = out.log_frontier.max(upto);
+    });
 }
 
 /// Keeps the per-epoch watermark maxima of complete epochs in `out`.

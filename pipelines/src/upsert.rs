@@ -12,6 +12,15 @@
 //! which needs the current version's `ts` at hand. The operator keeps the
 //! current version per key in a hash map, as Materialize's upsert operator
 //! does; everything downstream is arrangements, `reduce` and `join`.
+//!
+//! **The upsert log.** With checkpoints on, the operator also reports each
+//! key's changes ([`Logged`] entries): the version it made current, with
+//! its arrival sequence, or that the key has none any more (a tombstone,
+//! or a release of the sole holder's state). A release that only forgets
+//! a version (the families hold their own copies) leaves it in the log, so
+//! a restart from a checkpoint feeds the dataflow what a replay of a topic
+//! compacted by the SPEC §2 rule would. Versions fed back from a
+//! checkpoint carry the sequence [`RESTORED`] and are not logged again.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -24,11 +33,12 @@ use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::event::{Topic, Versioned};
-use crate::retention::{by_watermark, closed, Retained, Work};
+use crate::retention::{by_watermark, closed, split_results, Retained, Work};
 use crate::time::Micros;
 use crate::types::Text;
 
@@ -42,28 +52,48 @@ pub type Epoch = u64;
 /// of one key order its messages by arrival.
 pub type UpsertMsg<V> = (Text, Option<V>, u64);
 
+/// The arrival sequence of a version fed back from a checkpoint.
+pub const RESTORED: u64 = u64::MAX;
+
+/// A change of a key in the upsert log: its new current version with that
+/// version's arrival sequence, or `None` when it has none any more.
+pub type LogEntry<V> = (Text, Option<(u64, V)>);
+
 /// Applies the SPEC §2 upsert rule to the messages of one key, in arrival
 /// order, starting from the current version `current`. Returns `None` if the
 /// messages leave the current version as it is, else the new current version.
 pub fn resolve<V: Versioned>(current: Option<&V>, msgs: impl IntoIterator<Item = Option<V>>) -> Option<Option<V>> {
-    let mut next: Option<Option<V>> = None;
-    for msg in msgs {
+    resolve_seq(current, msgs.into_iter().map(|m| (m, 0))).map(|next| next.map(|(v, _)| v))
+}
+
+/// [`resolve`] over `(version, arrival sequence)` pairs, keeping the
+/// sequence of the version that wins.
+fn resolve_seq<V: Versioned>(
+    current: Option<&V>,
+    msgs: impl IntoIterator<Item = (Option<V>, u64)>,
+) -> Option<Option<(V, u64)>> {
+    let mut next: Option<Option<(V, u64)>> = None;
+    for (msg, seq) in msgs {
         match msg {
             None => next = Some(None),
             Some(v) => {
                 let cur_ts = match &next {
-                    Some(n) => n.as_ref().map(|n| n.ts()),
+                    Some(n) => n.as_ref().map(|(n, _)| n.ts()),
                     None => current.map(|c| c.ts()),
                 };
                 // `>=`: on an exact tie the later arrival wins.
                 if cur_ts.is_none_or(|t| v.ts() >= t) {
-                    next = Some(Some(v));
+                    next = Some(Some((v, seq)));
                 }
             }
         }
     }
     next
 }
+
+/// What the operator emits: a change of the current versions, or (with
+/// checkpoints) an upsert-log entry.
+type Out<V> = (Result<(Text, V), LogEntry<V>>, Epoch, isize);
 
 /// The arrival position of a Kafka message: partition and offset in one
 /// number (offset in the low 40 bits), so it orders one key's versions
@@ -126,24 +156,25 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
         batch: Vec<UpsertMsg<V>>,
         mut admit: impl FnMut(&Text, u64, &V) -> bool,
         release_at: Option<&dyn Fn(&V) -> Micros>,
-        mut give: impl FnMut((Text, V), isize),
+        log: bool,
+        mut give: impl FnMut(Result<(Text, V), LogEntry<V>>, isize),
     ) {
         let mut msgs = batch.into_iter().peekable();
         while let Some((key, first, seq)) = msgs.next() {
             let mut group = Vec::new();
             let mut push = |v: Option<V>, seq: u64| match v {
                 Some(v) if !admit(&key, seq, &v) => {}
-                v => group.push(v),
+                v => group.push((v, seq)),
             };
             push(first, seq);
             while let Some((_, v, seq)) = msgs.next_if(|m| m.0 == key) {
                 push(v, seq);
             }
-            let Some(next) = resolve(self.current.get(&key), group) else {
+            let Some(next) = resolve_seq(self.current.get(&key), group) else {
                 continue;
             };
             let prev = match &next {
-                Some(v) => {
+                Some((v, _)) => {
                     if let Some(release_at) = release_at {
                         self.ends.entry(release_at(v)).or_default().push(key.clone());
                     }
@@ -151,14 +182,25 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
                 }
                 None => self.current.remove(&key),
             };
+            // A tombstone is logged even for a key with no current version:
+            // the log may still hold a version released from `current`.
+            let changed = match (&prev, &next) {
+                (Some(p), Some((n, _))) => p != n,
+                (None, Some(_)) => true,
+                (_, None) => true,
+            };
+            if log && changed && next.as_ref().is_none_or(|(_, seq)| *seq != RESTORED) {
+                give(Err((key.clone(), next.as_ref().map(|(v, seq)| (*seq, v.clone())))), 1);
+            }
+            let next = next.map(|(v, _)| v);
             if prev == next {
                 continue;
             }
             if let Some(p) = prev {
-                give((key.clone(), p), -1);
+                give(Ok((key.clone(), p)), -1);
             }
             if let Some(n) = next {
-                give((key, n), 1);
+                give(Ok((key, n)), 1);
             }
         }
     }
@@ -170,7 +212,8 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
         w: Micros,
         release_at: &dyn Fn(&V) -> Micros,
         retract: bool,
-        mut give: impl FnMut((Text, V), isize),
+        log: bool,
+        mut give: impl FnMut(Result<(Text, V), LogEntry<V>>, isize),
     ) {
         let released = |at: Micros| closed(at, w, 0);
         while let Some(entry) = self.ends.first_entry() {
@@ -181,7 +224,10 @@ impl<V: Versioned + Clone + PartialEq> State<V> {
                 if self.current.get(&key).is_some_and(|v| released(release_at(v))) {
                     if let Some(v) = self.current.remove(&key) {
                         if retract {
-                            give((key, v), -1);
+                            if log {
+                                give(Err((key.clone(), None)), 1);
+                            }
+                            give(Ok((key, v)), -1);
                         }
                     }
                 }
@@ -195,43 +241,62 @@ fn sort_batch<V>(batch: &mut [UpsertMsg<V>]) {
     batch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
 }
 
-/// Maintains the collection of current versions of an upsert stream.
+/// The current versions of an upsert stream, and (with checkpoints) its
+/// upsert-log entries.
+pub type Upserted<'scope, V> =
+    (VecCollection<'scope, Epoch, (Text, V)>, Option<VecCollection<'scope, Epoch, LogEntry<V>>>);
+
+/// Maintains the collection of current versions of an upsert stream, and
+/// with `log` the stream of its upsert-log entries (see the module docs).
 pub fn upsert<'scope, V>(
     stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
     name: &str,
     retention: Option<UpsertRetention<'_, 'scope, V>>,
-) -> VecCollection<'scope, Epoch, (Text, V)>
+    log: bool,
+) -> Upserted<'scope, V>
 where
     V: ExchangeData + Versioned + Serialize,
 {
-    if let Some(retention) = retention {
-        return upsert_retained(stream, name, retention);
+    let out = match retention {
+        Some(retention) => upsert_retained(stream, name, retention, log),
+        None => upsert_plain(stream, name, log),
+    };
+    if log {
+        let (current, logged) = split_results(out);
+        (current, Some(logged))
+    } else {
+        // Without a log every change is `Ok`: one pass, no copy of the stream.
+        (out.flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection(), None)
     }
+}
+
+fn upsert_plain<'scope, V>(
+    stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
+    name: &str,
+    log: bool,
+) -> StreamVec<'scope, Epoch, Out<V>>
+where
+    V: ExchangeData + Versioned + Serialize,
+{
     let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
-    stream
-        .unary_frontier::<CapacityContainerBuilder<Vec<((Text, V), Epoch, isize)>>, _, _, _>(
-            exchange,
-            name,
-            |_cap, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
-                let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, (cap, mut batch)) = entry.remove_entry();
-                        sort_batch(&mut batch);
-                        let mut session = output.session(&cap);
-                        state.apply(batch, |_, _, _| true, None, |d, r| session.give((d, time, r)));
-                    }
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<Out<V>>>, _, _, _>(exchange, name, |_cap, _info| {
+        let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<UpsertMsg<V>>)> = BTreeMap::new();
+        let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                pending.entry(*cap.time()).or_insert_with(|| (cap.retain(0), Vec::new())).1.append(data);
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
                 }
-            },
-        )
-        .as_collection()
+                let (time, (cap, mut batch)) = entry.remove_entry();
+                sort_batch(&mut batch);
+                let mut session = output.session(&cap);
+                state.apply(batch, |_, _, _| true, None, log, |d, r| session.give((d, time, r)));
+            }
+        }
+    })
 }
 
 /// [`upsert`] with retention: epochs are processed in order once the
@@ -240,7 +305,8 @@ fn upsert_retained<'scope, V>(
     stream: StreamVec<'scope, Epoch, UpsertMsg<V>>,
     name: &str,
     retention: UpsertRetention<'_, 'scope, V>,
-) -> VecCollection<'scope, Epoch, (Text, V)>
+    log: bool,
+) -> StreamVec<'scope, Epoch, Out<V>>
 where
     V: ExchangeData + Versioned + Serialize,
 {
@@ -248,7 +314,7 @@ where
     let exchange = Exchange::new(|msg: &UpsertMsg<V>| msg.0.hashed());
     let mut state = State { current: HashMap::new(), ends: BTreeMap::new() };
     by_watermark(stream, exchange, retained, name, move |time, w, work, out| match work {
-        Work::Release => state.release(w, &*release_at, sole_holder, |d, r| out.push((d, time, r))),
+        Work::Release => state.release(w, &*release_at, sole_holder, log, |d, r| out.push((d, time, r))),
         Work::Data(mut batch) => {
             sort_batch(&mut batch);
             let mut late = too_late.borrow_mut();
@@ -260,10 +326,9 @@ where
                 late.push(TooLate { topic, key: key.clone(), seq, payload, watermark: w });
                 false
             };
-            state.apply(batch, admit, Some(&*release_at), |d, r| out.push((d, time, r)));
+            state.apply(batch, admit, Some(&*release_at), log, |d, r| out.push((d, time, r)));
         }
     })
-    .as_collection()
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use revpulse_connectors::kafka::{KafkaConfig, KafkaSource, Offsets, Position};
 use revpulse_connectors::metrics::Metrics;
-use revpulse_pipelines::dataflow::{net_changes, Dataflow, WatermarkFold};
+use revpulse_pipelines::dataflow::{net_changes, Dataflow, Logged, WatermarkFold};
 use revpulse_pipelines::event::{Reason, Reject};
 use revpulse_pipelines::row::{RowKey, RowVals};
 use revpulse_pipelines::time::{format_micros, Micros};
-use revpulse_pipelines::upsert::{seq, seq_parts, TooLate};
+use revpulse_pipelines::upsert::{seq, seq_parts, TooLate, RESTORED};
 
 /// One completed epoch, as the rest of the worker sees it.
 pub struct Sealed {
@@ -33,6 +33,10 @@ pub struct Sealed {
     /// The watermark as of the complete epochs before this one.
     pub watermark: Micros,
     pub too_late: Vec<TooLate>,
+    /// Upsert-log entries that arrived (with checkpoints), with their epochs.
+    pub log: Vec<(u64, Logged)>,
+    /// Every upsert-log entry of the epochs below this has arrived.
+    pub log_below: u64,
 }
 
 /// Poll → seal → step for one worker.
@@ -105,6 +109,10 @@ impl EpochDriver {
             self.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
         let rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
+        let (log, log_below) = {
+            let mut done = df.completed.borrow_mut();
+            (std::mem::take(&mut done.log), done.log_frontier)
+        };
         let applied = self.fold.complete(epoch, &df.completed);
         self.last_applied = applied;
         // Each worker adds its own change, so the gauge sums the process's workers.
@@ -119,6 +127,8 @@ impl EpochDriver {
             applied,
             watermark: self.fold.current(),
             too_late: std::mem::take(&mut *df.too_late.borrow_mut()),
+            log,
+            log_below,
         }
     }
 }
@@ -132,6 +142,11 @@ pub fn dead_letter_too_late(source: &KafkaSource, too_late: &[TooLate], committe
         return Ok(());
     }
     for late in too_late {
+        // A version from the checkpoint was dead-lettered, if at all, by
+        // the run that read it.
+        if late.seq == RESTORED {
+            continue;
+        }
         let (partition, offset) = seq_parts(late.seq);
         let Some(name) = source.topic_name(late.topic) else { continue };
         if committed.get(&(name.to_owned(), partition)).is_some_and(|c| offset < *c) {

@@ -12,8 +12,12 @@
 //! - [`commit::CommitTracker`]: acknowledged epochs → the offsets and
 //!   watermark to commit, once every worker acknowledged them (see
 //!   [`run_cluster`]);
+//! - [`checkpoint::Checkpointer`]: acknowledged epochs → checkpoints of
+//!   the upsert log with the positions and watermark they cover, which a
+//!   restart resumes from ([`checkpoint::Durable`]);
 //! - [`progress::Progress`]: the agreements between workers.
 
+mod checkpoint;
 mod commit;
 mod epoch;
 mod progress;
@@ -29,9 +33,10 @@ use revpulse_connectors::kafka::{CommitError, KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
 use revpulse_connectors::Readiness;
-use revpulse_pipelines::dataflow::build;
+use revpulse_pipelines::dataflow::{build, BuildOptions};
 use revpulse_pipelines::retention::Lateness;
 
+use self::checkpoint::{Durable, Feed};
 use self::commit::CommitTracker;
 use self::epoch::{dead_letter_too_late, EpochDriver, Sealed};
 use self::progress::Progress;
@@ -143,12 +148,19 @@ pub fn run_cluster(
     rt: tokio::runtime::Handle,
 ) -> anyhow::Result<RunStats> {
     let cfg = cfg.clone();
-    let guards = timely::execute(cluster.timely_config()?, move |worker| -> anyhow::Result<RunStats> {
-        run_worker(worker, &cfg, shared.clone(), sink.clone(), &rt)
+    let timely_config = cluster.timely_config()?;
+    let durable = Durable::open(&cfg.state, cluster.workers.max(1), cluster.processes, &shared.metrics)?;
+    let stopper = durable.clone();
+    let guards = timely::execute(timely_config, move |worker| -> anyhow::Result<RunStats> {
+        run_worker(worker, &cfg, shared.clone(), sink.clone(), &rt, durable.clone())
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let results = guards.join();
+    if let Some(d) = stopper {
+        d.checkpointer.stop();
+    }
     let mut stats = RunStats::default();
-    for result in guards.join() {
+    for result in results {
         let s = result.map_err(|e| anyhow::anyhow!("timely worker: {e}"))??;
         stats.epochs = stats.epochs.max(s.epochs);
         stats.messages += s.messages;
@@ -163,13 +175,15 @@ fn run_worker(
     shared: Shared,
     sink: Arc<ClickHouseSink>,
     rt: &tokio::runtime::Handle,
+    durable: Option<Durable>,
 ) -> anyhow::Result<RunStats> {
     let index = worker.index();
     // Every worker builds the same dataflow even when its source failed, so
     // peers are not left waiting for an operator that never exists.
-    let start = connect(worker, cfg, &shared, &sink, rt);
+    let start = connect(worker, cfg, &shared, &sink, rt, durable);
     let initial_watermark = start.as_ref().map_or(revpulse_pipelines::retention::NO_WATERMARK, |s| s.taken.watermark);
-    let df = build(worker, &cfg.metrics, initial_watermark);
+    let log = start.as_ref().is_ok_and(|s| s.durable.is_some());
+    let df = build(worker, &cfg.metrics, BuildOptions { initial_watermark, log });
     let mut h =
         Handles { df, acked: Progress::new(worker), caught_up: Progress::new(worker), stopping: Progress::new(worker) };
     let result = start.and_then(|start| drive(worker, cfg, &shared, sink, rt, &mut h, start));
@@ -203,6 +217,7 @@ struct Handles {
 struct Start {
     source: KafkaSource,
     taken: TakenBack,
+    durable: Option<Durable>,
 }
 
 fn connect(
@@ -211,20 +226,27 @@ fn connect(
     shared: &Shared,
     sink: &ClickHouseSink,
     rt: &tokio::runtime::Handle,
+    durable: Option<Durable>,
 ) -> anyhow::Result<Start> {
     let (index, peers) = (worker.index(), worker.peers());
     let avro = match (&cfg.kafka.schema_registry, cfg.kafka.formats.first_avro()) {
         (Some(registry), Some(_)) => Some(AvroCodec::new(registry, rt.clone()).context("schema registry")?),
         _ => None,
     };
-    let source = KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, index, peers, Duration::from_secs(60))
-        .context("connecting the Kafka source")?;
-    let taken = if Lateness::of(&cfg.metrics.retention).any() {
-        TakenBack::read(&source, sink, rt, index, peers)?
+    let resume = durable.as_ref().and_then(|d| d.resume.as_ref());
+    let start = resume.map(|c| c.positions.clone()).unwrap_or_default();
+    let source =
+        KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, (index, peers), Duration::from_secs(60), &start)
+            .context("connecting the Kafka source")?;
+    let mut taken = if Lateness::of(&cfg.metrics.retention).any() {
+        TakenBack::read(&source, sink, rt, index, peers, resume.map(|c| (&c.positions, c.watermark)))?
     } else {
         TakenBack::nothing()
     };
-    Ok(Start { source, taken })
+    if let Some(c) = resume {
+        taken.committed = c.positions.clone();
+    }
+    Ok(Start { source, taken, durable })
 }
 
 /// The parts of one worker's loop (see the module docs).
@@ -240,6 +262,13 @@ struct Worker<'a> {
     start_committed: Offsets,
     lateness: Lateness,
     stats: RunStats,
+    /// With checkpoints: this worker's epochs not yet handed over.
+    feed: Option<(Feed, Durable)>,
+    /// This worker's index (in its process: checkpoints are per process).
+    index: usize,
+    /// The first epoch carries the checkpoint's versions and reads nothing,
+    /// so every message read after it resolves against them.
+    restoring: bool,
 }
 
 impl Worker<'_> {
@@ -250,7 +279,7 @@ impl Worker<'_> {
         if self.sink.stopped() {
             return Ok(false);
         }
-        let reading = !h.stopping.closed();
+        let reading = !h.stopping.closed() && !std::mem::take(&mut self.restoring);
         let shared = self.shared;
         let mut sealed = self.epochs.run(worker, &mut h.df, &mut self.source, reading, || shared.halted());
         if reading {
@@ -274,12 +303,15 @@ impl Worker<'_> {
     /// Records the epoch's positions, sends its rows to the sink, takes
     /// acknowledgements and commits what every worker acknowledged.
     fn hand_over(&mut self, worker: &mut timely::worker::Worker, h: &mut Handles, sealed: Sealed) -> bool {
-        let Sealed { epoch, messages, oldest_ms, rows, applied, .. } = sealed;
+        let Sealed { epoch, messages, oldest_ms, rows, applied, log, log_below, .. } = sealed;
         self.stats.messages += messages as u64;
         if messages > 0 {
             self.stats.epochs += 1;
         }
         self.commits.record(epoch, messages > 0, self.source.positions(), applied);
+        if let Some((feed, _)) = &mut self.feed {
+            feed.record(epoch, log, log_below, self.source.positions(), applied);
+        }
         if !rows.is_empty() {
             self.commits.sent(epoch);
             if !self.sink.send(SinkBatch { rows, epoch, oldest_ms }) {
@@ -291,14 +323,19 @@ impl Worker<'_> {
         }
         h.acked.advance_to(self.commits.oldest_unacked(epoch + 1));
         worker.step();
-        self.commit(&h.acked);
+        self.commit(&h.acked, false);
         true
     }
 
-    /// Commits the newest positions whose epoch every worker has acknowledged.
-    fn commit(&mut self, acked: &Progress) {
+    /// Commits the newest positions whose epoch every worker has
+    /// acknowledged, and hands those epochs to the checkpointer (`last`:
+    /// the stop's, written whatever the interval).
+    fn commit(&mut self, acked: &Progress, last: bool) {
         if self.shared.halted() {
             return;
+        }
+        if let Some((feed, durable)) = &mut self.feed {
+            durable.checkpointer.hand_over(self.index, feed, acked.least(), last);
         }
         let Some((offsets, watermark)) = self.commits.committable(acked.least()) else { return };
         match self.source.commit(&offsets, watermark) {
@@ -351,7 +388,12 @@ impl Worker<'_> {
                 tracing::warn!(error = %e, "dead letters not delivered at stop; their offsets stay uncommitted");
             }
         }
-        self.commit(&h.acked);
+        self.commit(&h.acked, true);
+        if let Some((_, durable)) = &self.feed {
+            if !durable.checkpointer.wait_idle(Duration::from_secs(60)) {
+                tracing::warn!("the last checkpoint is still being written");
+            }
+        }
         let stats = self.stats;
         tracing::info!(worker = worker.index(), epochs = stats.epochs, messages = stats.messages, "pipeline stopped");
         if let Some(e) = sink_failed {
@@ -376,13 +418,25 @@ fn drive(
     h: &mut Handles,
     start: Start,
 ) -> anyhow::Result<RunStats> {
-    let Start { source, mut taken } = start;
+    let Start { source, mut taken, durable } = start;
     h.df.inputs.restore(std::mem::take(&mut taken.restored));
+    let peers = (worker.index(), worker.peers());
+    if let Some(d) = &durable {
+        let started = std::time::Instant::now();
+        let restored = d.restore(&mut h.df.inputs, peers)?;
+        if d.resume.is_some() {
+            tracing::info!(
+                worker = peers.0,
+                versions = restored,
+                secs = started.elapsed().as_secs_f64(),
+                "checkpoint restored into the dataflow"
+            );
+        }
+    }
     let lateness = Lateness::of(&cfg.metrics.retention);
     // Replaying retained input must not close periods with newer events
     // read early from some partition (docs/retention.md).
     h.df.watermark_gate.set(false);
-    let peers = (worker.index(), worker.peers());
     let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     let capacity = cfg.pipeline.max_in_flight_batches;
     let mut w = Worker {
@@ -402,6 +456,9 @@ fn drive(
         start_committed: taken.committed,
         lateness,
         stats: RunStats::default(),
+        restoring: durable.as_ref().is_some_and(|d| d.resume.is_some()),
+        feed: durable.map(|d| (Feed::default(), d)),
+        index: peers.0,
     };
     let mut drain_until: Option<u64> = None;
     while !shared.halted() {

@@ -48,8 +48,9 @@ impl TakenBack {
         TakenBack { watermark: NO_WATERMARK, ..TakenBack::default() }
     }
 
-    /// Reads the group's committed offsets and watermark and the retention
-    /// state tables, and splits the state into what to restore and what to
+    /// Reads the group's committed offsets and watermark (or takes those
+    /// of the checkpoint the run resumes from) and the retention state
+    /// tables, and splits the state into what to restore and what to
     /// delete (`index` of `peers`: this worker's share).
     pub fn read(
         source: &KafkaSource,
@@ -57,11 +58,17 @@ impl TakenBack {
         rt: &tokio::runtime::Handle,
         index: usize,
         peers: usize,
+        checkpoint: Option<(&Offsets, Micros)>,
     ) -> anyhow::Result<TakenBack> {
-        let (committed, watermark) = source
-            .committed(Duration::from_secs(30))
-            .context("reading the group's committed offsets and watermark (retention)")?;
-        let watermark = watermark.unwrap_or(NO_WATERMARK);
+        let (committed, watermark) = match checkpoint {
+            Some((positions, watermark)) => (positions.clone(), watermark),
+            None => {
+                let (committed, watermark) = source
+                    .committed(Duration::from_secs(30))
+                    .context("reading the group's committed offsets and watermark (retention)")?;
+                (committed, watermark.unwrap_or(NO_WATERMARK))
+            }
+        };
         if watermark != NO_WATERMARK {
             tracing::info!(worker = index, watermark = %format_micros(watermark), "retention: periods closed by the previous run stay closed");
         }

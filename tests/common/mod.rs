@@ -232,3 +232,42 @@ pub fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Waits until the group has committed every input partition up to its
+/// high watermark (everything read and acknowledged by ClickHouse).
+pub fn wait_committed(kafka: &revpulse_connectors::kafka::KafkaConfig, deadline: std::time::Duration) {
+    use rdkafka::consumer::Consumer as _;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .create()
+        .expect("consumer");
+    let started = std::time::Instant::now();
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for t in revpulse_pipelines::event::Topic::ALL {
+            let name = kafka.topics.get(t);
+            let md = consumer.fetch_metadata(Some(name), std::time::Duration::from_secs(5)).expect("metadata");
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) =
+                    consumer.fetch_watermarks(name, p.id(), std::time::Duration::from_secs(5)).expect("watermarks");
+                tpl.add_partition(name, p.id());
+                highs.push(((name.to_owned(), p.id()), high));
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, std::time::Duration::from_secs(5)).expect("committed");
+        let behind: Vec<_> = highs
+            .iter()
+            .filter(|((t, p), high)| {
+                let c = committed.find_partition(t, *p).map(|e| e.offset());
+                *high > 0 && c != Some(rdkafka::Offset::Offset(*high))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < deadline, "offsets not committed in time: {behind:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -66,16 +66,18 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Connects and assigns this worker's share of the input partitions,
-    /// waiting up to `wait` for the topics to exist. `avro` decodes the
-    /// topics whose format is Avro.
+    /// Connects and assigns this worker's share (`worker` of `workers`) of
+    /// the input partitions, resuming those in `start` (a checkpoint's
+    /// positions) and reading the others from their beginning, waiting up
+    /// to `wait` for the topics to exist. `avro` decodes the topics whose
+    /// format is Avro.
     pub fn connect(
         cfg: &KafkaConfig,
         metrics: Metrics,
         avro: Option<AvroCodec>,
-        worker: usize,
-        workers: usize,
+        share: (usize, usize),
         wait: Duration,
+        start: &Offsets,
     ) -> Result<Self, SourceError> {
         if let Some(t) = cfg.formats.first_avro().filter(|_| avro.is_none()) {
             return Err(SourceError::NoCodec(t.name()));
@@ -83,7 +85,7 @@ impl KafkaSource {
         let topics: Vec<(String, Topic, _)> =
             Topic::ALL.into_iter().map(|t| (cfg.topics.get(t).to_owned(), t, cfg.formats.get(t))).collect();
         let names: Vec<String> = topics.iter().map(|(n, _, _)| n.clone()).collect();
-        let transport = KafkaTransport::connect(cfg, &names, worker, workers, wait)?;
+        let transport = KafkaTransport::connect(cfg, &names, share, wait, start)?;
         Ok(KafkaSource {
             transport,
             decoder: Decoder::new(topics, avro, metrics.clone()),

@@ -35,6 +35,21 @@ pub enum TransportError {
     Kafka(#[from] KafkaError),
     #[error("topic {0:?} does not exist or has no partitions (create it first)")]
     MissingTopic(String),
+    /// The checkpoint resumes a partition at an offset the topic no longer
+    /// holds (retention deleted it).
+    #[error(
+        "the checkpoint resumes {topic} partition {partition} at offset {checkpointed}, but the earliest offset \
+         it still holds is {earliest}: the records in between are gone (topic retention). Restore the state \
+         directory from a newer backup, or start with --rebuild to rebuild the state from what the topics hold"
+    )]
+    Expired { topic: String, partition: i32, checkpointed: i64, earliest: i64 },
+    /// The checkpoint resumes a partition beyond its end: the topic was
+    /// recreated, or the checkpoint belongs to another cluster.
+    #[error(
+        "the checkpoint resumes {topic} partition {partition} at offset {checkpointed}, beyond its end ({end}): \
+         the topic was recreated or the state directory belongs to another Kafka cluster; start with --rebuild"
+    )]
+    BeyondEnd { topic: String, partition: i32, checkpointed: i64, end: i64 },
 }
 
 /// One record as the broker delivered it.
@@ -97,14 +112,15 @@ pub struct KafkaTransport {
 
 impl KafkaTransport {
     /// Connects and assigns this worker's share of the partitions of
-    /// `topics`, from their beginning, waiting up to `wait` for the topics
-    /// to exist.
+    /// `topics`, each from its position in `start` (a checkpoint's) or
+    /// else from its beginning, waiting up to `wait` for the topics to
+    /// exist. A start position the partition no longer holds is an error.
     pub fn connect(
         cfg: &KafkaConfig,
         topics: &[String],
-        worker: usize,
-        workers: usize,
+        (worker, workers): (usize, usize),
         wait: Duration,
+        start: &Offsets,
     ) -> Result<Self, TransportError> {
         let mut client = rdkafka::ClientConfig::new();
         // Short fetch waits keep epochs (and so freshness) tight; user
@@ -127,14 +143,36 @@ impl KafkaTransport {
         let assigned: Vec<(String, i32)> =
             all.iter().cloned().enumerate().filter(|(i, _)| i % workers.max(1) == worker).map(|(_, tp)| tp).collect();
         let mut tpl = TopicPartitionList::new();
+        let mut positions = Offsets::new();
         for (t, p) in &assigned {
-            tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+            match start.get(&(t.clone(), *p)) {
+                Some(&offset) => {
+                    let (low, high) = consumer.fetch_watermarks(t, *p, Duration::from_secs(10))?;
+                    if offset < low {
+                        let (topic, partition) = (t.clone(), *p);
+                        return Err(TransportError::Expired { topic, partition, checkpointed: offset, earliest: low });
+                    }
+                    if offset > high {
+                        let (topic, partition) = (t.clone(), *p);
+                        return Err(TransportError::BeyondEnd { topic, partition, checkpointed: offset, end: high });
+                    }
+                    tpl.add_partition_offset(t, *p, Offset::Offset(offset))?;
+                    positions.insert((t.clone(), *p), offset);
+                }
+                None => tpl.add_partition_offset(t, *p, Offset::Beginning)?,
+            }
         }
         consumer.assign(&tpl)?;
-        tracing::info!(worker, workers, partitions = assigned.len(), "kafka source assigned");
+        tracing::info!(
+            worker,
+            workers,
+            partitions = assigned.len(),
+            resumed = positions.len(),
+            "kafka source assigned"
+        );
         Ok(KafkaTransport {
             consumer,
-            positions: Offsets::new(),
+            positions,
             assigned,
             all,
             blocked: HashMap::new(),

@@ -73,7 +73,7 @@ pub fn run_dataflow_with<M: Clone + Send + Sync + 'static>(
     let too_late = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let late_out = std::sync::Arc::clone(&too_late);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut df = build(worker, &cfg, revpulse_pipelines::retention::NO_WATERMARK);
+        let mut df = build(worker, &cfg, revpulse_pipelines::dataflow::BuildOptions::fresh());
         let mut seq = 0u64;
         let mut per_batch: Vec<Vec<(RowKey, RowVals, isize)>> = Vec::new();
         for (epoch, batch) in batches.iter().enumerate() {
@@ -187,7 +187,8 @@ pub fn run_chain<M: Clone + Send + Sync + 'static>(
         let committed = committed.clamp(1, (replay.len() + fresh.len()).max(1)) as u64;
         let cfg = cfg.clone();
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let mut df = build(worker, &cfg, initial);
+            let opts = revpulse_pipelines::dataflow::BuildOptions { initial_watermark: initial, log: false };
+            let mut df = build(worker, &cfg, opts);
             if worker.index() == 0 {
                 df.inputs.restore(restored.clone());
             }

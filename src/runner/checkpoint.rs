@@ -1,0 +1,388 @@
+//! The checkpointer: acknowledged epochs → one atomic checkpoint of the
+//! process's state (docs/guarantees.md, "Checkpoints").
+//!
+//! Each worker hands over, for every epoch every worker has acknowledged
+//! (the same rule as offset commits), the upsert-log changes its
+//! operators made in that epoch and the positions and watermark after it.
+//! A checkpoint covers an epoch `X` only when every worker of the process
+//! has handed over everything below `X`, so the log and the positions are
+//! one consistent cut: a message below a checkpointed position is in the
+//! log (or was replaced or deleted there), whichever worker read it and
+//! whichever worker owns its key. Checkpoints are written by a thread of
+//! their own, at most one at a time, every `[state] interval_ms` and at a
+//! clean stop.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use revpulse_connectors::kafka::Offsets;
+use revpulse_connectors::metrics::Metrics;
+use revpulse_connectors::state::{Checkpoint, CheckpointStore, Cut, LogChange};
+use revpulse_pipelines::dataflow::{Inputs, Logged};
+use revpulse_pipelines::event::{decode_value, Topic};
+use revpulse_pipelines::retention::NO_WATERMARK;
+use revpulse_pipelines::time::{format_micros, Micros};
+use revpulse_pipelines::types::Text;
+use revpulse_pipelines::upsert::RESTORED;
+
+use crate::config::StateConfig;
+
+/// What one worker sealed in one epoch, as the checkpoint needs it.
+#[derive(Debug, Default)]
+struct Sealed {
+    epoch: u64,
+    log: Vec<Logged>,
+    /// The worker's positions after the epoch, if they moved.
+    positions: Option<Offsets>,
+    /// The watermark the epoch was processed with, if it changed (or the
+    /// positions moved) in this epoch; `None` for an entry of log only.
+    applied: Option<Micros>,
+}
+
+/// One worker's epochs not yet handed over.
+#[derive(Debug, Default)]
+pub struct Feed {
+    sealed: BTreeMap<u64, Sealed>,
+    last_positions: Offsets,
+    last_applied: Option<Micros>,
+    /// Every upsert-log entry of the epochs below this has arrived.
+    log_below: u64,
+}
+
+impl Feed {
+    /// Epoch `epoch` was sealed at this worker with `positions` after it
+    /// and processed with watermark `applied`; `log` is what its upsert
+    /// operators logged since the last call (entries of their own epochs),
+    /// complete for the epochs below `log_below`.
+    pub fn record(
+        &mut self,
+        epoch: u64,
+        log: Vec<(u64, Logged)>,
+        log_below: u64,
+        positions: &Offsets,
+        applied: Micros,
+    ) {
+        self.log_below = self.log_below.max(log_below);
+        for (e, entry) in log {
+            self.sealed.entry(e).or_insert_with(|| Sealed { epoch: e, ..Sealed::default() }).log.push(entry);
+        }
+        let moved = *positions != self.last_positions;
+        if !moved && self.last_applied == Some(applied) {
+            return;
+        }
+        if moved {
+            self.last_positions = positions.clone();
+        }
+        self.last_applied = Some(applied);
+        let s = self.sealed.entry(epoch).or_insert_with(|| Sealed { epoch, ..Sealed::default() });
+        s.applied = Some(applied);
+        if moved {
+            s.positions = Some(positions.clone());
+        }
+    }
+
+    /// Everything sealed below `below` (and below what the log completed),
+    /// and the epoch that is.
+    fn take_below(&mut self, below: u64) -> (u64, Vec<Sealed>) {
+        let below = below.min(self.log_below);
+        let keep = self.sealed.split_off(&below);
+        let taken = std::mem::replace(&mut self.sealed, keep);
+        (below, taken.into_values().collect())
+    }
+}
+
+/// Per worker of this process: what it handed over, and below which epoch.
+#[derive(Default)]
+struct Worker {
+    through: u64,
+    sealed: VecDeque<Sealed>,
+}
+
+struct Inner {
+    workers: Vec<Worker>,
+    interval: Duration,
+    last_cut: Instant,
+    watermark: Micros,
+    /// A checkpoint is being written.
+    busy: bool,
+    /// A write failed: the changes it carried are gone from here, so no
+    /// later checkpoint may be written over the last good one.
+    failed: bool,
+}
+
+/// The process's checkpointer, shared by its workers.
+#[derive(Clone)]
+pub struct Checkpointer {
+    inner: Arc<Mutex<Inner>>,
+    tx: mpsc::SyncSender<Job>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+enum Job {
+    Write(Cut),
+    Stop,
+}
+
+impl Checkpointer {
+    /// Starts the writer thread for `store`; `local_workers` hand over to it,
+    /// `watermark` is the one the restored checkpoint (or the start) had.
+    pub fn start(
+        store: CheckpointStore,
+        local_workers: usize,
+        interval: Duration,
+        (watermark, written_at_ms): (Micros, Option<u64>),
+        metrics: Metrics,
+    ) -> Checkpointer {
+        let inner = Arc::new(Mutex::new(Inner {
+            workers: (0..local_workers.max(1)).map(|_| Worker::default()).collect(),
+            interval,
+            last_cut: Instant::now(),
+            watermark,
+            busy: false,
+            failed: false,
+        }));
+        let (tx, rx) = mpsc::sync_channel::<Job>(1);
+        let done = Arc::clone(&inner);
+        let writer = std::thread::Builder::new()
+            .name("revpulse-checkpoint".into())
+            .spawn(move || write_loop(store, rx, done, metrics, written_at_ms))
+            .ok();
+        Checkpointer { inner, tx, writer: Arc::new(Mutex::new(writer)) }
+    }
+
+    /// Worker `local` hands over its epochs below `below`, which every
+    /// worker has acknowledged; a checkpoint is cut if one is due (or
+    /// `force`d) and the writer is free.
+    pub fn hand_over(&self, local: usize, feed: &mut Feed, below: u64, force: bool) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let (below, sealed) = feed.take_below(below);
+        if inner.failed {
+            return;
+        }
+        if let Some(w) = inner.workers.get_mut(local) {
+            w.through = w.through.max(below);
+            w.sealed.extend(sealed);
+        }
+        let due = force || inner.last_cut.elapsed() >= inner.interval;
+        if !due || inner.busy {
+            return;
+        }
+        let Some(cut) = inner.cut() else { return };
+        inner.busy = true;
+        inner.last_cut = Instant::now();
+        if self.tx.try_send(Job::Write(cut)).is_err() {
+            inner.busy = false;
+        }
+    }
+
+    /// Waits until the checkpoint being written (if any) is on disk.
+    pub fn wait_idle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.inner.lock().map_or(true, |i| !i.busy) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the writer after what it is writing.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Job::Stop);
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    /// The cut below the least epoch every local worker handed over up to:
+    /// the log changes merged per key (later epochs win), each worker's
+    /// newest positions, the watermark of the last epoch. `None` if there
+    /// is nothing new.
+    fn cut(&mut self) -> Option<Cut> {
+        let below = self.workers.iter().map(|w| w.through).min()?;
+        let mut changes: BTreeMap<(Topic, Text), Option<(u64, String)>> = BTreeMap::new();
+        let mut positions = Offsets::new();
+        let mut any = false;
+        // The watermark of the last epoch below the cut: each worker's last
+        // recorded one (they agree; the least is the safe choice if not).
+        let mut watermark: Option<Micros> = None;
+        for w in &mut self.workers {
+            let mut last = None;
+            while w.sealed.front().is_some_and(|s| s.epoch < below) {
+                let Some(s) = w.sealed.pop_front() else { break };
+                any = true;
+                for logged in s.log {
+                    changes.insert((logged.topic, logged.key), logged.value);
+                }
+                if let Some(p) = s.positions {
+                    positions.extend(p);
+                }
+                last = s.applied.or(last);
+            }
+            if let Some(l) = last {
+                watermark = Some(watermark.map_or(l, |m: Micros| m.min(l)));
+            }
+        }
+        if !any {
+            return None;
+        }
+        if let Some(w) = watermark {
+            self.watermark = w;
+        }
+        let changes = changes
+            .into_iter()
+            .map(|((topic, key), value)| LogChange {
+                topic,
+                key: key.into_string(),
+                value: value.map(|(seq, json)| (seq, json.into_bytes())),
+            })
+            .collect();
+        Some(Cut { changes, positions, watermark: self.watermark })
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The writer thread: writes each cut, records duration, size and age.
+fn write_loop(
+    store: CheckpointStore,
+    rx: mpsc::Receiver<Job>,
+    inner: Arc<Mutex<Inner>>,
+    metrics: Metrics,
+    mut last_ok: Option<u64>,
+) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Job::Write(cut)) => {
+                let t = Instant::now();
+                match store.write(&cut, now_ms()) {
+                    Ok(written) => {
+                        metrics.checkpoint_duration.observe(t.elapsed().as_secs_f64());
+                        metrics.checkpoint_bytes.set(store.disk_bytes() as i64);
+                        metrics.checkpoint_keys.set(written.keys as i64);
+                        last_ok = Some(now_ms());
+                        tracing::debug!(changes = written.changes, keys = written.keys, "checkpoint written");
+                    }
+                    // The next checkpoint carries these changes' keys only
+                    // if they change again, so a failed write stops
+                    // checkpointing: the last good checkpoint stays valid.
+                    Err(e) => {
+                        metrics.checkpoint_errors.inc();
+                        tracing::error!(error = %e, "checkpoint write failed; no further checkpoints this run");
+                        if let Ok(mut i) = inner.lock() {
+                            i.busy = false;
+                            i.failed = true;
+                        }
+                        return;
+                    }
+                }
+                if let Ok(mut i) = inner.lock() {
+                    i.busy = false;
+                }
+            }
+            Ok(Job::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(t) = last_ok {
+            metrics.checkpoint_age.set(now_ms().saturating_sub(t) as f64 / 1000.0);
+        }
+    }
+}
+
+/// A process's durable state: the store, the checkpoint this run resumes
+/// from, and the checkpointer that writes the next ones.
+#[derive(Clone)]
+pub struct Durable {
+    pub store: CheckpointStore,
+    pub resume: Option<Checkpoint>,
+    pub checkpointer: Checkpointer,
+}
+
+impl Durable {
+    /// Opens `cfg`'s state directory and reads its checkpoint; `None` when
+    /// checkpoints are off, or for a multi-process cluster (each process
+    /// would checkpoint a cut of its own; not supported yet, so those
+    /// rebuild from the topics as before).
+    pub fn open(
+        cfg: &StateConfig,
+        workers: usize,
+        processes: usize,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Option<Durable>> {
+        let Some(dir) = cfg.dir() else { return Ok(None) };
+        if processes > 1 {
+            tracing::warn!(
+                processes,
+                "checkpoints are not supported for a multi-process cluster yet; every start rebuilds from the topics"
+            );
+            return Ok(None);
+        }
+        if cfg.rebuild {
+            tracing::warn!(dir = %dir.display(), "--rebuild: discarding the state directory; rebuilding from the topics");
+            CheckpointStore::wipe(dir)?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+        let store = CheckpointStore::open(dir)?;
+        let resume = store.checkpoint()?;
+        match &resume {
+            Some(cp) => tracing::info!(
+                dir = %dir.display(),
+                keys = cp.total_keys(),
+                partitions = cp.positions.len(),
+                watermark = %format_watermark(cp.watermark),
+                age_s = now_ms().saturating_sub(cp.written_at_ms) / 1000,
+                "resuming from the checkpoint"
+            ),
+            None => tracing::info!(dir = %dir.display(), "no checkpoint yet: reading the topics from their beginning"),
+        }
+        let interval = Duration::from_millis(cfg.interval_ms.max(1));
+        let watermark = resume.as_ref().map_or(NO_WATERMARK, |c| c.watermark);
+        let written = resume.as_ref().map(|c| c.written_at_ms);
+        let checkpointer = Checkpointer::start(store.clone(), workers, interval, (watermark, written), metrics.clone());
+        Ok(Some(Durable { store, resume, checkpointer }))
+    }
+
+    /// Feeds worker `index`'s share (of `peers`) of the checkpointed
+    /// versions into the dataflow's inputs, as one epoch's messages.
+    pub fn restore(&self, inputs: &mut Inputs, (index, peers): (usize, usize)) -> anyhow::Result<u64> {
+        let Some(cp) = &self.resume else { return Ok(0) };
+        let mut restored = 0;
+        for topic in Topic::ALL {
+            let expected = cp.keys.get(&topic).copied().unwrap_or(0);
+            let mut bad = None;
+            restored +=
+                self.store.for_each_entry(topic, expected, (index, peers), |key, _seq, json| {
+                    match decode_value(topic, json) {
+                        Ok(event) => inputs.send(topic, Text::from(key), Some(event), RESTORED),
+                        Err(reject) => bad = Some(format!("{} key {key:?}: {}", topic.name(), reject.detail)),
+                    }
+                })?;
+            if let Some(detail) = bad {
+                anyhow::bail!(
+                    "the checkpoint in {} holds a version that does not decode ({detail}); start with --rebuild",
+                    self.store.dir().display()
+                );
+            }
+        }
+        Ok(restored)
+    }
+}
+
+fn format_watermark(w: Micros) -> String {
+    if w == NO_WATERMARK {
+        "none".into()
+    } else {
+        format_micros(w)
+    }
+}
