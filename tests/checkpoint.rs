@@ -48,12 +48,6 @@ fn produce(cfg: &Config, generator: &mut Generator, total: usize, lines: &mut Ve
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
-fn state_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("revpulse-ckpt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// A pipeline on a one-partition mock cluster (so every topic outgrows
 /// the cluster's retention quickly) with checkpoints in a fresh directory.
 fn pipeline(
@@ -61,7 +55,7 @@ fn pipeline(
 ) -> (tokio::runtime::Runtime, rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Config)
 {
     let (rt, cluster, mut cfg) = common::mock_pipeline(name, 1);
-    cfg.state.dir = Some(state_dir(name).display().to_string());
+    cfg.state.dir = Some(common::state_dir(name));
     cfg.state.interval_ms = 100;
     cfg.kafka.max_batch_messages = 5_000;
     (rt, cluster, cfg)
@@ -105,14 +99,7 @@ fn retained(cfg: &Config) -> Vec<Line> {
 /// Runs the pipeline until it has committed everything the topics hold
 /// (read, and acknowledged by ClickHouse), then stops it gracefully.
 fn run_until_committed(rt: &tokio::runtime::Runtime, cfg: &Config, workers: usize) {
-    let shared = Shared::default();
-    let sink = std::sync::Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let (handle, runner_shared, runner_cfg) = (rt.handle().clone(), shared.clone(), cfg.clone());
-    let cluster = Cluster { workers, ..Cluster::default() };
-    let runner = std::thread::spawn(move || run_cluster(&runner_cfg, &cluster, runner_shared, sink, handle));
-    common::wait_committed(&cfg.kafka, Duration::from_secs(240));
-    shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    runner.join().expect("runner thread").expect("the pipeline stops cleanly");
+    let shared = common::run_until_committed(rt, cfg, &Cluster { workers, ..Cluster::default() });
     assert!(shared.metrics.checkpoint_keys.get() > 0, "a checkpoint was written");
 }
 

@@ -176,18 +176,35 @@ fn a_restart_does_not_close_periods_before_their_replay_is_complete() {
 /// restart still leaves every one alone below the committed offsets.
 #[test]
 fn two_workers_dead_letter_each_late_event_once() {
-    let HalfYear { rt, _cluster, cfg, topic, producer, mut lines } = half_year("retention_workers");
+    late_events_on_two_workers("retention_workers", false);
+}
+
+/// As above, restarting from checkpoints (which read nothing twice).
+#[test]
+fn two_workers_dead_letter_each_late_event_once_with_checkpoints() {
+    late_events_on_two_workers("retention_workers_ckpt", true);
+}
+
+fn late_events_on_two_workers(name: &str, checkpoints: bool) {
+    let HalfYear { rt, _cluster, mut cfg, topic, producer, mut lines } = half_year(name);
+    if checkpoints {
+        cfg.state.dir = Some(common::state_dir(name));
+    }
     let two = revpulse::runner::Cluster { workers: 2, ..Default::default() };
-    common::run_cluster_until_seen(&rt, &cfg, &two, lines.len(), Duration::from_secs(60), |_| {});
+    let run = |lines: usize| match checkpoints {
+        true => common::run_until_committed(&rt, &cfg, &two),
+        false => common::run_cluster_until_seen(&rt, &cfg, &two, lines, Duration::from_secs(60), |_| {}).0,
+    };
+    run(lines.len());
     for i in 0..8 {
         let id = format!("late-{i}");
         send(&producer, &topic, &mut lines, &id, Some(impression(&id, "2026-02-10T00:00:00Z", 5_000 + i)));
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
-    for (run, expect) in [(2, 8), (3, 0)] {
-        let (shared, _) = common::run_cluster_until_seen(&rt, &cfg, &two, lines.len(), Duration::from_secs(60), |_| {});
+    for (run_no, expect) in [(2, 8), (3, 0)] {
+        let shared = run(lines.len());
         let too_late = shared.metrics.rejected.with_label_values(&["impressions", "too_late"]).get();
-        assert_eq!(too_late, expect, "run {run}: each late impression is dead-lettered by the run that first reads it");
+        assert_eq!(too_late, expect, "run {run_no}: each late impression is dead-lettered by the run that first reads it");
     }
     assert_eq!(dlq_messages(&cfg.kafka.brokers, &cfg.kafka.dlq_topic), 8, "one dead letter each, not one per restart");
 }
@@ -289,7 +306,25 @@ fn exact_rows(lines: &[Line]) -> std::collections::BTreeSet<String> {
 /// get their old records back.
 #[test]
 fn closed_subjects_stay_final_and_counted_across_restarts() {
-    let (rt, _cluster, mut cfg) = common::mock_pipeline("subjects", 2);
+    subjects_across_restarts("subjects", false);
+}
+
+/// As above, restarting from checkpoints: the open subjects' old records
+/// come back from the checkpoint instead of the topics.
+#[test]
+fn closed_subjects_stay_final_and_counted_across_checkpointed_restarts() {
+    subjects_across_restarts("subjects_ckpt", true);
+}
+
+fn subjects_across_restarts(name: &str, checkpoints: bool) {
+    let (rt, _cluster, mut cfg) = common::mock_pipeline(name, 2);
+    if checkpoints {
+        cfg.state.dir = Some(common::state_dir(name));
+    }
+    let run = |cfg: &revpulse::config::Config, lines: usize| match checkpoints {
+        true => common::run_until_committed(&rt, cfg, &Default::default()),
+        false => common::run_until_seen(&rt, cfg, lines, Duration::from_secs(60), |_| {}).0,
+    };
     cfg.metrics.retention = revpulse_pipelines::config::RetentionConfig {
         rar_lateness_secs: Some(10 * 86_400),
         revenue_per_minute_lateness_secs: Some(86_400),
@@ -308,7 +343,7 @@ fn closed_subjects_stay_final_and_counted_across_restarts() {
         }
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
-    let (shared, _) = common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    let shared = run(&cfg, lines.len());
     let sink = revpulse_connectors::clickhouse::ClickHouseSink::new(cfg.clickhouse.clone(), None);
     // Lives still open (`closed_us` 0); closed ones stay until the next start.
     let lives = rt.block_on(sink.state_rows(Table::StateOpenSubjects)).expect("state");
@@ -321,7 +356,7 @@ fn closed_subjects_stay_final_and_counted_across_restarts() {
     assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "closing subjects changes no row");
 
     // Restart with nothing new: every row stays.
-    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    run(&cfg, lines.len());
     assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "a restart keeps closed subjects' rows and figures");
 
     // Restart with new activity: five more days of customers.
@@ -330,6 +365,6 @@ fn closed_subjects_stay_final_and_counted_across_restarts() {
     }
     visit(&producer, &cfg, &mut lines, 1_045, 0, 44);
     producer.flush(Duration::from_secs(10)).expect("flush");
-    common::run_until_seen(&rt, &cfg, lines.len(), Duration::from_secs(60), |_| {});
+    run(&cfg, lines.len());
     assert_rows(metric_rows(&rt, &cfg), exact_rows(&lines), "new subjects count on top of the restored state");
 }

@@ -271,3 +271,30 @@ pub fn wait_committed(kafka: &revpulse_connectors::kafka::KafkaConfig, deadline:
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Runs the production runner on `cluster`'s workers until the group has
+/// committed everything the topics hold, then stops it gracefully. What a
+/// test of restarts waits for when a restart need not re-read anything
+/// (checkpoints).
+pub fn run_until_committed(
+    rt: &tokio::runtime::Runtime,
+    cfg: &revpulse::config::Config,
+    cluster: &revpulse::runner::Cluster,
+) -> revpulse::runner::Shared {
+    let shared = revpulse::runner::Shared::default();
+    let sink = std::sync::Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
+    let (handle, runner_shared, runner_cfg, cluster) = (rt.handle().clone(), shared.clone(), cfg.clone(), cluster.clone());
+    let runner =
+        std::thread::spawn(move || revpulse::runner::run_cluster(&runner_cfg, &cluster, runner_shared, sink, handle));
+    wait_committed(&cfg.kafka, std::time::Duration::from_secs(240));
+    shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().expect("runner thread").expect("the pipeline stops cleanly");
+    shared
+}
+
+/// A fresh state directory for checkpoints of test `name`.
+pub fn state_dir(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("revpulse-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.display().to_string()
+}
