@@ -45,11 +45,15 @@ fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, api_port: u16)
 }
 
 fn spawn(config: &Path, log: &Path) -> Child {
+    spawn_workers(config, log, 1)
+}
+
+fn spawn_workers(config: &Path, log: &Path, workers: usize) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_revpulse"))
-        .args(["run", "--config"])
+        .args(["run", "-w", &workers.to_string(), "--config"])
         .arg(config)
-        .env("RUST_LOG", "info,librdkafka=warn")
+        .env("RUST_LOG", "info,librdkafka=warn,revpulse::runner::checkpoint=debug")
         .stdout(out.try_clone().expect("log"))
         .stderr(out)
         .spawn()
@@ -123,33 +127,54 @@ fn setup(
 
 #[test]
 fn kill_9_three_times_then_sigterm_is_exact() {
+    kill_9_then_sigterm("kill9", 1, 3, None);
+}
+
+/// Five kills on two workers with retention configured (latenesses longer
+/// than the stream, so the expected result is the plain recomputation),
+/// checkpoints every 50 ms so that kills land while one is being written.
+#[test]
+fn kill_9_five_times_on_two_workers_with_retention_is_exact() {
+    let retention = "[metrics.retention]\nrar_lateness_secs = 40000000\nrevenue_per_minute_lateness_secs = 40000000\n\
+                     attribution_lateness_secs = 40000000\nsubject_idle_secs = 40000000\n";
+    kill_9_then_sigterm("kill9w2", 2, 5, Some(retention));
+}
+
+fn kill_9_then_sigterm(name: &str, workers: usize, kills: usize, extra_config: Option<&str>) {
     let rt = revpulse::start::runtime().expect("runtime");
-    let ch = rt.block_on(common::fresh_clickhouse("kill9"));
+    let ch = rt.block_on(common::fresh_clickhouse(name));
     // 8 partitions per topic keep each under the mock cluster's ~5 MiB retention.
-    let (_cluster, kafka, dir) = setup("kill9", 8);
+    let (_cluster, kafka, dir) = setup(name, 8);
     let config = write_config(&dir, &kafka.brokers, &ch, common::free_port());
+    if let Some(extra) = extra_config {
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replace("interval_ms = 200", "interval_ms = 50") + extra;
+        std::fs::write(&config, text).expect("config");
+    }
     let log = dir.join("revpulse.log");
 
-    let mut child = spawn(&config, &log);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut kill_at: Vec<f64> = (0..3).map(|i| 0.1 + 0.28 * i as f64 + rng.random_range(0.0..0.2)).collect();
-    let mut kills = 0;
+    let mut child = spawn_workers(&config, &log, workers);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11 + kills as u64);
+    let step = 0.84 / kills as f64;
+    let mut kill_at: Vec<f64> =
+        (0..kills).map(|i| 0.1 + step * i as f64 + rng.random_range(0.0..step * 0.7)).collect();
+    let mut killed = 0;
     let (lines, malformed) = stream(&kafka, 200_000, 40_000, 5, |done| {
         if kill_at.first().is_some_and(|at| done >= *at) {
             kill_at.remove(0);
             child.kill().expect("kill -9");
             let _ = child.wait();
-            kills += 1;
-            child = spawn(&config, &log);
+            killed += 1;
+            child = spawn_workers(&config, &log, workers);
         }
     });
-    assert_eq!(kills, 3);
+    assert_eq!(killed, kills);
     common::wait_committed(&kafka, Duration::from_secs(240));
     let status = sigterm(&mut child);
     assert!(status.success(), "graceful stop exits 0, got {status}");
 
     let expected = replay::run(lines, &Default::default(), 1, 50_000).expect("replay");
-    rt.block_on(common::assert_clickhouse_matches(&ch, &expected));
+    rt.block_on(common::assert_metric_tables_match(&ch, &expected));
 
     // Every malformed message was dead-lettered (at least once across restarts).
     let dlq: BaseConsumer = ClientConfig::new()
@@ -164,10 +189,39 @@ fn kill_9_three_times_then_sigterm_is_exact() {
     assert!(high as usize >= malformed, "{high} dead letters for {malformed} malformed messages");
     // The restarts resumed from checkpoints (not from the topics' beginning).
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let resumed = text.matches("resuming from the checkpoint").count();
-    eprintln!("{}", text.lines().filter(|l| l.contains("checkpoint")).collect::<Vec<_>>().join("\n"));
-    assert_eq!(resumed, 3, "every restart resumed from a checkpoint");
+    // Only starts before the first checkpoint was written read the topics
+    // from their beginning.
+    let starts: Vec<bool> = text
+        .lines()
+        .filter_map(|l| match () {
+            _ if l.contains("resuming from the checkpoint") => Some(true),
+            _ if l.contains("no checkpoint yet") => Some(false),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), kills + 1, "one start per run");
+    let first = starts.iter().position(|r| *r).expect("a restart resumed from a checkpoint");
+    assert!(starts[first..].iter().all(|r| *r), "every start after the first checkpoint resumed from one: {starts:?}");
+    eprintln!("{name}: {} of {kills} kills landed while a checkpoint was being written", kills_mid_write(&text));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How many runs in `log` ended (were killed) between "writing
+/// checkpoint" and its "checkpoint written".
+fn kills_mid_write(log: &str) -> usize {
+    let mut writing = false;
+    let mut mid = 0;
+    for line in log.lines() {
+        if line.contains("no checkpoint yet") || line.contains("resuming from the checkpoint") {
+            mid += usize::from(writing);
+            writing = false;
+        } else if line.contains("writing checkpoint") {
+            writing = true;
+        } else if line.contains("checkpoint written") {
+            writing = false;
+        }
+    }
+    mid
 }
 
 #[test]
