@@ -89,6 +89,16 @@ struct BenchArgs {
     /// ClickHouse connection (default: the local one).
     #[arg(long, env = "REVPULSE_CONFIG")]
     config: Option<PathBuf>,
+    /// Instead of the phases above: restart time after a history of H and
+    /// of 4xH events with the same live state, and checkpoint overhead.
+    #[arg(long)]
+    restart: bool,
+    /// With --restart: records of the live state.
+    #[arg(long, default_value_t = 100_000)]
+    restart_live: usize,
+    /// With --restart: corrections of each live record in history H.
+    #[arg(long, default_value_t = 3)]
+    restart_rounds: usize,
 }
 
 #[derive(Subcommand)]
@@ -326,7 +336,20 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         soak_topics,
         soak_no_retention,
         config,
+        restart,
+        restart_live,
+        restart_rounds,
     } = args;
+    if restart {
+        return revpulse::bench::restart::restart(&revpulse::bench::restart::RestartOptions {
+            live: restart_live,
+            rounds: restart_rounds,
+            partitions,
+            tenants,
+            seed,
+            clickhouse: load(config.as_ref())?.clickhouse,
+        });
+    }
     if let Some(secs) = soak {
         let topics = soak_topics
             .iter()

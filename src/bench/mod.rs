@@ -40,6 +40,8 @@ use crate::generate::{write_dir, GenConfig, Generator, Record};
 use crate::replay::{self, Line};
 use crate::runner::{run_cluster, Cluster, Shared};
 
+pub mod restart;
+
 /// Benchmark knobs.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -260,7 +262,7 @@ fn current_versions(lines: &[Line]) -> HashMap<(Topic, &str), &Event> {
     current
 }
 
-fn phase_kafka(
+pub(crate) fn phase_kafka(
     cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     phase: &str,
     partitions: i32,
@@ -286,7 +288,7 @@ fn phase_kafka(
     Ok(kafka)
 }
 
-fn fresh_database(
+pub(crate) fn fresh_database(
     rt: &tokio::runtime::Runtime,
     base: &ClickHouseConfig,
     name: &str,
@@ -303,7 +305,7 @@ fn fresh_database(
 
 /// Produces `msgs` on a thread, at most `window` messages ahead of `progress`
 /// (what the consumer under test has read), or at `rate` per second.
-fn spawn_producer(
+pub(crate) fn spawn_producer(
     kafka: &KafkaConfig,
     msgs: &[Record],
     progress: Arc<AtomicU64>,
@@ -373,7 +375,7 @@ fn consume_and_decode(kafka: &KafkaConfig, total: u64, progress: &AtomicU64) -> 
     Ok(())
 }
 
-fn spawn_runner(
+pub(crate) fn spawn_runner(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
     shared: &Shared,
@@ -386,12 +388,12 @@ fn spawn_runner(
 }
 
 /// Messages the runner has read (consumed and rejected).
-fn read_messages(shared: &Shared) -> u64 {
+pub(crate) fn read_messages(shared: &Shared) -> u64 {
     let m = &shared.metrics;
     Topic::ALL.iter().map(|t| m.consumed.with_label_values(&[t.name()]).get()).sum()
 }
 
-fn join(h: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(crate) fn join(h: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     h.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
 }
 
