@@ -4,7 +4,8 @@
 //!
 //! - a restart resumes from the checkpoint and is exact even though the
 //!   topics no longer hold their early segments (the mock cluster keeps
-//!   ~5 MiB per partition), on 1 and 2 workers;
+//!   ~5 MiB per partition), on 1 and 2 workers and with the worker count
+//!   changing between restarts (the state re-shards);
 //! - a checkpoint whose positions the topics no longer hold is a clear
 //!   error naming topic, partition and offsets; `--rebuild` then rebuilds
 //!   exactly what the topics still hold;
@@ -100,7 +101,7 @@ fn retained(cfg: &Config) -> Vec<Line> {
 /// (read, and acknowledged by ClickHouse), then stops it gracefully.
 fn run_until_committed(rt: &tokio::runtime::Runtime, cfg: &Config, workers: usize) {
     let shared = common::run_until_committed(rt, cfg, &Cluster { workers, ..Cluster::default() });
-    assert!(shared.metrics.checkpoint_keys.get() > 0, "a checkpoint was written");
+    assert!(shared.metrics.checkpoint.keys.get() > 0, "a checkpoint was written");
 }
 
 /// Starts the pipeline and expects it to fail at start; returns the error.
@@ -113,15 +114,17 @@ fn start_error(rt: &tokio::runtime::Runtime, cfg: &Config) -> String {
     }
 }
 
-fn restart_after_early_segments_are_gone(name: &str, workers: usize) {
+/// `workers(round)`: the worker count of each run (a restart with another
+/// count re-shards the checkpointed state).
+fn restart_after_early_segments_are_gone(name: &str, workers: impl Fn(usize) -> usize) {
     let (rt, _cluster, cfg) = pipeline(name);
     let mut generator = Generator::new(GenConfig { seed: 21, tenants: 6, ..GenConfig::default() });
     let mut lines = Vec::new();
     // Each round is read before the cluster drops it, and each restart
     // resumes from the checkpoint: by the end, the early segments are gone.
-    for _ in 0..8 {
+    for round in 0..8 {
         produce(&cfg, &mut generator, 10_000, &mut lines);
-        run_until_committed(&rt, &cfg, workers);
+        run_until_committed(&rt, &cfg, workers(round));
     }
     let lows = low_watermarks(&cfg);
     assert!(lows.iter().any(|l| *l > 0), "some partition dropped its early segments: {lows:?}");
@@ -131,12 +134,14 @@ fn restart_after_early_segments_are_gone(name: &str, workers: usize) {
 
 #[test]
 fn a_restart_from_the_checkpoint_is_exact_after_early_segments_are_gone() {
-    restart_after_early_segments_are_gone("gone1", 1);
+    restart_after_early_segments_are_gone("gone1", |_| 1);
 }
 
+/// Two workers, and one and two in turns: the checkpoint re-shards.
 #[test]
-fn a_restart_on_two_workers_is_exact_after_early_segments_are_gone() {
-    restart_after_early_segments_are_gone("gone2", 2);
+fn restarts_on_two_and_on_changing_worker_counts_are_exact_after_early_segments_are_gone() {
+    restart_after_early_segments_are_gone("gone2", |_| 2);
+    restart_after_early_segments_are_gone("gone12", |round| 1 + round % 2);
 }
 
 #[test]

@@ -156,8 +156,7 @@ fn kill_9_then_sigterm(name: &str, workers: usize, kills: usize, extra_config: O
     let mut child = spawn_workers(&config, &log, workers);
     let mut rng = rand::rngs::StdRng::seed_from_u64(11 + kills as u64);
     let step = 0.84 / kills as f64;
-    let mut kill_at: Vec<f64> =
-        (0..kills).map(|i| 0.1 + step * i as f64 + rng.random_range(0.0..step * 0.7)).collect();
+    let mut kill_at: Vec<f64> = (0..kills).map(|i| 0.1 + step * i as f64 + rng.random_range(0.0..step * 0.7)).collect();
     let mut killed = 0;
     let (lines, malformed) = stream(&kafka, 200_000, 40_000, 5, |done| {
         if kill_at.first().is_some_and(|at| done >= *at) {

@@ -204,7 +204,10 @@ fn late_events_on_two_workers(name: &str, checkpoints: bool) {
     for (run_no, expect) in [(2, 8), (3, 0)] {
         let shared = run(lines.len());
         let too_late = shared.metrics.rejected.with_label_values(&["impressions", "too_late"]).get();
-        assert_eq!(too_late, expect, "run {run_no}: each late impression is dead-lettered by the run that first reads it");
+        assert_eq!(
+            too_late, expect,
+            "run {run_no}: each late impression is dead-lettered by the run that first reads it"
+        );
     }
     assert_eq!(dlq_messages(&cfg.kafka.brokers, &cfg.kafka.dlq_topic), 8, "one dead letter each, not one per restart");
 }

@@ -43,16 +43,59 @@ pub struct Metrics {
     /// Subjects the lifetime families hold open (retention), summed over
     /// this process's workers.
     pub open_subjects: IntGauge,
-    /// Duration of checkpoint writes (docs/guarantees.md, "Checkpoints").
-    pub checkpoint_duration: Histogram,
+    /// Durable state (docs/guarantees.md, "Checkpoints").
+    pub checkpoint: CheckpointMetrics,
+}
+
+/// Checkpoint writes (docs/guarantees.md, "Checkpoints").
+#[derive(Clone)]
+pub struct CheckpointMetrics {
+    /// Duration of checkpoint writes.
+    pub duration: Histogram,
     /// Bytes the state directory takes on disk, after the last checkpoint.
-    pub checkpoint_bytes: IntGauge,
+    pub bytes: IntGauge,
     /// Keys the last checkpoint holds (current versions, all topics).
-    pub checkpoint_keys: IntGauge,
+    pub keys: IntGauge,
     /// Seconds since the last checkpoint was written.
-    pub checkpoint_age: Gauge,
+    pub age: Gauge,
     /// Checkpoint writes that failed (checkpointing stops for the run).
-    pub checkpoint_errors: IntCounter,
+    pub errors: IntCounter,
+}
+
+impl CheckpointMetrics {
+    fn new(r: &Registry) -> CheckpointMetrics {
+        CheckpointMetrics {
+            duration: registered(
+                r,
+                histogram("revpulse_checkpoint_duration_seconds", "Duration of checkpoint writes.", buckets()),
+            ),
+            bytes: registered(
+                r,
+                IntGauge::new(
+                    "revpulse_checkpoint_size_bytes",
+                    "Bytes the state directory takes after the last checkpoint.",
+                ),
+            ),
+            keys: registered(
+                r,
+                IntGauge::new(
+                    "revpulse_checkpoint_keys",
+                    "Current versions (keys of all topics) in the last checkpoint.",
+                ),
+            ),
+            age: registered(
+                r,
+                Gauge::new("revpulse_checkpoint_age_seconds", "Seconds since the last checkpoint was written."),
+            ),
+            errors: registered(
+                r,
+                IntCounter::new(
+                    "revpulse_checkpoint_errors_total",
+                    "Checkpoint writes that failed (checkpoints stop).",
+                ),
+            ),
+        }
+    }
 }
 
 fn buckets() -> Vec<f64> {
@@ -172,26 +215,7 @@ impl Metrics {
                     "Subjects (tenant x subject_id) whose records the lifetime families hold (retention).",
                 ),
             ),
-            checkpoint_duration: registered(
-                r,
-                histogram("revpulse_checkpoint_duration_seconds", "Duration of checkpoint writes.", buckets()),
-            ),
-            checkpoint_bytes: registered(
-                r,
-                IntGauge::new("revpulse_checkpoint_size_bytes", "Bytes the state directory takes after the last checkpoint."),
-            ),
-            checkpoint_keys: registered(
-                r,
-                IntGauge::new("revpulse_checkpoint_keys", "Current versions (keys of all topics) in the last checkpoint."),
-            ),
-            checkpoint_age: registered(
-                r,
-                Gauge::new("revpulse_checkpoint_age_seconds", "Seconds since the last checkpoint was written."),
-            ),
-            checkpoint_errors: registered(
-                r,
-                IntCounter::new("revpulse_checkpoint_errors_total", "Checkpoint writes that failed (checkpoints stop)."),
-            ),
+            checkpoint: CheckpointMetrics::new(r),
             registry,
         }
     }

@@ -91,14 +91,15 @@ impl Inputs {
 }
 
 /// An upsert-log entry of this worker's share of a topic (see
-/// [`crate::upsert`]), its version as canonical JSON: what a checkpoint
-/// stores.
+/// [`crate::upsert`]): what a checkpoint stores. Versions are rendered
+/// (as JSON) by the checkpoint writer, off the dataflow's threads and
+/// once per checkpoint however often a key changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {
     pub topic: Topic,
     pub key: Text,
-    /// The new current version's arrival sequence and JSON, or `None`.
-    pub value: Option<(u64, String)>,
+    /// The new current version and its arrival sequence, or `None`.
+    pub value: Option<(u64, Event)>,
 }
 
 /// Row changes whose epochs are complete, handed from the dataflow to the
@@ -311,19 +312,19 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
         let mut logs = Vec::new();
         let (impressions_current, l) =
             upsert(imp_stream, "Upsert: impressions", retention_of(r, Topic::Impressions, &rules, &too_late), log);
-        logs.extend(l.map(|l| logged(Topic::Impressions, l)));
+        logs.extend(l.map(|l| logged(Topic::Impressions, l, Event::Impression)));
         let (conversations_current, l) =
             upsert(conv_stream, "Upsert: conversations", retention_of(r, Topic::Conversations, &rules, &too_late), log);
-        logs.extend(l.map(|l| logged(Topic::Conversations, l)));
+        logs.extend(l.map(|l| logged(Topic::Conversations, l, Event::Conversation)));
         let (messages_current, l) =
             upsert(msg_stream, "Upsert: messages", retention_of(r, Topic::Messages, &rules, &too_late), log);
-        logs.extend(l.map(|l| logged(Topic::Messages, l)));
+        logs.extend(l.map(|l| logged(Topic::Messages, l, Event::Message)));
         let (payments_current, l) =
             upsert(pay_stream, "Upsert: payments", retention_of(r, Topic::Payments, &rules, &too_late), log);
-        logs.extend(l.map(|l| logged(Topic::Payments, l)));
+        logs.extend(l.map(|l| logged(Topic::Payments, l, Event::Payment)));
         let (ro_current, l) =
             upsert(ro_stream, "Upsert: ro_updates", retention_of(r, Topic::RoUpdates, &rules, &too_late), log);
-        logs.extend(l.map(|l| logged(Topic::RoUpdates, l)));
+        logs.extend(l.map(|l| logged(Topic::RoUpdates, l, Event::RoUpdate)));
         let current = Current {
             impressions: impressions_current,
             conversations: conversations_current,
@@ -351,16 +352,13 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
     })
 }
 
-/// A topic's upsert-log entries with their versions rendered as JSON.
-fn logged<'s, V: serde::Serialize + Clone + 'static>(
+/// A topic's upsert-log entries, its versions as events (`wrap`).
+fn logged<'s, V: Clone + 'static>(
     topic: Topic,
     log: VecCollection<'s, Epoch, crate::upsert::LogEntry<V>>,
+    wrap: fn(V) -> Event,
 ) -> StreamVec<'s, Epoch, (Logged, Epoch)> {
-    log.inner.map(move |((key, value), t, _)| {
-        // The event types serialize infallibly (string keys, finite numbers).
-        let value = value.map(|(seq, v)| (seq, serde_json::to_string(&v).unwrap_or_default()));
-        (Logged { topic, key, value }, t)
-    })
+    log.inner.map(move |((key, value), t, _)| (Logged { topic, key, value: value.map(|(seq, v)| (seq, wrap(v))) }, t))
 }
 
 /// Keeps the upsert-log entries of complete epochs in `out`, in order.

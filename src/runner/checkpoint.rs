@@ -23,7 +23,7 @@ use revpulse_connectors::kafka::Offsets;
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::state::{Checkpoint, CheckpointStore, Cut, LogChange};
 use revpulse_pipelines::dataflow::{Inputs, Logged};
-use revpulse_pipelines::event::{decode_value, Topic};
+use revpulse_pipelines::event::{decode_value, Event, Topic};
 use revpulse_pipelines::retention::NO_WATERMARK;
 use revpulse_pipelines::time::{format_micros, Micros};
 use revpulse_pipelines::types::Text;
@@ -122,8 +122,31 @@ pub struct Checkpointer {
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// A cut as the workers hand it to the writer: versions still as events.
+struct Pending {
+    changes: Vec<((Topic, Text), Option<(u64, Event)>)>,
+    positions: Offsets,
+    watermark: Micros,
+}
+
+impl Pending {
+    /// The store's form: keys as strings, versions as canonical JSON.
+    fn render(self) -> Cut {
+        let changes = self
+            .changes
+            .into_iter()
+            .map(|((topic, key), value)| LogChange {
+                topic,
+                key: key.into_string(),
+                value: value.map(|(seq, event)| (seq, event.to_json().into_bytes())),
+            })
+            .collect();
+        Cut { changes, positions: self.positions, watermark: self.watermark }
+    }
+}
+
 enum Job {
-    Write(Cut),
+    Write(Pending),
     Stop,
 }
 
@@ -150,13 +173,15 @@ impl Checkpointer {
         let writer = std::thread::Builder::new()
             .name("revpulse-checkpoint".into())
             .spawn(move || write_loop(store, rx, done, metrics, written_at_ms))
+            .map_err(|e| tracing::error!(error = %e, "cannot start the checkpoint writer; no checkpoints this run"))
             .ok();
         Checkpointer { inner, tx, writer: Arc::new(Mutex::new(writer)) }
     }
 
     /// Worker `local` hands over its epochs below `below`, which every
-    /// worker has acknowledged; a checkpoint is cut if one is due (or
-    /// `force`d) and the writer is free.
+    /// worker has acknowledged; a checkpoint is cut if one is due and the
+    /// writer is free. `force` (a clean stop) cuts whatever the interval,
+    /// after waiting for the write in progress.
     pub fn hand_over(&self, local: usize, feed: &mut Feed, below: u64, force: bool) {
         let Ok(mut inner) = self.inner.lock() else { return };
         let (below, sealed) = feed.take_below(below);
@@ -166,6 +191,13 @@ impl Checkpointer {
         if let Some(w) = inner.workers.get_mut(local) {
             w.through = w.through.max(below);
             w.sealed.extend(sealed);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while force && inner.busy && Instant::now() < deadline {
+            drop(inner);
+            std::thread::sleep(Duration::from_millis(5));
+            let Ok(again) = self.inner.lock() else { return };
+            inner = again;
         }
         let due = force || inner.last_cut.elapsed() >= inner.interval;
         if !due || inner.busy {
@@ -207,9 +239,9 @@ impl Inner {
     /// the log changes merged per key (later epochs win), each worker's
     /// newest positions, the watermark of the last epoch. `None` if there
     /// is nothing new.
-    fn cut(&mut self) -> Option<Cut> {
+    fn cut(&mut self) -> Option<Pending> {
         let below = self.workers.iter().map(|w| w.through).min()?;
-        let mut changes: BTreeMap<(Topic, Text), Option<(u64, String)>> = BTreeMap::new();
+        let mut changes: BTreeMap<(Topic, Text), Option<(u64, Event)>> = BTreeMap::new();
         let mut positions = Offsets::new();
         let mut any = false;
         // The watermark of the last epoch below the cut: each worker's last
@@ -238,15 +270,7 @@ impl Inner {
         if let Some(w) = watermark {
             self.watermark = w;
         }
-        let changes = changes
-            .into_iter()
-            .map(|((topic, key), value)| LogChange {
-                topic,
-                key: key.into_string(),
-                value: value.map(|(seq, json)| (seq, json.into_bytes())),
-            })
-            .collect();
-        Some(Cut { changes, positions, watermark: self.watermark })
+        Some(Pending { changes: changes.into_iter().collect(), positions, watermark: self.watermark })
     }
 }
 
@@ -264,14 +288,15 @@ fn write_loop(
 ) {
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Job::Write(cut)) => {
-                tracing::debug!(changes = cut.changes.len(), "writing checkpoint");
+            Ok(Job::Write(pending)) => {
+                tracing::debug!(changes = pending.changes.len(), "writing checkpoint");
                 let t = Instant::now();
+                let cut = pending.render();
                 match store.write(&cut, now_ms()) {
                     Ok(written) => {
-                        metrics.checkpoint_duration.observe(t.elapsed().as_secs_f64());
-                        metrics.checkpoint_bytes.set(store.disk_bytes() as i64);
-                        metrics.checkpoint_keys.set(written.keys as i64);
+                        metrics.checkpoint.duration.observe(t.elapsed().as_secs_f64());
+                        metrics.checkpoint.bytes.set(store.disk_bytes() as i64);
+                        metrics.checkpoint.keys.set(written.keys as i64);
                         last_ok = Some(now_ms());
                         tracing::debug!(changes = written.changes, keys = written.keys, "checkpoint written");
                     }
@@ -279,7 +304,7 @@ fn write_loop(
                     // if they change again, so a failed write stops
                     // checkpointing: the last good checkpoint stays valid.
                     Err(e) => {
-                        metrics.checkpoint_errors.inc();
+                        metrics.checkpoint.errors.inc();
                         tracing::error!(error = %e, "checkpoint write failed; no further checkpoints this run");
                         if let Ok(mut i) = inner.lock() {
                             i.busy = false;
@@ -296,7 +321,7 @@ fn write_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if let Some(t) = last_ok {
-            metrics.checkpoint_age.set(now_ms().saturating_sub(t) as f64 / 1000.0);
+            metrics.checkpoint.age.set(now_ms().saturating_sub(t) as f64 / 1000.0);
         }
     }
 }
@@ -397,7 +422,13 @@ mod tests {
     }
 
     fn logged(key: &str, value: Option<&str>) -> Logged {
-        Logged { topic: Topic::Payments, key: key.into(), value: value.map(|v| (1, v.to_owned())) }
+        let payment = |id: &str| {
+            let json = format!(
+                r#"{{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","payment_id":"{id}","subject_id":"s","status":"succeeded","amount_cents":100,"currency":"USD"}}"#
+            );
+            decode_value(Topic::Payments, json.as_bytes()).ok()
+        };
+        Logged { topic: Topic::Payments, key: key.into(), value: value.and_then(payment).map(|e| (1, e)) }
     }
 
     fn inner(workers: usize) -> Inner {
@@ -435,14 +466,15 @@ mod tests {
         let cut = inner.cut().expect("a cut below epoch 2");
         assert_eq!(cut.positions, Offsets::from([(("p".to_owned(), 0), 10), (("q".to_owned(), 0), 3)]));
         assert_eq!(cut.watermark, 5);
-        let keys: Vec<(String, bool)> = cut.changes.iter().map(|c| (c.key.clone(), c.value.is_some())).collect();
+        let keys: Vec<(String, bool)> =
+            cut.changes.iter().map(|((_, key), value)| (key.to_string(), value.is_some())).collect();
         assert_eq!(keys, vec![("j".to_owned(), true), ("k".to_owned(), true)]);
         hand(&mut inner, 1, &mut b, 3);
         let cut = inner.cut().expect("a cut below epoch 3");
         assert_eq!(cut.watermark, 6);
         assert_eq!(cut.positions.len(), 2);
-        let j = cut.changes.iter().find(|c| c.key == "j").expect("j changed");
-        assert_eq!(j.value, None, "the later epoch's delete wins");
+        let j = cut.changes.iter().find(|((_, key), _)| key == "j").expect("j changed");
+        assert_eq!(j.1, None, "the later epoch's delete wins");
         assert!(inner.cut().is_none(), "nothing new");
     }
 

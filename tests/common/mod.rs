@@ -66,16 +66,9 @@ pub async fn assert_metric_tables_match(cfg: &ClickHouseConfig, expected: &revpu
     assert_tables_match(cfg, expected, |t| !t.is_state()).await
 }
 
-async fn assert_tables_match(
-    cfg: &ClickHouseConfig,
-    expected: &revpulse::replay::State,
-    keep: impl Fn(Table) -> bool,
-) {
-    let expected: Vec<serde_json::Value> = expected
-        .iter()
-        .filter(|(k, _)| keep(k.table))
-        .map(|(k, v)| revpulse_pipelines::row::row_json(k, v))
-        .collect();
+async fn assert_tables_match(cfg: &ClickHouseConfig, expected: &revpulse::replay::State, keep: impl Fn(Table) -> bool) {
+    let expected: Vec<serde_json::Value> =
+        expected.iter().filter(|(k, _)| keep(k.table)).map(|(k, v)| revpulse_pipelines::row::row_json(k, v)).collect();
     let actual: std::collections::BTreeSet<String> = clickhouse_rows(cfg)
         .await
         .iter()
@@ -306,7 +299,8 @@ pub fn run_until_committed(
 ) -> revpulse::runner::Shared {
     let shared = revpulse::runner::Shared::default();
     let sink = std::sync::Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-    let (handle, runner_shared, runner_cfg, cluster) = (rt.handle().clone(), shared.clone(), cfg.clone(), cluster.clone());
+    let (handle, runner_shared, runner_cfg, cluster) =
+        (rt.handle().clone(), shared.clone(), cfg.clone(), cluster.clone());
     let runner =
         std::thread::spawn(move || revpulse::runner::run_cluster(&runner_cfg, &cluster, runner_shared, sink, handle));
     wait_committed(&cfg.kafka, std::time::Duration::from_secs(240));
