@@ -194,8 +194,10 @@ impl ClickHouseSink {
 
     /// The keys of every live (not deleted) row of `table`.
     pub async fn live_keys(&self, table: Table) -> Result<Vec<RowKey>, SinkError> {
+        // Key columns only, unordered: a start reads every live key, and
+        // the values would only be parsed to be dropped.
         Ok(self
-            .current_rows(table)
+            .rows(table, false)
             .await?
             .iter()
             .map(|row| {
@@ -222,6 +224,12 @@ impl ClickHouseSink {
     /// The current rows of `table` as JSON objects shaped like
     /// `replay --output json` (with `"table"`), sorted by key columns.
     pub async fn current_rows(&self, table: Table) -> Result<Vec<serde_json::Value>, SinkError> {
+        self.rows(table, true).await
+    }
+
+    /// The current rows of `table`, with their value columns and in key
+    /// order when `values`, else their key columns only.
+    async fn rows(&self, table: Table, values: bool) -> Result<Vec<serde_json::Value>, SinkError> {
         let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
         // Minutes render as `replay --output json` does: YYYY-MM-DDTHH:MM:00Z.
         let selected: Vec<String> = table
@@ -232,13 +240,17 @@ impl ClickHouseSink {
                 _ => (*n).to_owned(),
             })
             .collect();
-        let vals: Vec<String> =
-            table.value_columns().iter().map(|(n, _)| format!("argMax({n}, version) AS {n}")).collect();
+        let vals: String = table
+            .value_columns()
+            .iter()
+            .filter(|_| values)
+            .map(|(n, _)| format!(", argMax({n}, version) AS {n}"))
+            .collect();
+        let order = if values { format!(" ORDER BY {}", keys.join(", ")) } else { String::new() };
         let sql = format!(
-            "SELECT {s}, {v} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0 ORDER BY {k}",
+            "SELECT {s}{vals} FROM {t} GROUP BY {k} HAVING argMax(deleted, version) = 0{order}",
             s = selected.join(", "),
             k = keys.join(", "),
-            v = vals.join(", "),
             t = table.name(),
         );
         let mut cursor = self
