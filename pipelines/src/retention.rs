@@ -31,7 +31,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
-use timely::dataflow::operators::vec::Map as _;
+use timely::dataflow::operators::vec::{Map as _, Partition as _};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::Concat as _;
 use timely::dataflow::StreamVec;
@@ -386,11 +386,15 @@ pub fn freeze_split<'s, D: Data>(
 }
 
 /// The `Ok` and the `Err` changes of a split stream, as two collections.
+/// Partitioned, not copied: each change goes one way.
 pub fn split_results<'s, A: Data, B: Data>(
     split: StreamVec<'s, Epoch, (Result<A, B>, Epoch, isize)>,
 ) -> (VecCollection<'s, Epoch, A>, VecCollection<'s, Epoch, B>) {
-    let ok = split.clone().flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
-    let err = split.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
+    let mut parts = split.partition(2, |change: (Result<A, B>, Epoch, isize)| (u64::from(change.0.is_err()), change));
+    let mut parts = parts.drain(..);
+    let (Some(ok), Some(err)) = (parts.next(), parts.next()) else { unreachable!("partition(2) makes two streams") };
+    let ok = ok.flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
+    let err = err.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection();
     (ok, err)
 }
 

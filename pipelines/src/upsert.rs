@@ -33,12 +33,12 @@ use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Map as _, Partition as _};
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::event::{Topic, Versioned};
-use crate::retention::{by_watermark, closed, Retained, Work};
+use crate::retention::{by_watermark, closed, split_results, Retained, Work};
 use crate::time::Micros;
 use crate::types::Text;
 
@@ -262,13 +262,8 @@ where
         None => upsert_plain(stream, name, log),
     };
     if log {
-        // Partitioned, not copied: each change goes one way.
-        let mut parts = out.partition(2, |o: Out<V>| (u64::from(o.0.is_err()), o)).into_iter();
-        let (Some(current), Some(logged)) = (parts.next(), parts.next()) else {
-            unreachable!("partition(2) makes two streams")
-        };
-        let current = current.flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection();
-        (current, Some(logged.flat_map(|(d, t, r)| d.err().map(|d| (d, t, r))).as_collection()))
+        let (current, logged) = split_results(out);
+        (current, Some(logged))
     } else {
         // Without a log every change is `Ok`: one pass, no copy of the stream.
         (out.flat_map(|(d, t, r)| d.ok().map(|d| (d, t, r))).as_collection(), None)
