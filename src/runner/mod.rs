@@ -238,14 +238,13 @@ fn connect(
     let source =
         KafkaSource::connect(&cfg.kafka, shared.metrics.clone(), avro, (index, peers), Duration::from_secs(60), &start)
             .context("connecting the Kafka source")?;
-    let mut taken = if Lateness::of(&cfg.metrics.retention).any() {
+    // The checkpoint's positions and watermark, when there is one, stand in
+    // for the group's committed ones.
+    let taken = if Lateness::of(&cfg.metrics.retention).any() {
         TakenBack::read(&source, sink, rt, index, peers, resume.map(|c| (&c.positions, c.watermark)))?
     } else {
         TakenBack::nothing()
     };
-    if let Some(c) = resume {
-        taken.committed = c.positions.clone();
-    }
     Ok(Start { source, taken, durable })
 }
 
