@@ -29,6 +29,15 @@ use revpulse_pipelines::event::{decode_value, Topic};
 
 const GROUP: &str = "revpulse-faults";
 
+/// One fault test at a time: each runs a child pipeline at full speed, and
+/// the readiness and bound checks time what happens during an outage, which
+/// a concurrent kill -9 run on the same two cores would distort.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, api_port: u16) -> PathBuf {
     let path = dir.join("revpulse.toml");
     let text = format!(
@@ -141,6 +150,7 @@ fn kill_9_five_times_on_two_workers_with_retention_is_exact() {
 }
 
 fn kill_9_then_sigterm(name: &str, workers: usize, kills: usize, extra_config: Option<&str>) {
+    let _serial = serial();
     let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse(name));
     // 8 partitions per topic keep each under the mock cluster's ~5 MiB retention.
@@ -225,6 +235,7 @@ fn kills_mid_write(log: &str) -> usize {
 
 #[test]
 fn clickhouse_outage_of_20s_is_exact_and_bounded() {
+    let _serial = serial();
     let rt = revpulse::start::runtime().expect("runtime");
     // A ClickHouse of its own, so stopping it disturbs no other test.
     let ch_dir = std::env::temp_dir().join(format!("revpulse-faults-ch-{}", std::process::id()));
@@ -307,6 +318,7 @@ fn ch_down(url: &str) -> bool {
 
 #[test]
 fn kafka_broker_outage_is_exact() {
+    let _serial = serial();
     let rt = revpulse::start::runtime().expect("runtime");
     let ch = rt.block_on(common::fresh_clickhouse("broker"));
     let (cluster, kafka, dir) = setup("broker", 4);
