@@ -33,18 +33,28 @@ pub struct DemoOptions {
     pub tenants: usize,
     pub partitions: i32,
     pub seed: u64,
+    /// ClickHouse to write to; the repo's local server is started when this
+    /// is its address and nothing answers there.
+    pub clickhouse_url: String,
+    pub database: String,
 }
 
 /// The demo's API key, scoped to every tenant.
 pub const DEMO_KEY: &str = "demo-key";
 
 /// Makes sure a ClickHouse answers at `cfg.url`, starting the repo's local
-/// one if not.
+/// one if not and `cfg.url` is its address (any other address is the user's
+/// server, which revpulse does not start).
 pub async fn ensure_clickhouse(cfg: &ClickHouseConfig) -> anyhow::Result<()> {
     let probe = ClickHouseSink::new(ClickHouseConfig { database: "default".into(), ..cfg.clone() }, None);
     if probe.ping().await {
         return Ok(());
     }
+    anyhow::ensure!(
+        cfg.url == ClickHouseConfig::default().url,
+        "no ClickHouse answers at {} (start it, e.g. scripts/clickhouse-current.sh start for a current release)",
+        cfg.url
+    );
     let script = std::env::var("REVPULSE_CLICKHOUSE_SCRIPT")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh").to_owned());
     tracing::info!(script, "starting a local ClickHouse");
@@ -67,27 +77,40 @@ fn wall_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-/// Produces a backlog of history, then `rate` events per second until stopped.
+/// Event time of the demo's history: `backlog` events spread evenly over the
+/// 90 days before `now`, so every month of that span has data and the
+/// history ends where the live stream begins.
+fn backlog_ts(i: usize, backlog: usize, now: i64) -> i64 {
+    let span = 90 * MICROS_PER_DAY;
+    now - span + (i128::from(span) * i as i128 / backlog.max(1) as i128) as i64
+}
+
+/// Produces a backlog of history, then `rate` events per second until
+/// stopped, each carrying the wall-clock time it is sent at: the dashboards'
+/// "last hour" panels and the per-minute API show the present, and no event
+/// lies in the future however long the demo runs.
 fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> anyhow::Result<()> {
     let producer = KeyedProducer::new(kafka)?;
     let backlog = opts.backlog.max(1);
-    let start = wall_micros() - 90 * MICROS_PER_DAY;
-    let step = 90 * MICROS_PER_DAY / backlog as i64;
-    let mut generator = Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start, step: step / 2 });
+    let started = wall_micros();
+    let mut generator =
+        Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start: backlog_ts(0, backlog, started), step: 0 });
     let send = |generator: &mut Generator| -> anyhow::Result<()> {
         let r = generator.next_record();
         producer.send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;
         Ok(())
     };
-    for _ in 0..backlog {
+    for i in 0..backlog {
+        generator.set_now(backlog_ts(i, backlog, started));
         send(&mut generator)?;
     }
     let tick = Duration::from_millis(100);
     let per_tick = (opts.rate / 10).max(1);
     while !shared.stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        generator.set_now(wall_micros().max(generator.now()));
         for _ in 0..per_tick {
+            // Never backwards, should the wall clock be stepped back.
+            generator.set_now(wall_micros().max(generator.now()));
             send(&mut generator)?;
         }
         producer.poll();
@@ -100,6 +123,8 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
 pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let rt = runtime()?;
     let mut cfg = Config::default();
+    cfg.clickhouse.url = opts.clickhouse_url.clone();
+    cfg.clickhouse.database = opts.database.clone();
     rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;
     let _cluster = embedded_kafka(&mut cfg.kafka, opts.partitions)?;
     cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*")];
@@ -136,7 +161,7 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
          \n\n  curl -H 'Authorization: Bearer {DEMO_KEY}' 'http://{addr}/v1/tenants/{tenant}/rar?month={m}'\
          \n  curl http://{addr}/metrics\
          \n  curl http://{addr}/readyz\
-         \n  clickhouse-client --port {tcp} -q 'SELECT * FROM {db}.rar_monthly_current ORDER BY rar DESC LIMIT 10'\n",
+         \n  clickhouse-client --port {tcp} -q 'SELECT tenant_id, month, rar, pressure FROM {db}.rar_monthly_current ORDER BY rar DESC LIMIT 10'\n",
         brokers = cfg.kafka.brokers,
         ch = cfg.clickhouse.url,
         db = cfg.clickhouse.database,

@@ -49,7 +49,8 @@ pub struct GenConfig {
     pub tenants: usize,
     /// Event time of the first event.
     pub start: Micros,
-    /// Mean event-time step between consecutive events.
+    /// Mean event-time step between consecutive events; 0 keeps the clock
+    /// where [`Generator::set_now`] puts it (the demo drives it that way).
     pub step: Micros,
 }
 
@@ -118,7 +119,9 @@ impl Generator {
 
     /// The next record in arrival order.
     pub fn next_record(&mut self) -> Record {
-        self.now += self.rng.random_range(0..=2 * self.cfg.step.max(1));
+        if self.cfg.step > 0 {
+            self.now += self.rng.random_range(0..=2 * self.cfg.step);
+        }
         // Replays of earlier keys: corrections, duplicates, stale versions, deletes.
         if !self.recent.is_empty() && self.rng.random_bool(0.12) {
             let i = self.rng.random_range(0..self.recent.len());

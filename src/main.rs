@@ -123,6 +123,12 @@ enum Command {
         partitions: i32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// ClickHouse HTTP address (the local one is started if it is down).
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse_url: String,
+        /// ClickHouse database (created if missing).
+        #[arg(long, default_value = "revpulse")]
+        database: String,
     },
     /// The production pipeline with the API and metrics.
     Run {
@@ -242,15 +248,19 @@ fn main() -> anyhow::Result<()> {
     }
 
     match cli.command {
-        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed } => demo(DemoOptions {
+        Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed, clickhouse_url, database } => {
+            demo(DemoOptions {
             rate,
             backlog,
             duration: duration.map(Duration::from_secs),
             listen,
             tenants,
-            partitions,
-            seed,
-        }),
+                partitions,
+                seed,
+                clickhouse_url,
+                database,
+            })
+        }
         Command::Run { config, workers, processes, process_index, hostfile, listen, rebuild } => {
             let mut cfg = load(config.as_ref())?;
             if let Some(l) = listen {

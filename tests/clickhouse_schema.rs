@@ -1,6 +1,7 @@
 //! The migrations in `schemas/clickhouse/` create exactly the columns the
 //! sink writes (names, types and order of `Table` plus `version, deleted`),
-//! and applying them again is a no-op.
+//! and applying them again is a no-op; every metric table has its
+//! `<table>_current` view with the table's key and value columns.
 
 mod common;
 
@@ -38,5 +39,19 @@ async fn migrations_match_table_definitions_and_are_idempotent() {
         expected.push(("version".into(), "UInt64".into()));
         expected.push(("deleted".into(), "UInt8".into()));
         assert_eq!(actual, expected, "table {}", table.name());
+        if Table::METRICS.contains(&table) {
+            let view = format!("{}_current", table.name());
+            let cols: Vec<Column> = sink
+                .client()
+                .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                .bind(&cfg.database)
+                .bind(&view)
+                .fetch_all()
+                .await
+                .expect("columns");
+            let names: Vec<String> = cols.into_iter().map(|c| c.name).collect();
+            let expected: Vec<String> = expected[..expected.len() - 2].iter().map(|(n, _)| n.clone()).collect();
+            assert_eq!(names, expected, "view {view}");
+        }
     }
 }

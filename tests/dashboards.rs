@@ -38,6 +38,23 @@ async fn every_dashboard_query_returns_rows() {
     let sink = ClickHouseSink::new(cfg.clone(), None);
     sink.write(&state.into_iter().map(|(k, v)| (k, Some(v))).collect::<Vec<_>>()).await.expect("load");
 
+    // Each `<table>_current` view returns what the API's generated query does.
+    for table in revpulse_pipelines::row::Table::METRICS {
+        let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
+        let all = |sql: String| {
+            let sink = &sink;
+            let keys = keys.join(", ");
+            async move {
+                let sql = format!("SELECT * FROM ({sql}) ORDER BY {keys}");
+                let mut cursor = sink.client().query_raw(&sql).fetch_bytes("TSV").expect("query starts");
+                cursor.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+        };
+        let view = all(format!("SELECT * FROM {}_current", table.name())).await;
+        let query = all(revpulse_connectors::clickhouse::current_query(table, "1")).await;
+        assert!(view == query, "{}_current differs from current_query", table.name());
+    }
+
     let dash_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/json");
     let mut checked = 0;
     for entry in std::fs::read_dir(dash_dir).expect("dashboards dir") {
