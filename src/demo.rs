@@ -93,8 +93,12 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
     let producer = KeyedProducer::new(kafka)?;
     let backlog = opts.backlog.max(1);
     let started = wall_micros();
-    let mut generator =
-        Generator::new(GenConfig { seed: opts.seed, tenants: opts.tenants, start: backlog_ts(0, backlog, started), step: 0 });
+    let mut generator = Generator::new(GenConfig {
+        seed: opts.seed,
+        tenants: opts.tenants,
+        start: backlog_ts(0, backlog, started),
+        step: 0,
+    });
     let send = |generator: &mut Generator| -> anyhow::Result<()> {
         let r = generator.next_record();
         producer.send(kafka.topics.get(r.topic), r.key.as_bytes(), r.payload.as_deref().map(str::as_bytes))?;

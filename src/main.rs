@@ -250,11 +250,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { rate, backlog, duration, listen, tenants, partitions, seed, clickhouse_url, database } => {
             demo(DemoOptions {
-            rate,
-            backlog,
-            duration: duration.map(Duration::from_secs),
-            listen,
-            tenants,
+                rate,
+                backlog,
+                duration: duration.map(Duration::from_secs),
+                listen,
+                tenants,
                 partitions,
                 seed,
                 clickhouse_url,

@@ -55,3 +55,27 @@ async fn migrations_match_table_definitions_and_are_idempotent() {
         }
     }
 }
+
+/// A key whose newest version holds NULL reads NULL, not an older number
+/// (`argMax` alone skips NULLs), through the view and the generated query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_in_the_newest_version_is_current() {
+    let cfg = common::fresh_clickhouse("nullable").await;
+    let sink = ClickHouseSink::new(cfg.clone(), None);
+    sink.client()
+        .query_raw(
+            "INSERT INTO experiment_lift VALUES ('t', 'e', 1.5, 2.0, 3.0, 0.1, 1, 0), ('t', 'e', NULL, NULL, NULL, NULL, 2, 0)",
+        )
+        .execute()
+        .await
+        .expect("insert");
+    let generated = revpulse_connectors::clickhouse::current_query(Table::ExperimentLift, "1");
+    for sql in ["SELECT * FROM experiment_lift_current".to_owned(), generated] {
+        let mut cursor = sink.client().query_raw(&sql).fetch_bytes("TSV").expect("query starts");
+        let body = cursor.collect().await.expect("query");
+        assert_eq!(String::from_utf8_lossy(&body), "t\te\t\\N\t\\N\t\\N\t\\N\n", "{sql}");
+    }
+    let rows = sink.current_rows(Table::ExperimentLift).await.expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["lift"].is_null() && rows[0]["p_value"].is_null(), "{}", rows[0]);
+}

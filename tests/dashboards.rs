@@ -1,6 +1,7 @@
 //! Every SQL query in `dashboards/json/*.json` (panels and template
 //! variables) runs against a real ClickHouse loaded with a replayed data set
-//! and returns rows. (The Prometheus queries of the pipeline-health
+//! and returns rows, and the SQL of the Grafana alert rules in
+//! `dashboards/provisioning/alerting/` runs. (The Prometheus queries of the pipeline-health
 //! dashboard are checked against a real Prometheus in tests/prometheus.rs.)
 
 mod common;
@@ -74,5 +75,33 @@ async fn every_dashboard_query_returns_rows() {
         }
     }
     assert!(checked >= 25, "only {checked} queries");
+
+    // The SQL of the Grafana alert rules runs too (its rows depend on the
+    // current month, which this data set need not cover).
+    let alert_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/provisioning/alerting");
+    let mut alert_queries = 0;
+    for entry in std::fs::read_dir(alert_dir).expect("alerting dir") {
+        let path = entry.expect("entry").path();
+        let mut qs = Vec::new();
+        queries(&yaml_as_json(&path), &mut qs);
+        for sql in qs {
+            let mut cursor = sink.client().query_raw(&sql).fetch_bytes("TSV").expect("query starts");
+            cursor.collect().await.unwrap_or_else(|e| panic!("{}: {sql}: {e}", path.display()));
+            alert_queries += 1;
+        }
+    }
+    assert!(alert_queries >= 1, "no alert rule SQL found in {alert_dir}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A YAML file as JSON, through Debian's python3-yaml (which
+/// `scripts/setup.sh` installs with docker-compose).
+fn yaml_as_json(path: &std::path::Path) -> Value {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import sys, json, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)"])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("YAML as JSON")
 }

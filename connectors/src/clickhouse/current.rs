@@ -8,15 +8,24 @@
 //! current releases, and filters on key columns run before the grouping,
 //! so a point lookup reads only its key's versions.
 
-use revpulse_pipelines::row::Table;
+use revpulse_pipelines::row::{ColType, Table};
+
+/// `name`'s value in the greatest version of its key, as `name`. A nullable
+/// column goes through a tuple: `argMax` skips NULL values, so a key whose
+/// newest version is NULL would read an older version's number.
+pub fn latest(name: &str, ty: ColType) -> String {
+    match ty {
+        ColType::NullableFloat64 => format!("argMax(tuple({name}), version).1 AS {name}"),
+        _ => format!("argMax({name}, version) AS {name}"),
+    }
+}
 
 /// The current rows of `table` whose key columns satisfy `filter` (an SQL
 /// condition with client-side `?` placeholders, or `1`), one per key, with
 /// every key and value column under its own name.
 pub fn current_query(table: Table, filter: &str) -> String {
     let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
-    let values: Vec<String> =
-        table.value_columns().iter().map(|(n, _)| format!("argMax({n}, version) AS {n}")).collect();
+    let values: Vec<String> = table.value_columns().iter().map(|(n, ty)| latest(n, *ty)).collect();
     format!(
         "SELECT {k}, {v} FROM {t} WHERE {filter} GROUP BY {k} HAVING argMax(deleted, version) = 0",
         k = keys.join(", "),

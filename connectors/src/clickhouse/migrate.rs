@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_rar", include_str!("../../../schemas/clickhouse/0001_rar.sql")),
     ("0002_families", include_str!("../../../schemas/clickhouse/0002_families.sql")),
     ("0003_state", include_str!("../../../schemas/clickhouse/0003_state.sql")),
+    ("0004_nullable_current", include_str!("../../../schemas/clickhouse/0004_nullable_current.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

@@ -232,11 +232,13 @@ impl ClickHouseSink {
     async fn rows(&self, table: Table, values: bool) -> Result<Vec<serde_json::Value>, SinkError> {
         let keys: Vec<&str> = table.key_columns().iter().map(|(n, _)| *n).collect();
         // Minutes render as `replay --output json` does: YYYY-MM-DDTHH:MM:00Z.
+        // Not with formatDateTime: its `%M` is the minute on 18.16 and the
+        // month's name on current releases.
         let selected: Vec<String> = table
             .key_columns()
             .iter()
             .map(|(n, ty)| match ty {
-                ColType::DateTime => format!("formatDateTime({n}, '%Y-%m-%dT%H:%M:%SZ', 'UTC') AS {n}"),
+                ColType::DateTime => format!("concat(replaceOne(toString({n}, 'UTC'), ' ', 'T'), 'Z') AS {n}"),
                 _ => (*n).to_owned(),
             })
             .collect();
@@ -244,7 +246,7 @@ impl ClickHouseSink {
             .value_columns()
             .iter()
             .filter(|_| values)
-            .map(|(n, _)| format!(", argMax({n}, version) AS {n}"))
+            .map(|(n, ty)| format!(", {}", super::current::latest(n, *ty)))
             .collect();
         let order = if values { format!(" ORDER BY {}", keys.join(", ")) } else { String::new() };
         let sql = format!(
