@@ -1,7 +1,7 @@
 //! `revpulse demo` looks like a live business: its history covers the 90
 //! days up to now (every month of them has data), its live stream carries
 //! the wall clock (revenue per minute has rows in the last ten minutes), and
-//! no row of any table lies in the future.
+//! no row of any table lies in the future, after 30 s of a demo.
 
 mod common;
 
@@ -24,7 +24,7 @@ async fn demo_runs_on_the_wall_clock() {
         let cfg = cfg.clone();
         move || {
             Command::new(env!("CARGO_BIN_EXE_revpulse"))
-                .args(["demo", "--duration", "25", "--rate", "1000", "--backlog", "20000"])
+                .args(["demo", "--duration", "30", "--rate", "1000", "--backlog", "20000"])
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--clickhouse-url", &cfg.url, "--database", &cfg.database])
                 .env_remove("REVPULSE_CONFIG")
