@@ -21,6 +21,8 @@
 # QUERY` that hits the sleeping query (visible in system.processes), stop it
 # as `stop` does; `start` again to bring it back.
 set -euo pipefail
+# shellcheck source=scripts/service.sh
+. "$(dirname "$0")/service.sh"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${REVPULSE_CH_CURRENT_DIR:-$repo/.revpulse/clickhouse-current}
@@ -123,25 +125,6 @@ start() {
   return 1
 }
 
-stop() {
-  if [ -f "$dir/pid" ]; then
-    pid=$(cat "$dir/pid")
-    # Only a process of ours: the pid may have been reused since.
-    if grep -qsF -- "$dir/data" "/proc/$pid/cmdline"; then
-      kill "$pid" 2>/dev/null || true
-      # Wait for the process itself, not just the port: a new server on the
-      # same directory fails while the old one still holds its lock.
-      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/pid"
-  fi
-}
+stop() { stop_pid "$dir/pid" "$dir/data"; }
 
-case "${1:-start}" in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  status) up ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
-esac
+dispatch "$@"

@@ -8,6 +8,8 @@
 #   scripts/clickhouse.sh stop
 #   scripts/clickhouse.sh status    # exit 0 when it answers on HTTP
 set -euo pipefail
+# shellcheck source=scripts/service.sh
+. "$(dirname "$0")/service.sh"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${REVPULSE_CH_DIR:-$repo/.revpulse/clickhouse}
@@ -74,22 +76,6 @@ start() {
   return 1
 }
 
-stop() {
-  if [ -f "$dir/pid" ]; then
-    pid=$(cat "$dir/pid")
-    kill "$pid" 2>/dev/null || true
-    # Wait for the process itself, not just the port: a new server on the
-    # same directory fails while the old one still holds its lock.
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/pid"
-  fi
-}
+stop() { stop_pid "$dir/pid"; }
 
-case "${1:-start}" in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  status) up ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
-esac
+dispatch "$@"

@@ -22,6 +22,8 @@
 # a fetch lists every batch of the partition and gives up at
 # fetch.wait.max.ms, so set that to >= 100 (500 on s3) for big partitions.
 set -euo pipefail
+# shellcheck source=scripts/service.sh
+. "$(dirname "$0")/service.sh"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${REVPULSE_TANSU_DIR:-$repo/.revpulse/tansu}
@@ -96,25 +98,9 @@ start() {
   return 1
 }
 
-stop_pid() {
-  local f=$1 pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
-
 stop() {
   stop_pid "$dir/tansu.pid"
   stop_pid "$dir/s3.pid"
 }
 
-case "${1:-start}" in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  status) up ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
-esac
+dispatch "$@"

@@ -318,6 +318,16 @@ fn clickhouse_outage_of_20s_is_exact_and_bounded() {
     let _ = std::fs::remove_dir_all(&ch_dir);
 }
 
+/// What `/readyz` on `api_port` says of Kafka (None: no answer).
+fn kafka_ready(api_port: u16) -> Option<bool> {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "1", &format!("http://127.0.0.1:{api_port}/readyz")])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["kafka"].as_bool())
+}
+
 fn ch_down(url: &str) -> bool {
     !Command::new("curl")
         .args(["-fsS", "--max-time", "1", &format!("{url}/ping")])
@@ -335,14 +345,7 @@ fn kafka_broker_outage_is_exact() {
     let api_port = common::free_port();
     let config = write_config(&dir, &kafka.brokers, &ch, api_port);
     let mut child = spawn(&config, &dir.join("revpulse.log"));
-    let kafka_ready = || {
-        Command::new("curl")
-            .args(["-sS", "--max-time", "1", &format!("http://127.0.0.1:{api_port}/readyz")])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .and_then(|v| v["kafka"].as_bool())
-    };
+    let kafka_ready = || kafka_ready(api_port);
     // Produce a first half, take the broker down for 8 s, then produce the rest.
     let (mut lines, _) = stream(&kafka, 20_000, 10_000, 21, |_| {});
     std::thread::sleep(Duration::from_secs(2));
@@ -520,14 +523,7 @@ fn out_of_process_broker_restart_is_exact() {
         .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:").and_then(|p| p.trim_end_matches('"').parse().ok()))
         .expect("api port");
     let mut child = spawn(&config, &dir.join("revpulse.log"));
-    let kafka_ready = || {
-        Command::new("curl")
-            .args(["-sS", "--max-time", "1", &format!("http://127.0.0.1:{api_port}/readyz")])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .and_then(|v| v["kafka"].as_bool())
-    };
+    let kafka_ready = || kafka_ready(api_port);
     let (mut lines, _) = stream(&kafka, 10_000, 5_000, 41, |_| {});
     std::thread::sleep(Duration::from_secs(2));
     tansu.script("stop");
