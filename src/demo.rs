@@ -185,3 +185,25 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     println!("demo stopped after {} messages in {} epochs", stats.messages, stats.epochs);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_spans_the_90_days_before_now_and_ends_before_it() {
+        let now = 1_800_000_000 * 1_000_000;
+        let ts: Vec<i64> = (0..1_000).map(|i| backlog_ts(i, 1_000, now)).collect();
+        assert_eq!(ts[0], now - 90 * MICROS_PER_DAY);
+        assert!(ts.windows(2).all(|w| w[0] < w[1]));
+        assert!(ts[999] < now && now - ts[999] <= 90 * MICROS_PER_DAY / 1_000);
+    }
+
+    #[test]
+    fn a_server_at_another_address_is_not_started() {
+        let rt = crate::start::runtime().expect("runtime");
+        let cfg = ClickHouseConfig { url: "http://127.0.0.1:9".into(), ..ClickHouseConfig::default() };
+        let err = rt.block_on(ensure_clickhouse(&cfg)).expect_err("nothing answers there").to_string();
+        assert!(err.contains("no ClickHouse answers at http://127.0.0.1:9"), "{err}");
+    }
+}
