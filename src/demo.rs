@@ -165,12 +165,11 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
          \n\n  curl -H 'Authorization: Bearer {DEMO_KEY}' 'http://{addr}/v1/tenants/{tenant}/rar?month={m}'\
          \n  curl http://{addr}/metrics\
          \n  curl http://{addr}/readyz\
-         \n  clickhouse-client --port {tcp} -q 'SELECT tenant_id, month, rar, pressure FROM {db}.rar_monthly_current ORDER BY rar DESC LIMIT 10'\n",
+         \n  curl {ch} --data-binary 'SELECT tenant_id, month, rar, pressure FROM {db}.rar_monthly_current ORDER BY rar DESC LIMIT 10'\n",
         brokers = cfg.kafka.brokers,
         ch = cfg.clickhouse.url,
         db = cfg.clickhouse.database,
         m = &month[..7],
-        tcp = std::env::var("REVPULSE_CH_TCP_PORT").unwrap_or_else(|_| "9000".into()),
     );
 
     let stats = services.run(&rt, &cfg, &Default::default());

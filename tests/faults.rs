@@ -441,7 +441,13 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
-        self.script("stop");
+        // Never panics: a drop while a failed test unwinds would abort the binary.
+        let _ = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tansu.sh"))
+            .arg("stop")
+            .env("REVPULSE_TANSU_DIR", &self.dir)
+            .env("REVPULSE_TANSU_PORT", self.port.to_string())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -20,8 +20,11 @@ pub fn statements(sql: &str) -> Vec<String> {
 }
 
 /// Creates the database and applies every migration not yet recorded in
-/// `schema_migrations`. Every statement is `IF NOT EXISTS`, so a crash
-/// half-way is repaired by the next run. Returns the names applied now.
+/// `schema_migrations`. Every statement is `IF NOT EXISTS` (or, to replace
+/// a view, `DROP … IF EXISTS` before it, 18.16 having no `CREATE OR
+/// REPLACE VIEW`), so a crash half-way is repaired by the next run;
+/// processes migrating at once may leave such a view missing for a moment.
+/// Returns the names applied now.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<String>, SinkError> {
     if cfg.database.is_empty() || !cfg.database.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
         return Err(SinkError::Config(format!("database name {:?} must be [A-Za-z0-9_]+", cfg.database)));
