@@ -3,7 +3,8 @@
 # Grafana server:
 #   - every dashboards/json/*.json, type-checked by tsc --strict as
 #     `const dashboard: Json<Dashboard> = <the JSON>;` against the classic
-#     dashboard model of @grafana/schema (scripts/dashcheck/types.ts);
+#     dashboard model of @grafana/schema (scripts/dashcheck/types.ts), 13 and
+#     the 11.3 of docker-compose.yml's Grafana;
 #   - every dashboards/provisioning/alerting/*.yaml, as JSON against a
 #     hand-written type of Grafana's alerting file provisioning, then
 #     scripts/dashcheck/check.mjs: datasource uids and types against
@@ -40,8 +41,18 @@ if ! out=$(node_modules/.bin/tsc --noEmit --strict --pretty false -p tsconfig.js
   echo "dashboards-check: tsc found the errors above" >&2
   exit 1
 fi
+# Again against the schema of the Grafana docker-compose.yml runs (11.3),
+# so that a dashboard both releases read passes for both.
+rm -rf v11 && mkdir -p v11 && cp -r tsconfig.json selftest.ts gen v11/
+sed "s#'@grafana/schema'#'@grafana/schema-11'#" types.ts >v11/types.ts
+if ! out=$(node_modules/.bin/tsc --noEmit --strict --pretty false -p v11/tsconfig.json 2>&1); then
+  printf '%s\n' "$out" >&2
+  echo "dashboards-check: tsc found the errors above against @grafana/schema 11 (the compose stack's Grafana)" >&2
+  exit 1
+fi
 node check.mjs semantic "$repo"
 
 count=$(find "$repo/dashboards/json" -maxdepth 1 -name '*.json' | wc -l)
 version=$(node -p "require('./node_modules/@grafana/schema/package.json').version")
-echo "dashboards: $count checked against @grafana/schema $version"
+v11=$(node -p "require('./node_modules/@grafana/schema-11/package.json').version")
+echo "dashboards: $count checked against @grafana/schema $version and $v11"
