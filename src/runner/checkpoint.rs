@@ -274,6 +274,9 @@ impl Inner {
     }
 }
 
+/// The shape a single-process run records: its worker count may change.
+const ONE_PROCESS: &str = "one process";
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -292,7 +295,7 @@ fn write_loop(
                 tracing::debug!(changes = pending.changes.len(), "writing checkpoint");
                 let t = Instant::now();
                 let cut = pending.render();
-                match store.write(&cut, now_ms()) {
+                match store.write(&cut, ONE_PROCESS, now_ms()) {
                     Ok(written) => {
                         metrics.checkpoint.duration.observe(t.elapsed().as_secs_f64());
                         metrics.checkpoint.bytes.set(store.disk_bytes() as i64);
@@ -333,6 +336,9 @@ pub struct Durable {
     pub store: CheckpointStore,
     pub resume: Option<Checkpoint>,
     pub checkpointer: Checkpointer,
+    /// Decoding threads per worker for a restore: the cores the process's
+    /// workers share.
+    decoders: usize,
 }
 
 impl Durable {
@@ -347,6 +353,7 @@ impl Durable {
         metrics: &Metrics,
     ) -> anyhow::Result<Option<Durable>> {
         let Some(dir) = cfg.dir() else { return Ok(None) };
+        let opening = Instant::now();
         if processes > 1 {
             tracing::warn!(
                 processes,
@@ -368,6 +375,7 @@ impl Durable {
                 partitions = cp.positions.len(),
                 watermark = %format_watermark(cp.watermark),
                 age_s = now_ms().saturating_sub(cp.written_at_ms) / 1000,
+                open_s = opening.elapsed().as_secs_f64(),
                 "resuming from the checkpoint"
             ),
             None => tracing::info!(dir = %dir.display(), "no checkpoint yet: reading the topics from their beginning"),
@@ -376,33 +384,111 @@ impl Durable {
         let watermark = resume.as_ref().map_or(NO_WATERMARK, |c| c.watermark);
         let written = resume.as_ref().map(|c| c.written_at_ms);
         let checkpointer = Checkpointer::start(store.clone(), workers, interval, (watermark, written), metrics.clone());
-        Ok(Some(Durable { store, resume, checkpointer }))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let decoders = (cores / workers.max(1)).max(1);
+        Ok(Some(Durable { store, resume, checkpointer, decoders }))
     }
 
     /// Feeds worker `index`'s share (of `peers`) of the checkpointed
     /// versions into the dataflow's inputs, as one epoch's messages.
-    pub fn restore(&self, inputs: &mut Inputs, (index, peers): (usize, usize)) -> anyhow::Result<u64> {
+    ///
+    /// Decoding the versions' JSON is most of a restore's work, so it runs
+    /// on `decoders` threads while one reads the store and this (the
+    /// worker's) thread feeds what they decoded into the inputs.
+    pub fn restore(&self, inputs: &mut Inputs, share: (usize, usize)) -> anyhow::Result<u64> {
         let Some(cp) = &self.resume else { return Ok(0) };
-        let mut restored = 0;
-        for topic in Topic::ALL {
-            let expected = cp.keys.get(&topic).copied().unwrap_or(0);
-            let mut bad = None;
-            restored +=
-                self.store.for_each_entry(topic, expected, (index, peers), |key, _seq, json| {
-                    match decode_value(topic, json) {
-                        Ok(event) => inputs.send(topic, Text::from(key), Some(event), RESTORED),
-                        Err(reject) => bad = Some(format!("{} key {key:?}: {}", topic.name(), reject.detail)),
+        let decoders = self.decoders.max(1);
+        let store = &self.store;
+        let (restored, read, bad) = std::thread::scope(|scope| {
+            let (raw_tx, raw_rx) = mpsc::sync_channel::<RawChunk>(2 * decoders);
+            let raw_rx = Arc::new(Mutex::new(raw_rx));
+            let (out_tx, out_rx) = mpsc::sync_channel::<DecodedChunk>(2 * decoders);
+            for _ in 0..decoders {
+                let (rx, tx) = (Arc::clone(&raw_rx), out_tx.clone());
+                scope.spawn(move || loop {
+                    let next = rx.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some(chunk) = next else { return };
+                    if tx.send(chunk.decode()).is_err() {
+                        return;
                     }
-                })?;
-            if let Some(detail) = bad {
-                anyhow::bail!(
-                    "the checkpoint in {} holds a version that does not decode ({detail}); start with --rebuild",
-                    self.store.dir().display()
-                );
+                });
             }
+            drop(out_tx);
+            let reader = scope.spawn(move || read_chunks(store, cp, share, &raw_tx));
+            let (mut restored, mut bad) = (0u64, None);
+            for chunk in out_rx {
+                match chunk {
+                    Ok((topic, events)) => {
+                        restored += events.len() as u64;
+                        for (key, event) in events {
+                            inputs.send(topic, key, Some(event), RESTORED);
+                        }
+                    }
+                    Err(detail) => bad = bad.or(Some(detail)),
+                }
+            }
+            let read = reader.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the checkpoint reader panicked")));
+            (restored, read, bad)
+        });
+        read?;
+        if let Some(detail) = bad {
+            anyhow::bail!(
+                "the checkpoint in {} holds a version that does not decode ({detail}); start with --rebuild",
+                self.store.dir().display()
+            );
         }
         Ok(restored)
     }
+}
+
+/// Checkpointed versions of one topic as stored: keys and JSON.
+struct RawChunk {
+    topic: Topic,
+    entries: Vec<(Box<str>, Vec<u8>)>,
+}
+
+/// A decoded chunk, or what did not decode.
+type DecodedChunk = Result<(Topic, Vec<(Text, Event)>), String>;
+
+impl RawChunk {
+    const LEN: usize = 4096;
+
+    fn decode(self) -> DecodedChunk {
+        let topic = self.topic;
+        let mut out = Vec::with_capacity(self.entries.len());
+        for (key, json) in self.entries {
+            match decode_value(topic, &json) {
+                Ok(event) => out.push((Text::from(&*key), event)),
+                Err(reject) => return Err(format!("{} key {key:?}: {}", topic.name(), reject.detail)),
+            }
+        }
+        Ok((topic, out))
+    }
+}
+
+/// Reads `share`'s entries of every topic's log (checksums and key counts
+/// checked) and sends them in chunks.
+fn read_chunks(
+    store: &CheckpointStore,
+    cp: &Checkpoint,
+    share: (usize, usize),
+    tx: &mpsc::SyncSender<RawChunk>,
+) -> anyhow::Result<()> {
+    for topic in Topic::ALL {
+        let expected = cp.keys.get(&topic).copied().unwrap_or(0);
+        let mut chunk = Vec::with_capacity(RawChunk::LEN);
+        store.for_each_entry(topic, expected, share, |key, _seq, json| {
+            chunk.push((Box::from(key), json.to_vec()));
+            if chunk.len() == RawChunk::LEN {
+                let entries = std::mem::replace(&mut chunk, Vec::with_capacity(RawChunk::LEN));
+                let _ = tx.send(RawChunk { topic, entries });
+            }
+        })?;
+        if !chunk.is_empty() {
+            let _ = tx.send(RawChunk { topic, entries: chunk });
+        }
+    }
+    Ok(())
 }
 
 fn format_watermark(w: Micros) -> String {
