@@ -287,14 +287,14 @@ impl Worker<'_> {
             self.source.update_lag(Duration::from_secs(5));
         }
         dead_letter_too_late(&self.source, &sealed.too_late, &self.start_committed)?;
-        self.reconciler.absorb(&mut sealed.rows);
+        self.reconciler.absorb(&mut sealed.rows)?;
         shared.metrics.emitted_rows.inc_by(sealed.rows.len() as u64);
         if self.reconciler.check_caught_up(&self.source, &mut h.caught_up, sealed.epoch) {
             h.df.watermark_gate.set(true);
         }
         if !shared.halted() {
             let (lateness, w) = (self.lateness, sealed.watermark);
-            self.reconciler.finish_if_due(sealed.epoch, |key| lateness.row_closed(key, w), &mut sealed.rows);
+            self.reconciler.finish_if_due(sealed.epoch, |key| lateness.row_closed(key, w), &mut sealed.rows)?;
         }
         Ok(self.hand_over(worker, h, sealed))
     }
@@ -420,6 +420,9 @@ fn drive(
     let Start { source, mut taken, durable } = start;
     h.df.inputs.restore(std::mem::take(&mut taken.restored));
     let peers = (worker.index(), worker.peers());
+    let lateness = Lateness::of(&cfg.metrics.retention);
+    // Lists ClickHouse's live keys while the checkpoint is restored.
+    let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     if let Some(d) = &durable {
         let started = std::time::Instant::now();
         let restored = d.restore(&mut h.df.inputs, peers)?;
@@ -432,11 +435,9 @@ fn drive(
             );
         }
     }
-    let lateness = Lateness::of(&cfg.metrics.retention);
     // Replaying retained input must not close periods with newer events
     // read early from some partition (docs/retention.md).
     h.df.watermark_gate.set(false);
-    let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     let capacity = cfg.pipeline.max_in_flight_batches;
     let mut w = Worker {
         shared,

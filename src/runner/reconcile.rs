@@ -4,8 +4,10 @@
 //!   committed watermark covers are taken back into the dataflow, and those
 //!   written after the last commit (or superseded) are deleted in the
 //!   first batch, before anything is committed ([`restorable`]).
-//! - **Catch-up**: the dataflow starts empty and re-reads every partition
-//!   (docs/guarantees.md). Keys ClickHouse holds live rows for that the
+//! - **Catch-up**: the dataflow starts empty (or from a checkpoint) and
+//!   re-reads every partition from its start position (docs/guarantees.md).
+//!   ClickHouse's live keys are listed while the state is restored and
+//!   first computed, and the listing is complete before this run writes. Keys ClickHouse holds live rows for that the
 //!   rebuilt state never touched are stale once every worker has read up
 //!   to its start-up high watermarks, and two epochs later (a peer may be
 //!   one epoch ahead), so every row of the rebuilt state has reached its
@@ -13,6 +15,7 @@
 //!   subjects, which are final (retention).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -95,12 +98,19 @@ impl TakenBack {
     }
 }
 
+/// ClickHouse's live keys a worker owns, as listed at start-up.
+type Listing = tokio::task::JoinHandle<anyhow::Result<HashSet<RowKey>>>;
+
 /// Start-up catch-up and stale-key deletion of one worker.
 pub struct Reconciler {
     /// Read up to these offsets to have caught up.
     targets: Offsets,
     /// Keys ClickHouse holds live rows for that no row change touched yet.
     suspects: HashSet<RowKey>,
+    /// The listing of live keys while it runs (with the restore and the
+    /// first epoch's computation); it is awaited before this run writes
+    /// its first row, so it sees ClickHouse as the previous run left it.
+    listing: Option<(Listing, tokio::runtime::Handle)>,
     started: Instant,
     /// With subject retention, lead and conversation rows are never deleted
     /// here: a row the rebuild did not emit may be a closed subject's final
@@ -117,12 +127,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Reads the start-up high watermarks and ClickHouse's live keys that
-    /// this worker (`index` of `peers`) owns. The state tables' keys come
-    /// from `taken` when the start already read them.
+    /// Reads the start-up high watermarks and starts listing ClickHouse's
+    /// live keys that this worker (`index` of `peers`) owns. The state
+    /// tables' keys come from `taken` when the start already read them.
     pub fn start(
         source: &KafkaSource,
-        sink: &ClickHouseSink,
+        sink: &Arc<ClickHouseSink>,
         rt: &tokio::runtime::Handle,
         (index, peers): (usize, usize),
         subject_retention: bool,
@@ -132,13 +142,30 @@ impl Reconciler {
         let mut suspects = HashSet::new();
         let known_state = taken.state_keys.is_some();
         suspects.extend(taken.state_keys.take().into_iter().flatten().filter(|k| row_owner(k, peers) == index));
-        for table in Table::all().filter(|t| !(known_state && t.is_state())) {
-            let keys =
-                rt.block_on(sink.live_keys(table)).with_context(|| format!("reading live keys of {}", table.name()))?;
-            suspects.extend(keys.into_iter().filter(|k| row_owner(k, peers) == index));
-        }
+        let sink = Arc::clone(sink);
+        let listing = rt.spawn(async move {
+            let mut keys = HashSet::new();
+            for table in Table::all().filter(|t| !(known_state && t.is_state())) {
+                let live =
+                    sink.live_keys(table).await.with_context(|| format!("reading live keys of {}", table.name()))?;
+                keys.extend(live.into_iter().filter(|k| row_owner(k, peers) == index));
+            }
+            Ok(keys)
+        });
         let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
-        Ok(Reconciler::new(targets, suspects, subject_retention, stale_state))
+        let mut r = Reconciler::new(targets, suspects, subject_retention, stale_state);
+        r.listing = Some((listing, rt.clone()));
+        Ok(r)
+    }
+
+    /// Waits for the listing of live keys, if it still runs.
+    fn listed(&mut self) -> anyhow::Result<()> {
+        let Some((listing, rt)) = self.listing.take() else { return Ok(()) };
+        let started = Instant::now();
+        let keys = rt.block_on(listing).context("listing live keys")??;
+        tracing::debug!(keys = keys.len(), waited_s = started.elapsed().as_secs_f64(), "live keys listed");
+        self.suspects.extend(keys);
+        Ok(())
     }
 
     fn new(
@@ -150,6 +177,7 @@ impl Reconciler {
         Reconciler {
             targets,
             suspects,
+            listing: None,
             started: Instant::now(),
             keep_subject_rows,
             stale_state,
@@ -161,7 +189,10 @@ impl Reconciler {
     /// An epoch's row changes pass through here before the sink: stale
     /// state is deleted in the first batch (unless the dataflow writes the
     /// key anew), and every key they touch is no longer a suspect.
-    pub fn absorb(&mut self, rows: &mut Vec<(RowKey, Option<RowVals>)>) {
+    pub fn absorb(&mut self, rows: &mut Vec<(RowKey, Option<RowVals>)>) -> anyhow::Result<()> {
+        if !rows.is_empty() || !self.stale_state.is_empty() {
+            self.listed()?;
+        }
         if !self.stale_state.is_empty() {
             let written: HashSet<&RowKey> = rows.iter().map(|(k, _)| k).collect();
             self.stale_state.retain(|(k, _)| !written.contains(k));
@@ -173,6 +204,7 @@ impl Reconciler {
                 self.suspects.remove(key);
             }
         }
+        Ok(())
     }
 
     /// Closes this worker's side of `caught_up` once it read up to its
@@ -199,10 +231,11 @@ impl Reconciler {
         epoch: u64,
         closed: impl Fn(&RowKey) -> bool,
         rows: &mut Vec<(RowKey, Option<RowVals>)>,
-    ) {
+    ) -> anyhow::Result<()> {
         if self.done || self.reconcile_at.is_none_or(|at| epoch < at) {
-            return;
+            return Ok(());
         }
+        self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
         let subject_closed = |k: &RowKey| keep && matches!(k.table, Table::LeadScores | Table::ConversationRpm);
@@ -215,6 +248,7 @@ impl Reconciler {
         );
         rows.extend(suspects.into_iter().map(|k| (k, None)));
         rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(())
     }
 }
 
@@ -237,15 +271,15 @@ mod tests {
         ]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
         let mut rows = vec![(key(Table::OfferAcceptance, "a"), Some(vec![Cell::U64(1), Cell::f64(1.0)]))];
-        r.absorb(&mut rows);
+        r.absorb(&mut rows).ok();
         r.reconcile_at = Some(5);
         let mut later = Vec::new();
-        r.finish_if_due(4, |_| false, &mut later);
+        r.finish_if_due(4, |_| false, &mut later).ok();
         assert!(later.is_empty(), "not due before its epoch");
-        r.finish_if_due(5, |_| false, &mut later);
+        r.finish_if_due(5, |_| false, &mut later).ok();
         // "a" was rebuilt; "c" is a lead row kept under subject retention.
         assert_eq!(later, vec![(key(Table::OfferAcceptance, "b"), None)]);
-        r.finish_if_due(6, |_| false, &mut later);
+        r.finish_if_due(6, |_| false, &mut later).ok();
         assert_eq!(later.len(), 1, "deletes once");
     }
 
@@ -255,7 +289,7 @@ mod tests {
             Reconciler::new(Offsets::new(), HashSet::from([key(Table::OfferAcceptance, "b")]), false, Vec::new());
         r.reconcile_at = Some(1);
         let mut rows = Vec::new();
-        r.finish_if_due(1, |_| true, &mut rows);
+        r.finish_if_due(1, |_| true, &mut rows).ok();
         assert!(rows.is_empty());
     }
 
@@ -266,10 +300,10 @@ mod tests {
             Reconciler::new(Offsets::new(), HashSet::new(), false, vec![(old.clone(), None), (kept.clone(), None)]);
         let value = Some(vec![Cell::U64(1), Cell::U64(2)]);
         let mut rows = vec![(kept.clone(), value.clone())];
-        r.absorb(&mut rows);
+        r.absorb(&mut rows).ok();
         assert_eq!(rows, vec![(old, None), (kept.clone(), value.clone())]);
         let mut next = Vec::new();
-        r.absorb(&mut next);
+        r.absorb(&mut next).ok();
         assert!(next.is_empty(), "only in the first batch");
     }
 }
