@@ -88,6 +88,104 @@ impl Drop for Proc {
     }
 }
 
+/// Two processes on loopback: their config, hostfile, API addresses, logs.
+struct Pair {
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    hostfile: std::path::PathBuf,
+    apis: [String; 2],
+}
+
+impl Pair {
+    fn new(name: &str, cfg: &Config, extra: &str) -> Pair {
+        let dir = std::env::temp_dir().join(format!("revpulse-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let hostfile = dir.join("hosts.txt");
+        let config = dir.join("revpulse.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{}\"\nmax_batch_messages = 1500\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n{extra}",
+                cfg.kafka.brokers, cfg.clickhouse.url, cfg.clickhouse.database
+            ),
+        )
+        .expect("config");
+        let apis = [String::new(), String::new()];
+        let mut pair = Pair { dir, config, hostfile, apis };
+        pair.new_ports();
+        pair
+    }
+
+    /// Fresh ports: a killed process's may still be taken for a while.
+    fn new_ports(&mut self) {
+        std::fs::write(
+            &self.hostfile,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", common::free_port(), common::free_port()),
+        )
+        .expect("hostfile");
+        self.apis = [format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port())];
+    }
+
+    fn log(&self, i: usize, run: usize) -> std::path::PathBuf {
+        self.dir.join(format!("process-{i}-run-{run}.log"))
+    }
+
+    fn logs(&self, run: usize) -> String {
+        let read = |i| std::fs::read_to_string(self.log(i, run)).unwrap_or_default();
+        format!("{}\n---\n{}", read(0), read(1))
+    }
+
+    fn spawn(&self, run: usize, workers: usize) -> Vec<Proc> {
+        (0..2)
+            .map(|i| {
+                Proc(
+                    Command::new(env!("CARGO_BIN_EXE_revpulse"))
+                        .args(["run", "--config"])
+                        .arg(&self.config)
+                        .args(["--workers", &workers.to_string(), "--processes", "2", "--process-index"])
+                        .arg(i.to_string())
+                        .arg("--hostfile")
+                        .arg(&self.hostfile)
+                        .args(["--listen", &self.apis[i]])
+                        .env_remove("REVPULSE_CONFIG")
+                        .env("NO_COLOR", "1")
+                        .env("RUST_LOG", "info,revpulse::runner=debug,librdkafka=warn")
+                        .stdout(Stdio::null())
+                        .stderr(std::fs::File::create(self.log(i, run)).expect("log"))
+                        .spawn()
+                        .expect("revpulse run"),
+                )
+            })
+            .collect()
+    }
+
+    fn consumed(&self) -> u64 {
+        consumed(&self.apis[0]) + consumed(&self.apis[1])
+    }
+
+    /// Waits until the processes consumed `n` messages between them.
+    fn wait_consumed(&self, n: u64, run: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.consumed() < n {
+            assert!(Instant::now() < deadline, "cluster consumed {} of {n}:\n{}", self.consumed(), self.logs(run));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A cluster stops together: every process gets the signal, and each
+    /// finishes once all have stopped reading (docs/cluster.md, "Stopping").
+    fn stop(&self, procs: Vec<Proc>, run: usize) {
+        for p in &procs {
+            common::send_sigterm(&p.0);
+        }
+        for mut p in procs {
+            let status = common::wait_exit(&mut p.0, Duration::from_secs(60));
+            assert!(status.success(), "process exited with {status}:\n{}", self.logs(run));
+        }
+    }
+}
+
 #[test]
 fn two_processes_on_loopback_match_one_worker() {
     let (rt, _cluster, cfg) = common::mock_pipeline("procs", 5);
@@ -95,64 +193,84 @@ fn two_processes_on_loopback_match_one_worker() {
     let mut g = Generator::new(GenConfig { seed: 22, tenants: 3, ..GenConfig::default() });
     let mut lines = Vec::new();
     produce(&producer, &cfg, &mut g, 6_000, &mut lines);
+    let pair = Pair::new("procs", &cfg, "[state]\ncheckpoints = false\n");
+    let procs = pair.spawn(0, 1);
+    pair.wait_consumed(lines.len() as u64, 0);
+    assert!(consumed(&pair.apis[0]) > 0 && consumed(&pair.apis[1]) > 0, "both processes read partitions");
+    pair.stop(procs, 0);
+    rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));
+    let _ = std::fs::remove_dir_all(&pair.dir);
+}
 
-    let dir = std::env::temp_dir().join(format!("revpulse-procs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let hostfile = dir.join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", common::free_port(), common::free_port()))
-        .expect("hostfile");
-    let config = dir.join("revpulse.toml");
+/// Two processes checkpoint in rounds (docs/guarantees.md, "Checkpoints of
+/// a cluster"): after a clean stop a restart reads only what came after;
+/// after `kill -9` of both in the middle of rounds (every 50 ms) the
+/// restart agrees on one cut and is exact; a restart with another shape is
+/// refused, naming both.
+#[test]
+fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
+    let (rt, _cluster, cfg) = common::mock_pipeline("procs_cp", 5);
+    let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
+    let mut g = Generator::new(GenConfig { seed: 23, tenants: 3, ..GenConfig::default() });
+    let mut lines = Vec::new();
+    produce(&producer, &cfg, &mut g, 6_000, &mut lines);
+    let mut pair = Pair::new("procs-cp", &cfg, "");
+    let state = pair.dir.join("state");
     std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\nmax_batch_messages = 1500\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n",
-            cfg.kafka.brokers, cfg.clickhouse.url, cfg.clickhouse.database
-        ),
+        &pair.config,
+        std::fs::read_to_string(&pair.config).expect("config")
+            + &format!("[state]\ndir = \"{}\"\ninterval_ms = 50\n", state.display()),
     )
     .expect("config");
-    let apis = [format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port())];
-    let procs: Vec<Proc> = (0..2)
-        .map(|i| {
-            Proc(
-                Command::new(env!("CARGO_BIN_EXE_revpulse"))
-                    .args(["run", "--config"])
-                    .arg(&config)
-                    .args(["--workers", "1", "--processes", "2", "--process-index", &i.to_string(), "--hostfile"])
-                    .arg(&hostfile)
-                    .args(["--listen", &apis[i]])
-                    .env_remove("REVPULSE_CONFIG")
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("process-{i}.log"))).expect("log"))
-                    .spawn()
-                    .expect("revpulse run"),
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while consumed(&apis[0]) + consumed(&apis[1]) < lines.len() as u64 {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = (0..2)
-                .map(|i| std::fs::read_to_string(dir.join(format!("process-{i}.log"))).unwrap_or_default())
-                .collect();
-            panic!(
-                "cluster consumed {} of {}:\n{}",
-                consumed(&apis[0]) + consumed(&apis[1]),
-                lines.len(),
-                logs.join("\n---\n")
-            );
-        }
+
+    // Run 0: from the beginning, then a clean stop with a last round.
+    let procs = pair.spawn(0, 1);
+    pair.wait_consumed(lines.len() as u64, 0);
+    pair.stop(procs, 0);
+    rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));
+    for i in 0..2 {
+        assert!(state.join(format!("process-{i}")).is_dir(), "process {i} has a state directory of its own");
+    }
+
+    // Run 1: resumes from the last round and reads only the new messages.
+    let before = lines.len();
+    produce(&producer, &cfg, &mut g, 3_000, &mut lines);
+    pair.new_ports();
+    let procs = pair.spawn(1, 1);
+    pair.wait_consumed((lines.len() - before) as u64, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pair.consumed(), (lines.len() - before) as u64, "only what came after the checkpoint is read");
+    // kill -9 both while rounds run.
+    produce(&producer, &cfg, &mut g, 3_000, &mut lines);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(procs);
+    let logs = pair.logs(1);
+    assert!(logs.matches("resuming from the checkpoint").count() == 2, "both resumed:\n{logs}");
+
+    // Run 2: agrees on one cut, catches up, exact.
+    produce(&producer, &cfg, &mut g, 2_000, &mut lines);
+    pair.new_ports();
+    let procs = pair.spawn(2, 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pair.logs(2).contains("caught up") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(consumed(&apis[0]) > 0 && consumed(&apis[1]) > 0, "both processes read partitions");
-    // A cluster stops together: every process gets the signal, and each
-    // finishes once all have stopped reading (docs/cluster.md, "Stopping").
-    for p in &procs {
-        common::send_sigterm(&p.0);
-    }
-    for mut p in procs {
-        let status = common::wait_exit(&mut p.0, Duration::from_secs(60));
-        assert!(status.success(), "process exited with {status}");
-    }
+    std::thread::sleep(Duration::from_secs(2));
+    pair.stop(procs, 2);
+    let logs = pair.logs(2);
+    assert_eq!(logs.matches("the processes agreed on their checkpoint").count(), 2, "{logs}");
     rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));
-    let _ = std::fs::remove_dir_all(&dir);
+
+    // Another shape: refused, naming what wrote the checkpoint.
+    let procs = pair.spawn(3, 2);
+    for mut p in procs {
+        let status = common::wait_exit(&mut p.0, Duration::from_secs(30));
+        assert!(!status.success(), "a start with another shape must fail");
+    }
+    let logs = pair.logs(3);
+    assert!(
+        logs.contains("was written by process 0 of 2, 1 worker each and this run is process 0 of 2, 2 workers each"),
+        "{logs}"
+    );
+    let _ = std::fs::remove_dir_all(&pair.dir);
 }

@@ -11,6 +11,12 @@
 //! whichever worker owns its key. Checkpoints are written by a thread of
 //! their own, at most one at a time, every `[state] interval_ms` and at a
 //! clean stop.
+//!
+//! A multi-process cluster needs the same across processes, so there the
+//! cuts are *rounds* ([`super::rounds`]): every process cuts at an epoch
+//! the leader proposes, stages that cut, and applies it only once every
+//! process has staged it; a start first agrees which round is the
+//! checkpoint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
@@ -66,10 +72,7 @@ impl Feed {
         positions: &Offsets,
         applied: Micros,
     ) {
-        self.log_below = self.log_below.max(log_below);
-        for (e, entry) in log {
-            self.sealed.entry(e).or_insert_with(|| Sealed { epoch: e, ..Sealed::default() }).log.push(entry);
-        }
+        self.record_log(log, log_below);
         let moved = *positions != self.last_positions;
         if !moved && self.last_applied == Some(applied) {
             return;
@@ -82,6 +85,15 @@ impl Feed {
         s.applied = Some(applied);
         if moved {
             s.positions = Some(positions.clone());
+        }
+    }
+
+    /// Upsert-log entries that arrived after the last sealed epoch (at a
+    /// stop), complete below `log_below`.
+    pub fn record_log(&mut self, log: Vec<(u64, Logged)>, log_below: u64) {
+        self.log_below = self.log_below.max(log_below);
+        for (e, entry) in log {
+            self.sealed.entry(e).or_insert_with(|| Sealed { epoch: e, ..Sealed::default() }).log.push(entry);
         }
     }
 
@@ -112,6 +124,16 @@ struct Inner {
     /// A write failed: the changes it carried are gone from here, so no
     /// later checkpoint may be written over the last good one.
     failed: bool,
+    /// Multi-process: cuts wait for rounds instead of the interval.
+    cluster: bool,
+    /// A proposed round's epoch, not cut yet.
+    round: Option<u64>,
+    /// The epoch of the last round proposed.
+    last_round: u64,
+    /// The number of the cut last staged, and of the last applied (both
+    /// the agreed checkpoint's at start).
+    staged: u64,
+    applied: u64,
 }
 
 /// The process's checkpointer, shared by its workers.
@@ -147,15 +169,30 @@ impl Pending {
 
 enum Job {
     Write(Pending),
+    Stage(Pending, u64),
+    Apply(u64),
     Stop,
+}
+
+/// A process's place in the multi-process checkpoint rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundState {
+    /// The cut last staged.
+    pub staged: u64,
+    /// The cut last applied (the checkpoint).
+    pub applied: u64,
+    /// No round is waiting to be cut, staged or applied here.
+    pub idle: bool,
 }
 
 impl Checkpointer {
     /// Starts the writer thread for `store`; `local_workers` hand over to it,
     /// `watermark` is the one the restored checkpoint (or the start) had.
+    /// `shape` names the run in the checkpoint; `cluster` makes cuts wait
+    /// for rounds.
     pub fn start(
         store: CheckpointStore,
-        local_workers: usize,
+        (local_workers, shape, cluster): (usize, &str, bool),
         interval: Duration,
         (watermark, written_at_ms): (Micros, Option<u64>),
         metrics: Metrics,
@@ -167,12 +204,18 @@ impl Checkpointer {
             watermark,
             busy: false,
             failed: false,
+            cluster,
+            round: None,
+            last_round: 0,
+            staged: 0,
+            applied: 0,
         }));
         let (tx, rx) = mpsc::sync_channel::<Job>(1);
         let done = Arc::clone(&inner);
+        let shape = shape.to_owned();
         let writer = std::thread::Builder::new()
             .name("revpulse-checkpoint".into())
-            .spawn(move || write_loop(store, rx, done, metrics, written_at_ms))
+            .spawn(move || write_loop(store, rx, done, metrics, (shape, written_at_ms)))
             .map_err(|e| tracing::error!(error = %e, "cannot start the checkpoint writer; no checkpoints this run"))
             .ok();
         Checkpointer { inner, tx, writer: Arc::new(Mutex::new(writer)) }
@@ -192,6 +235,10 @@ impl Checkpointer {
             w.through = w.through.max(below);
             w.sealed.extend(sealed);
         }
+        if inner.cluster {
+            self.cut_round(&mut inner);
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         while force && inner.busy && Instant::now() < deadline {
             drop(inner);
@@ -203,11 +250,102 @@ impl Checkpointer {
         if !due || inner.busy {
             return;
         }
-        let Some(cut) = inner.cut() else { return };
+        let Some(cut) = inner.cut(None) else { return };
         inner.busy = true;
         inner.last_cut = Instant::now();
         if self.tx.try_send(Job::Write(cut)).is_err() {
             inner.busy = false;
+        }
+    }
+
+    /// Multi-process: a round at epoch `at` was proposed (`at` only grows;
+    /// an epoch seen before is not a new round).
+    pub fn propose(&self, at: u64) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        if at > inner.last_round && !inner.failed {
+            inner.last_round = at;
+            inner.round = Some(at);
+            self.cut_round(&mut inner);
+        }
+    }
+
+    /// Stages the proposed round's cut once every local worker handed over
+    /// its epochs below it and the previous round is applied here (staging
+    /// replaces what is staged).
+    fn cut_round(&self, inner: &mut Inner) {
+        let Some(at) = inner.round else { return };
+        let ready = inner.workers.iter().all(|w| w.through >= at);
+        if !ready || inner.busy || inner.staged != inner.applied || inner.failed {
+            return;
+        }
+        let Some(cut) = inner.cut(Some(at)) else { return };
+        inner.busy = true;
+        match self.tx.try_send(Job::Stage(cut, inner.applied + 1)) {
+            Ok(()) => inner.round = None,
+            // Cannot happen while not busy; the round is lost, so stop.
+            Err(_) => {
+                inner.busy = false;
+                inner.failed = true;
+                tracing::error!("the checkpoint writer is gone; no further checkpoints this run");
+            }
+        }
+    }
+
+    /// Multi-process: every process staged cut `seq`; apply it here.
+    pub fn apply(&self, seq: u64) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        if inner.staged == seq && inner.applied < seq && !inner.busy && !inner.failed {
+            inner.busy = true;
+            if self.tx.try_send(Job::Apply(seq)).is_err() {
+                inner.busy = false;
+            }
+        }
+    }
+
+    /// Where this process stands in the rounds; `None` once a write failed.
+    pub fn round_state(&self) -> Option<RoundState> {
+        let inner = self.inner.lock().ok()?;
+        if inner.failed {
+            return None;
+        }
+        let idle = inner.round.is_none() && !inner.busy && inner.staged == inner.applied;
+        Some(RoundState { staged: inner.staged, applied: inner.applied, idle })
+    }
+
+    /// The index in this process of the worker with global index `global`
+    /// (timely numbers a cluster's workers `process × workers + thread`).
+    pub fn local_index(&self, global: usize) -> usize {
+        self.inner.lock().map_or(0, |i| global % i.workers.len().max(1))
+    }
+
+    /// The share (index, of how many) of this process's checkpoint that
+    /// the worker with global index `global` restores.
+    pub fn local_share(&self, global: usize) -> (usize, usize) {
+        let local = self.inner.lock().map_or(1, |i| i.workers.len().max(1));
+        (global % local, local)
+    }
+
+    /// The epoch below which every local worker has handed over.
+    pub fn through(&self) -> u64 {
+        self.inner.lock().map_or(0, |i| i.workers.iter().map(|w| w.through).min().unwrap_or(0))
+    }
+
+    /// Multi-process: the interval since the last round has passed.
+    pub fn round_due(&self) -> bool {
+        self.inner.lock().is_ok_and(|i| i.last_cut.elapsed() >= i.interval)
+    }
+
+    /// Multi-process: the leader proposed a round.
+    pub fn proposed(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.last_cut = Instant::now();
+        }
+    }
+
+    /// Multi-process: the start agreed on cut `seq` with `watermark`.
+    pub fn agreed(&self, seq: u64, watermark: Micros) {
+        if let Ok(mut inner) = self.inner.lock() {
+            (inner.staged, inner.applied, inner.watermark) = (seq, seq, watermark);
         }
     }
 
@@ -235,12 +373,13 @@ impl Checkpointer {
 }
 
 impl Inner {
-    /// The cut below the least epoch every local worker handed over up to:
-    /// the log changes merged per key (later epochs win), each worker's
-    /// newest positions, the watermark of the last epoch. `None` if there
-    /// is nothing new.
-    fn cut(&mut self) -> Option<Pending> {
-        let below = self.workers.iter().map(|w| w.through).min()?;
+    /// The cut below the least epoch every local worker handed over up to
+    /// (or below `at`, a round's epoch, which they all reached): the log
+    /// changes merged per key (later epochs win), each worker's newest
+    /// positions, the watermark of the last epoch. `None` if there is
+    /// nothing new, except for a round, which is cut even if empty.
+    fn cut(&mut self, at: Option<u64>) -> Option<Pending> {
+        let below = at.or_else(|| self.workers.iter().map(|w| w.through).min())?;
         let mut changes: BTreeMap<(Topic, Text), Option<(u64, Event)>> = BTreeMap::new();
         let mut positions = Offsets::new();
         let mut any = false;
@@ -264,7 +403,7 @@ impl Inner {
                 watermark = Some(watermark.map_or(l, |m: Micros| m.min(l)));
             }
         }
-        if !any {
+        if !any && at.is_none() {
             return None;
         }
         if let Some(w) = watermark {
@@ -277,51 +416,66 @@ impl Inner {
 /// The shape a single-process run records: its worker count may change.
 const ONE_PROCESS: &str = "one process";
 
+/// The shape process `index` of a multi-process run records: a restart
+/// must have the same, since each process holds only its workers' keys.
+fn process_shape(index: usize, processes: usize, workers: usize) -> String {
+    format!("process {index} of {processes}, {workers} worker{} each", if workers == 1 { "" } else { "s" })
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The writer thread: writes each cut, records duration, size and age.
+/// The writer thread: writes, stages or applies each cut, records
+/// duration, size and age.
 fn write_loop(
     store: CheckpointStore,
     rx: mpsc::Receiver<Job>,
     inner: Arc<Mutex<Inner>>,
     metrics: Metrics,
-    mut last_ok: Option<u64>,
+    (shape, mut last_ok): (String, Option<u64>),
 ) {
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Job::Write(pending)) => {
-                tracing::debug!(changes = pending.changes.len(), "writing checkpoint");
-                let t = Instant::now();
-                let cut = pending.render();
-                match store.write(&cut, ONE_PROCESS, now_ms()) {
-                    Ok(written) => {
+        let job = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Job::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+        };
+        if let Some(job) = job {
+            let t = Instant::now();
+            let done = match job {
+                Job::Write(pending) => store.write(&pending.render(), &shape, now_ms()).map(|w| (Some(w), None)),
+                Job::Stage(pending, seq) => store.stage(&pending.render(), seq).map(|()| (None, Some((seq, false)))),
+                Job::Apply(seq) => store.apply_staged(&shape, now_ms()).map(|w| (w, Some((seq, true)))),
+                Job::Stop => return,
+            };
+            let Ok(mut i) = inner.lock() else { return };
+            i.busy = false;
+            match done {
+                Ok((written, round)) => {
+                    match round {
+                        Some((seq, false)) => i.staged = seq,
+                        Some((seq, true)) => i.applied = seq,
+                        None => {}
+                    }
+                    if let Some(written) = written {
                         metrics.checkpoint.duration.observe(t.elapsed().as_secs_f64());
                         metrics.checkpoint.bytes.set(store.disk_bytes() as i64);
                         metrics.checkpoint.keys.set(written.keys as i64);
                         last_ok = Some(now_ms());
                         tracing::debug!(changes = written.changes, keys = written.keys, "checkpoint written");
                     }
-                    // The next checkpoint carries these changes' keys only
-                    // if they change again, so a failed write stops
-                    // checkpointing: the last good checkpoint stays valid.
-                    Err(e) => {
-                        metrics.checkpoint.errors.inc();
-                        tracing::error!(error = %e, "checkpoint write failed; no further checkpoints this run");
-                        if let Ok(mut i) = inner.lock() {
-                            i.busy = false;
-                            i.failed = true;
-                        }
-                        return;
-                    }
                 }
-                if let Ok(mut i) = inner.lock() {
-                    i.busy = false;
+                // The next checkpoint carries these changes' keys only if
+                // they change again, so a failed write stops checkpointing:
+                // the last good checkpoint stays valid.
+                Err(e) => {
+                    metrics.checkpoint.errors.inc();
+                    tracing::error!(error = %e, "checkpoint write failed; no further checkpoints this run");
+                    i.failed = true;
+                    return;
                 }
             }
-            Ok(Job::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if let Some(t) = last_ok {
             metrics.checkpoint.age.set(now_ms().saturating_sub(t) as f64 / 1000.0);
@@ -339,28 +493,41 @@ pub struct Durable {
     /// Decoding threads per worker for a restore: the cores the process's
     /// workers share.
     decoders: usize,
+    /// Multi-process: what the start must agree on first.
+    pub cluster: Option<ClusterStart>,
+}
+
+/// A multi-process start: this process's cuts, and the agreement's outcome
+/// once a local worker has acted on it.
+#[derive(Clone)]
+pub struct ClusterStart {
+    shape: String,
+    /// The staged cut's number, if one is staged.
+    staged: Option<u64>,
+    settled: Arc<Mutex<Option<Result<Option<Checkpoint>, String>>>>,
 }
 
 impl Durable {
-    /// Opens `cfg`'s state directory and reads its checkpoint; `None` when
-    /// checkpoints are off, or for a multi-process cluster (each process
-    /// would checkpoint a cut of its own; not supported yet, so those
-    /// rebuild from the topics as before).
+    /// Opens `cfg`'s state directory (a multi-process cluster's process `i`:
+    /// its `process-i` subdirectory) and reads its checkpoint; `None` when
+    /// checkpoints are off. A checkpoint of another shape of run is an
+    /// error: a single process may change its worker count (the upsert
+    /// operator routes restored keys to their owners), but a process of a
+    /// cluster holds only its own workers' keys.
     pub fn open(
         cfg: &StateConfig,
         workers: usize,
-        processes: usize,
+        (process, processes): (usize, usize),
         metrics: &Metrics,
     ) -> anyhow::Result<Option<Durable>> {
-        let Some(dir) = cfg.dir() else { return Ok(None) };
+        let Some(base) = cfg.dir() else { return Ok(None) };
         let opening = Instant::now();
-        if processes > 1 {
-            tracing::warn!(
-                processes,
-                "checkpoints are not supported for a multi-process cluster yet; every start rebuilds from the topics"
-            );
-            return Ok(None);
-        }
+        let (dir, shape) = if processes > 1 {
+            (base.join(format!("process-{process}")), process_shape(process, processes, workers))
+        } else {
+            (base.to_owned(), ONE_PROCESS.to_owned())
+        };
+        let dir = dir.as_path();
         if cfg.rebuild {
             tracing::warn!(dir = %dir.display(), "--rebuild: discarding the state directory; rebuilding from the topics");
             CheckpointStore::wipe(dir)?;
@@ -368,6 +535,15 @@ impl Durable {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
         let store = CheckpointStore::open(dir)?;
         let resume = store.checkpoint()?;
+        if let Some(cp) = resume.as_ref().filter(|cp| cp.shape != shape) {
+            anyhow::bail!(
+                "the checkpoint in {} was written by {} and this run is {shape}; each process of a cluster holds \
+                 only its own workers' keys, so start with the same processes and workers, or start every process \
+                 with --rebuild",
+                dir.display(),
+                cp.shape
+            );
+        }
         match &resume {
             Some(cp) => tracing::info!(
                 dir = %dir.display(),
@@ -383,10 +559,79 @@ impl Durable {
         let interval = Duration::from_millis(cfg.interval_ms.max(1));
         let watermark = resume.as_ref().map_or(NO_WATERMARK, |c| c.watermark);
         let written = resume.as_ref().map(|c| c.written_at_ms);
-        let checkpointer = Checkpointer::start(store.clone(), workers, interval, (watermark, written), metrics.clone());
+        let cluster = processes > 1;
+        let checkpointer = Checkpointer::start(
+            store.clone(),
+            (workers, &shape, cluster),
+            interval,
+            (watermark, written),
+            metrics.clone(),
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let decoders = (cores / workers.max(1)).max(1);
-        Ok(Some(Durable { store, resume, checkpointer, decoders }))
+        let cluster = if cluster {
+            Some(ClusterStart { shape, staged: store.staged()?, settled: Arc::new(Mutex::new(None)) })
+        } else {
+            None
+        };
+        Ok(Some(Durable { store, resume, checkpointer, decoders, cluster }))
+    }
+
+    /// Multi-process: this process's (checkpointed, reachable) cuts for the
+    /// start's agreement: reachable is the staged cut if there is one.
+    pub fn cuts(&self) -> (u64, u64) {
+        let committed = self.resume.as_ref().map_or(0, |c| c.seq);
+        let staged = self.cluster.as_ref().and_then(|c| c.staged);
+        (committed, staged.unwrap_or(committed))
+    }
+
+    /// Multi-process: acts on the start's agreement that cut `agreed` (the
+    /// newest any process checkpointed) is the checkpoint, given that the
+    /// oldest cut some process can reach is `reachable`: applies this
+    /// process's staged cut if it is `agreed`, discards it if newer. Once
+    /// per process (the first local worker acts, the others see its
+    /// outcome).
+    pub fn settle(mut self, agreed: u64, reachable: u64) -> anyhow::Result<Durable> {
+        let Some(cluster) = self.cluster.clone() else { return Ok(self) };
+        let (committed, _) = self.cuts();
+        if reachable < agreed {
+            anyhow::bail!(
+                "the processes' checkpoints in {} and its peers are not one cut (this process: cut {committed}, \
+                 staged {:?}; the newest checkpointed in the cluster: {agreed}, the oldest reachable: {reachable}): \
+                 a process lost or replaced its state directory, or failed while the others checkpointed; start \
+                 every process with --rebuild",
+                self.store.dir().display(),
+                cluster.staged,
+            );
+        }
+        let mut settled = cluster.settled.lock().map_err(|_| anyhow::anyhow!("a worker panicked while settling"))?;
+        if settled.is_none() {
+            let outcome = (|| -> anyhow::Result<Option<Checkpoint>> {
+                if cluster.staged == Some(agreed) && committed < agreed {
+                    self.store.apply_staged(&cluster.shape, now_ms())?;
+                } else if cluster.staged.is_some() {
+                    self.store.discard_staged()?;
+                }
+                let resume = self.store.checkpoint()?;
+                let watermark = resume.as_ref().map_or(NO_WATERMARK, |c| c.watermark);
+                self.checkpointer.agreed(agreed, watermark);
+                tracing::info!(
+                    cut = agreed,
+                    applied_staged = cluster.staged == Some(agreed) && committed < agreed,
+                    keys = resume.as_ref().map_or(0, Checkpoint::total_keys),
+                    "the processes agreed on their checkpoint"
+                );
+                Ok(resume)
+            })();
+            *settled = Some(outcome.map_err(|e| format!("{e:#}")));
+        }
+        match settled.as_ref() {
+            Some(Ok(resume)) => self.resume = resume.clone(),
+            Some(Err(e)) => anyhow::bail!("settling the checkpoint: {e}"),
+            None => {}
+        }
+        drop(settled);
+        Ok(self)
     }
 
     /// Feeds worker `index`'s share (of `peers`) of the checkpointed
@@ -525,6 +770,11 @@ mod tests {
             watermark: NO_WATERMARK,
             busy: false,
             failed: false,
+            cluster: false,
+            round: None,
+            last_round: 0,
+            staged: 0,
+            applied: 0,
         }
     }
 
@@ -547,21 +797,85 @@ mod tests {
         b.record(2, vec![(2, logged("j", None))], 3, &at("q", 4), 6);
         hand(&mut inner, 0, &mut a, 3);
         // Worker 1 has handed over nothing: no cut yet.
-        assert!(inner.cut().is_none());
+        assert!(inner.cut(None).is_none());
         hand(&mut inner, 1, &mut b, 2);
-        let cut = inner.cut().expect("a cut below epoch 2");
+        let cut = inner.cut(None).expect("a cut below epoch 2");
         assert_eq!(cut.positions, Offsets::from([(("p".to_owned(), 0), 10), (("q".to_owned(), 0), 3)]));
         assert_eq!(cut.watermark, 5);
         let keys: Vec<(String, bool)> =
             cut.changes.iter().map(|((_, key), value)| (key.to_string(), value.is_some())).collect();
         assert_eq!(keys, vec![("j".to_owned(), true), ("k".to_owned(), true)]);
         hand(&mut inner, 1, &mut b, 3);
-        let cut = inner.cut().expect("a cut below epoch 3");
+        let cut = inner.cut(None).expect("a cut below epoch 3");
         assert_eq!(cut.watermark, 6);
         assert_eq!(cut.positions.len(), 2);
         let j = cut.changes.iter().find(|((_, key), _)| key == "j").expect("j changed");
         assert_eq!(j.1, None, "the later epoch's delete wins");
-        assert!(inner.cut().is_none(), "nothing new");
+        assert!(inner.cut(None).is_none(), "nothing new");
+    }
+
+    /// Process 1 of 2 with checkpoint `committed` (if any) and cut
+    /// `staged` staged, in a directory of its own.
+    fn process_state(name: &str, committed: Option<u64>, staged: Option<u64>) -> (StateConfig, Durable) {
+        let base = std::env::temp_dir().join(format!("revpulse-settle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let cfg = StateConfig { dir: Some(base.display().to_string()), ..StateConfig::default() };
+        let dir = base.join("process-1");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = CheckpointStore::open(&dir).expect("store");
+        let shape = process_shape(1, 2, 1);
+        let cut = |key: &str, offset| Cut {
+            changes: vec![LogChange { topic: Topic::Payments, key: key.into(), value: Some((1, b"{}".to_vec())) }],
+            positions: at("p", offset),
+            watermark: NO_WATERMARK,
+        };
+        if let Some(seq) = committed {
+            store.stage(&cut("old", 1), seq).expect("stage");
+            store.apply_staged(&shape, 1).expect("apply");
+        }
+        if let Some(seq) = staged {
+            store.stage(&cut("new", 2), seq).expect("stage");
+        }
+        drop(store);
+        let d = Durable::open(&cfg, 1, (1, 2), &Metrics::new()).expect("open").expect("checkpoints on");
+        (cfg, d)
+    }
+
+    /// A start applies the staged cut the cluster agreed on, discards one
+    /// newer than it, and refuses cuts that no longer meet.
+    #[test]
+    fn a_cluster_start_settles_on_the_agreed_cut() {
+        // Staged 3 on top of 2, and some process applied 3: apply.
+        let (cfg, d) = process_state("apply", Some(2), Some(3));
+        assert_eq!(d.cuts(), (2, 3));
+        let d = d.settle(3, 3).expect("settles");
+        let cp = d.resume.clone().expect("a checkpoint");
+        assert_eq!((cp.seq, cp.positions.clone()), (3, at("p", 2)));
+        assert_eq!(d.store.staged().ok().flatten(), None);
+        d.checkpointer.stop();
+        // Staged 3 on top of 2, and nobody applied 3: discard.
+        let (_, d) = process_state("discard", Some(2), Some(3));
+        let d = d.settle(2, 2).expect("settles");
+        let cp = d.resume.clone().expect("a checkpoint");
+        assert_eq!((cp.seq, cp.positions.clone()), (2, at("p", 1)));
+        assert_eq!(d.store.staged().ok().flatten(), None);
+        d.checkpointer.stop();
+        // Some process lost its state while the others are at cut 5.
+        let (_, d) = process_state("lost", None, None);
+        let e = d.settle(5, 0).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(e.contains("not one cut") && e.contains("--rebuild"), "{e}");
+        // Another shape of run is refused at open, naming both.
+        let other = Durable::open(&cfg, 2, (1, 2), &Metrics::new()).err().map(|e| format!("{e:#}"));
+        let other = other.unwrap_or_default();
+        assert!(
+            other.contains("written by process 1 of 2, 1 worker each and this run is process 1 of 2, 2 workers each"),
+            "{other}"
+        );
+        for name in ["apply", "discard", "lost"] {
+            let _ = std::fs::remove_dir_all(
+                std::env::temp_dir().join(format!("revpulse-settle-{name}-{}", std::process::id())),
+            );
+        }
     }
 
     /// Entries whose epochs the upsert-log capture has not completed stay

@@ -15,6 +15,8 @@
 //! - [`checkpoint::Checkpointer`]: acknowledged epochs → checkpoints of
 //!   the upsert log with the positions and watermark they cover, which a
 //!   restart resumes from ([`checkpoint::Durable`]);
+//! - [`rounds::Rounds`]: a multi-process cluster's checkpoint rounds, so
+//!   that every process resumes from a cut at the same epoch;
 //! - [`progress::Progress`]: the agreements between workers.
 
 mod checkpoint;
@@ -22,6 +24,7 @@ mod commit;
 mod epoch;
 mod progress;
 mod reconcile;
+mod rounds;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use self::commit::CommitTracker;
 use self::epoch::{dead_letter_too_late, EpochDriver, Sealed};
 use self::progress::Progress;
 use self::reconcile::{Reconciler, TakenBack};
+use self::rounds::Rounds;
 use crate::config::Config;
 
 /// Flags shared by the pipeline, the API and signal handling.
@@ -149,7 +153,8 @@ pub fn run_cluster(
 ) -> anyhow::Result<RunStats> {
     let cfg = cfg.clone();
     let timely_config = cluster.timely_config()?;
-    let durable = Durable::open(&cfg.state, cluster.workers.max(1), cluster.processes, &shared.metrics)?;
+    let durable =
+        Durable::open(&cfg.state, cluster.workers.max(1), (cluster.process_index, cluster.processes), &shared.metrics)?;
     let stopper = durable.clone();
     let guards = timely::execute(timely_config, move |worker| -> anyhow::Result<RunStats> {
         run_worker(worker, &cfg, shared.clone(), sink.clone(), &rt, durable.clone())
@@ -178,14 +183,28 @@ fn run_worker(
     durable: Option<Durable>,
 ) -> anyhow::Result<RunStats> {
     let index = worker.index();
+    // A cluster's processes first agree which checkpoint they resume from.
+    let mut rounds = durable.as_ref().filter(|d| d.cluster.is_some()).map(|_| Rounds::new(worker));
+    let durable = match (durable, rounds.as_mut()) {
+        (Some(d), Some(r)) => {
+            let (agreed, reachable) = r.agree(worker, d.cuts());
+            d.settle(agreed, reachable).map(Some)
+        }
+        (d, _) => Ok(d),
+    };
     // Every worker builds the same dataflow even when its source failed, so
     // peers are not left waiting for an operator that never exists.
-    let start = connect(worker, cfg, &shared, &sink, rt, durable);
+    let start = durable.and_then(|d| connect(worker, cfg, &shared, &sink, rt, d));
     let initial_watermark = start.as_ref().map_or(revpulse_pipelines::retention::NO_WATERMARK, |s| s.taken.watermark);
     let log = start.as_ref().is_ok_and(|s| s.durable.is_some());
     let df = build(worker, &cfg.metrics, BuildOptions { initial_watermark, log });
-    let mut h =
-        Handles { df, acked: Progress::new(worker), caught_up: Progress::new(worker), stopping: Progress::new(worker) };
+    let mut h = Handles {
+        df,
+        acked: Progress::new(worker),
+        caught_up: Progress::new(worker),
+        stopping: Progress::new(worker),
+        rounds,
+    };
     let result = start.and_then(|start| drive(worker, cfg, &shared, sink, rt, &mut h, start));
     if let Err(e) = &result {
         // Before this worker's inputs close (which its peers would read as
@@ -211,6 +230,8 @@ struct Handles {
     acked: Progress,
     caught_up: Progress,
     stopping: Progress,
+    /// A multi-process cluster's checkpoint rounds.
+    rounds: Option<Rounds>,
 }
 
 /// A worker's source and what the previous run left behind.
@@ -323,6 +344,11 @@ impl Worker<'_> {
         h.acked.advance_to(self.commits.oldest_unacked(epoch + 1));
         worker.step();
         self.commit(&h.acked, false);
+        if let (Some(rounds), Some((_, durable))) = (&mut h.rounds, &self.feed) {
+            if !self.shared.halted() {
+                rounds.turn(&durable.checkpointer, h.acked.least());
+            }
+        }
         true
     }
 
@@ -388,6 +414,7 @@ impl Worker<'_> {
             }
         }
         self.commit(&h.acked, true);
+        self.last_round(worker, h);
         if let Some((_, durable)) = &self.feed {
             if !durable.checkpointer.wait_idle(Duration::from_secs(60)) {
                 tracing::warn!("the last checkpoint is still being written");
@@ -408,6 +435,30 @@ impl Worker<'_> {
     }
 }
 
+impl Worker<'_> {
+    /// A cluster's last checkpoint round at a clean stop: every epoch's
+    /// upsert log is complete now, so each worker hands over the rest.
+    fn last_round(&mut self, worker: &mut timely::worker::Worker, h: &mut Handles) {
+        let (Some(rounds), Some((feed, durable))) = (&mut h.rounds, &mut self.feed) else { return };
+        if self.shared.halted() {
+            return;
+        }
+        let (df, acked, index) = (&h.df, &h.acked, self.index);
+        let cp = durable.checkpointer.clone();
+        let written = rounds.finish(worker, &durable.checkpointer, Duration::from_secs(60), || {
+            let (log, below) = {
+                let mut done = df.completed.borrow_mut();
+                (std::mem::take(&mut done.log), done.log_frontier)
+            };
+            feed.record_log(log, below);
+            cp.hand_over(index, feed, acked.least(), false);
+        });
+        if !written {
+            tracing::warn!("the cluster's last checkpoint round did not finish; the previous checkpoint stays");
+        }
+    }
+}
+
 fn drive(
     worker: &mut timely::worker::Worker,
     cfg: &Config,
@@ -425,7 +476,9 @@ fn drive(
     let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     if let Some(d) = &durable {
         let started = std::time::Instant::now();
-        let restored = d.restore(&mut h.df.inputs, peers)?;
+        // The process's store holds its own workers' keys: split them
+        // between those (the upsert operator routes each to its owner).
+        let restored = d.restore(&mut h.df.inputs, d.checkpointer.local_share(peers.0))?;
         if d.resume.is_some() {
             tracing::info!(
                 worker = peers.0,
@@ -457,8 +510,9 @@ fn drive(
         lateness,
         stats: RunStats::default(),
         restoring: durable.as_ref().is_some_and(|d| d.resume.is_some()),
+        // Global index `process × workers + thread` (timely's numbering).
+        index: durable.as_ref().map_or(0, |d| d.checkpointer.local_index(peers.0)),
         feed: durable.map(|d| (Feed::default(), d)),
-        index: peers.0,
     };
     let mut drain_until: Option<u64> = None;
     while !shared.halted() {
