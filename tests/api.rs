@@ -124,7 +124,7 @@ async fn every_route_status_and_tenant_isolation() {
     let cid = conv["conversation_id"].as_str().unwrap_or_default();
     let (st, body) = get(addr, &format!("/v1/tenants/{t0}/conversations/{cid}"), Some("all")).await;
     assert_eq!(st, 200, "{body}");
-    for col in ["subject_id", "duration_minutes", "revenue_potential", "revenue_per_minute"] {
+    for col in ["subject_id", "duration_minutes", "revenue_potential", "revenue_per_minute", "active"] {
         assert!(close(&body[col], &conv[col]), "conversation {col}");
     }
 

@@ -17,6 +17,7 @@ struct ConversationRow {
     duration_minutes: f64,
     revenue_potential: f64,
     revenue_per_minute: f64,
+    active: u64,
 }
 
 /// Efficiency of one conversation (SPEC §3.3).
@@ -30,6 +31,10 @@ pub struct ConversationEfficiency {
     duration_minutes: f64,
     revenue_potential: f64,
     revenue_per_minute: f64,
+    /// 1 while none of its current records has `kind = ended`, else 0
+    /// (SPEC §3.10).
+    #[schema(minimum = 0, maximum = 1)]
+    active: u64,
 }
 
 #[utoipa::path(
@@ -70,6 +75,7 @@ pub async fn get_conversation(
         duration_minutes: r.duration_minutes,
         revenue_potential: r.revenue_potential,
         revenue_per_minute: r.revenue_per_minute,
+        active: r.active,
     }))
 }
 

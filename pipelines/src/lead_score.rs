@@ -16,7 +16,10 @@
 //! score      = round_half_away(base + behavioral + timing + market, 2)   (clamped to 0..100)
 //! ```
 //! Tier, multiplier and probability use the rounded score (weights are
-//! [`LeadScoreConfig`]). Components are reported rounded the same way.
+//! [`LeadScoreConfig`]). Components are reported rounded the same way. The
+//! sums are exact ([`Ratio`]: engaged time in microseconds, decimals as
+//! written), so a figure that is exactly a half rounds away from zero
+//! however floats would have represented it.
 //!
 //! One `reduce` per lead: the work per update is proportional to the lead's
 //! own current records, not to history.
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LeadScoreConfig;
 use crate::event::{Conversation, DecisionMaker, Facts, PropertyType, Topic};
+use crate::exact::Ratio;
 use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::row::{LeadScoreKey, LeadScoreValues, RowKey, RowVals, Table, TableKey};
 use crate::time::Micros;
@@ -70,7 +74,8 @@ pub struct LeadFacts {
     pub questions: u64,
     pub technical_questions: u64,
     pub objections_resolved: u64,
-    pub engaged_minutes: f64,
+    /// Σ over its conversations of (last `ts` − first `ts`), µs.
+    pub engaged_micros: i128,
 }
 
 /// Resolves a lead's facts from its current records, given in ascending
@@ -100,8 +105,7 @@ pub fn resolve(records: &[&LeadRecord]) -> LeadFacts {
         e.0 = e.0.min(r.ts);
         e.1 = e.1.max(r.ts);
     }
-    let engaged: i128 = spans.values().map(|(a, b)| i128::from(b - a)).sum();
-    f.engaged_minutes = engaged as f64 / 60_000_000.0;
+    f.engaged_micros = spans.values().map(|(a, b)| i128::from(b - a)).sum();
     f
 }
 
@@ -120,45 +124,52 @@ pub struct Score {
     pub conversion_probability: F64,
 }
 
-/// Rounds half away from zero to 2 decimals.
-pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+fn first_step(steps: &[crate::config::Step], hit: impl Fn(f64) -> bool) -> Ratio {
+    steps.iter().find(|s| hit(s.at)).map_or(Ratio::ZERO, |s| Ratio::of_f64(s.points))
 }
 
-fn first_step(steps: &[crate::config::Step], hit: impl Fn(f64) -> bool) -> f64 {
-    steps.iter().find(|s| hit(s.at)).map_or(0.0, |s| s.points)
+fn points(x: f64) -> Ratio {
+    Ratio::of_f64(x)
+}
+
+fn count(n: u64) -> Ratio {
+    Ratio::int(i128::from(n))
 }
 
 /// Scores resolved facts (SPEC §3.2).
 pub fn score(f: &LeadFacts, cfg: &LeadScoreConfig) -> Score {
     let base = if f.homeowner == Some(true) {
-        let bill = f.monthly_bill.map_or(0.0, |b| first_step(&cfg.monthly_bill, |at| b >= at));
+        let bill = f.monthly_bill.map_or(Ratio::ZERO, |b| first_step(&cfg.monthly_bill, |at| b >= at));
         let property = match f.property_type {
             Some(PropertyType::SingleFamily) => cfg.single_family,
             Some(PropertyType::Condo) => cfg.condo,
             Some(PropertyType::Coop) => cfg.coop,
             Some(PropertyType::Other) | None => cfg.other_property,
         };
-        cfg.homeowner + bill + property
+        points(cfg.homeowner) + bill + points(property)
     } else {
-        0.0
+        Ratio::ZERO
     };
-    let behavioral = f.engaged_minutes.min(cfg.engaged_minutes_cap)
-        + (cfg.technical_weight * f.technical_questions as f64 + f.questions as f64).min(cfg.questions_cap)
-        + (cfg.objection_weight * f.objections_resolved as f64).min(cfg.objections_cap)
-        + cfg.sentiment_weight * f.sentiment.unwrap_or(0.0).max(0.0);
-    let timeline = f.timeline_months.map_or(0.0, |m| first_step(&cfg.timeline, |at| m as f64 <= at));
-    let credit = if f.credit_signal == Some(true) { cfg.credit_signal } else { 0.0 };
+    let engaged = Ratio::minutes_of_micros(f.engaged_micros).min(points(cfg.engaged_minutes_cap));
+    let questions = (points(cfg.technical_weight) * count(f.technical_questions) + count(f.questions))
+        .min(points(cfg.questions_cap));
+    let objections = (points(cfg.objection_weight) * count(f.objections_resolved)).min(points(cfg.objections_cap));
+    let sentiment = points(cfg.sentiment_weight) * points(f.sentiment.unwrap_or(0.0)).max(Ratio::ZERO);
+    let behavioral = engaged + questions + objections + sentiment;
+    let timeline = f.timeline_months.map_or(Ratio::ZERO, |m| first_step(&cfg.timeline, |at| m as f64 <= at));
+    let credit = if f.credit_signal == Some(true) { points(cfg.credit_signal) } else { Ratio::ZERO };
     let dm = match f.decision_maker {
         Some(DecisionMaker::Primary) => cfg.primary,
         Some(DecisionMaker::Influencer) => cfg.influencer,
         Some(DecisionMaker::Researcher) => cfg.researcher,
         None => 0.0,
     };
-    let timing = timeline + credit + dm;
-    let market =
-        f.region.as_ref().and_then(|r| cfg.market_scores.get(r.as_str())).copied().unwrap_or(cfg.default_market);
-    let score = round2((base + behavioral + timing + market).clamp(0.0, 100.0));
+    let timing = timeline + credit + points(dm);
+    let market = points(
+        f.region.as_ref().and_then(|r| cfg.market_scores.get(r.as_str())).copied().unwrap_or(cfg.default_market),
+    );
+    let total = (base + behavioral + timing + market).clamp(Ratio::ZERO, Ratio::int(100));
+    let score = total.round2();
     let (tier, price) = if score >= cfg.premium_at {
         (Tier::Premium, cfg.premium_price)
     } else if score >= cfg.standard_at {
@@ -172,10 +183,10 @@ pub fn score(f: &LeadFacts, cfg: &LeadScoreConfig) -> Score {
     let probability = 1.0 / (1.0 + (-(score - cfg.probability_midpoint) / cfg.probability_scale).exp());
     Score {
         score: F64(score),
-        base: F64(round2(base)),
-        behavioral: F64(round2(behavioral)),
-        timing: F64(round2(timing)),
-        market: F64(round2(market)),
+        base: F64(base.round2()),
+        behavioral: F64(behavioral.round2()),
+        timing: F64(timing.round2()),
+        market: F64(market.round2()),
         tier,
         revenue_potential: F64(price * multiplier),
         conversion_probability: F64(probability),
@@ -240,4 +251,44 @@ pub fn subject_release(rules: &Rules) -> Option<ReleaseFn> {
 
 fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     rows(s.scores.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(engaged_micros: i128) -> LeadFacts {
+        LeadFacts { engaged_micros, ..LeadFacts::default() }
+    }
+
+    /// SPEC §3.2's rounding acts on the exact value: halves that floats
+    /// represent just below still round up.
+    #[test]
+    fn exact_halves_round_away_from_zero() {
+        let cfg = LeadScoreConfig::default();
+        // One conversation of 371.1 s (6.185 minutes) with 3 questions.
+        let lead = LeadFacts { questions: 3, ..facts(371_100_000) };
+        let s = score(&lead, &cfg);
+        assert_eq!(s.behavioral, F64(9.19));
+        assert_eq!(s.score, F64(14.19), "9.185 + market 5, rounded once");
+        // 84.995 is premium: 40 base + 20 timing + 5 market + 10 questions
+        // + 5 objections + 4.995 engaged minutes (299.7 s).
+        let lead = LeadFacts {
+            homeowner: Some(true),
+            monthly_bill: Some(300.0),
+            property_type: Some(PropertyType::SingleFamily),
+            timeline_months: Some(3),
+            credit_signal: Some(true),
+            decision_maker: Some(DecisionMaker::Primary),
+            questions: 10,
+            objections_resolved: 2,
+            ..facts(299_700_000)
+        };
+        let s = score(&lead, &cfg);
+        assert_eq!((s.score, s.tier, s.revenue_potential), (F64(85.0), Tier::Premium, F64(300.0)));
+        assert_eq!(s.behavioral, F64(20.0), "19.995");
+        // A sentiment of 0.001 adds 0.005: a half again.
+        let lead = LeadFacts { sentiment: Some(0.001), ..facts(0) };
+        assert_eq!(score(&lead, &cfg).behavioral, F64(0.01));
+    }
 }

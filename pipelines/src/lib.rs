@@ -14,6 +14,7 @@ pub mod conversion;
 pub mod dataflow;
 pub mod diff;
 pub mod event;
+pub mod exact;
 pub mod experiment;
 pub mod family;
 pub mod fixed;

@@ -15,7 +15,7 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
 use crate::conversion::{Conversion, Source};
-use crate::event::{Conversation, Topic};
+use crate::event::{Conversation, ConversationKind, Topic};
 use crate::family::{no_period, Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::lead_score::{LeadKey, Score};
 use crate::retention::{self, minute_end, Lateness};
@@ -56,22 +56,26 @@ pub fn realized<'s>(conversions: VecCollection<'s, Epoch, Conversion>) -> VecCol
         })
 }
 
-/// A conversation's extent: first and last `ts` and the subject of its
-/// latest record.
-pub type Extent = (Micros, Micros, Text);
+/// A conversation's extent: first and last `ts`, the subject of its
+/// latest record, and whether some current record ended it.
+pub type Extent = (Micros, Micros, Text, bool);
 
 /// The extent of every current conversation, keyed by (tenant, conversation_id).
 pub fn extents<'s>(
     conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
 ) -> VecCollection<'s, Epoch, ((Text, Text), Extent)> {
-    conversations.map(|(_, c)| ((c.tenant_id.0, c.conversation_id.0), (c.ts.0, c.event_id.0, c.subject_id.0))).reduce(
-        |_conv, records, out| {
+    conversations
+        .map(|(_, c)| {
+            let ended = c.kind == ConversationKind::Ended;
+            ((c.tenant_id.0, c.conversation_id.0), (c.ts.0, c.event_id.0, c.subject_id.0, ended))
+        })
+        .reduce(|_conv, records, out| {
             // Values arrive sorted by (ts, event_id, …): first is earliest, last is latest.
-            let (first, _, _) = records[0].0;
-            let (last, _, subject) = records[records.len() - 1].0;
-            out.push(((*first, *last, subject.clone()), 1));
-        },
-    )
+            let (first, _, _, _) = records[0].0;
+            let (last, _, subject, _) = records[records.len() - 1].0;
+            let ended = records.iter().any(|(r, _)| r.3);
+            out.push(((*first, *last, subject.clone(), ended), 1));
+        })
 }
 
 /// `duration_minutes` of a conversation spanning `first..=last`.
@@ -86,13 +90,16 @@ pub fn conversation_rpm<'s>(
 ) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
     let potential = scores.map(|(lead, sc)| (lead, sc.revenue_potential));
     extents
-        .map(|((tenant, conv), (first, last, subject))| ((tenant, subject), (conv, F64(duration_minutes(first, last)))))
-        .join_map(potential, |(tenant, subject), (conv, minutes), potential: &F64| {
+        .map(|((tenant, conv), (first, last, subject, ended))| {
+            ((tenant, subject), (conv, F64(duration_minutes(first, last)), ended))
+        })
+        .join_map(potential, |(tenant, subject), (conv, minutes, ended), potential: &F64| {
             let values = ConversationRpmValues {
                 subject_id: subject.clone(),
                 duration_minutes: minutes.0,
                 revenue_potential: potential.0,
                 revenue_per_minute: potential.0 / minutes.0,
+                active: u64::from(!*ended),
             };
             ConversationRpmKey { tenant_id: tenant.clone(), conversation_id: conv.clone() }.row(values)
         })

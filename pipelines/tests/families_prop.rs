@@ -77,15 +77,19 @@ fn subject(i: u8) -> Str {
 
 fn arb_event(topic: Topic, key: Text) -> BoxedStrategy<Event> {
     match topic {
-        Topic::Conversations => (0u8..2, 0u8..24, 0u8..3, 0u8..3, opt(arb_facts()))
-            .prop_map(move |(tn, slot, conv, subj, facts)| {
+        Topic::Conversations => (0u8..2, 0u8..24, 0u8..3, 0u8..3, opt(arb_facts()), 0u8..6)
+            .prop_map(move |(tn, slot, conv, subj, facts, kind)| {
                 Event::Conversation(Conversation {
                     tenant_id: tenant(tn),
                     ts: t(slot),
                     event_id: Str(key.clone()),
                     conversation_id: Str(format!("cv{conv}").into()),
                     subject_id: subject(subj),
-                    kind: ConversationKind::Message,
+                    kind: match kind {
+                        0 => ConversationKind::Started,
+                        1 => ConversationKind::Ended,
+                        _ => ConversationKind::Message,
+                    },
                     facts,
                 })
             })
@@ -227,6 +231,16 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Units of 1/6,000,000,000 of a point: exact for microseconds of engaged
+/// time (a minute is 6e7 µs, so 100 units each) and for the generator's
+/// decimals (halves, hundredths of sentiment).
+const UNITS: i128 = 6_000_000_000;
+
+/// `units` rounded half up to hundredths (they are never negative here).
+fn round_units(units: i128) -> f64 {
+    ((units + UNITS / 200) / (UNITS / 100)) as f64 / 100.0
+}
+
 /// SPEC §3.2 with the default weights, written out.
 fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static str, f64, f64) {
     let mut sorted: Vec<&Conversation> = records.to_vec();
@@ -253,7 +267,7 @@ fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static 
         e.0 = e.0.min(c.ts.0);
         e.1 = e.1.max(c.ts.0);
     }
-    let engaged = spans.values().map(|(a, b)| i128::from(b - a)).sum::<i128>() as f64 / 60_000_000.0;
+    let engaged_micros = spans.values().map(|(a, b)| i128::from(b - a)).sum::<i128>();
 
     let base = if homeowner == Some(true) {
         let bill_pts = match bill {
@@ -272,10 +286,11 @@ fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static 
     } else {
         0.0
     };
-    let behavioral = engaged.min(10.0)
-        + (2.0 * tq as f64 + q as f64).min(10.0)
-        + (2.5 * obj as f64).min(5.0)
-        + 5.0 * sentiment.unwrap_or(0.0).max(0.0);
+    let sentiment_hundredths = (sentiment.unwrap_or(0.0).max(0.0) * 100.0).round() as i128;
+    let behavioral = (engaged_micros * 100).min(10 * UNITS)
+        + (2 * i128::from(tq) + i128::from(q)).min(10) * UNITS
+        + (25 * i128::from(obj) * UNITS / 10).min(5 * UNITS)
+        + 5 * sentiment_hundredths * UNITS / 100;
     let timing = match timeline {
         Some(m) if m <= 3 => 8.0,
         Some(m) if m <= 6 => 5.0,
@@ -289,7 +304,8 @@ fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static 
         };
     let _ = region;
     let market = 5.0;
-    let score = round2((base + behavioral + timing + market).clamp(0.0, 100.0));
+    let total = ((base + timing + market) as i128 * UNITS + behavioral).clamp(0, 100 * UNITS);
+    let score = round_units(total);
     let (tier, price) = match score {
         s if s >= 85.0 => ("premium", 250.0),
         s if s >= 70.0 => ("standard", 125.0),
@@ -304,7 +320,7 @@ fn naive_score(records: &[&Conversation]) -> (f64, f64, f64, f64, f64, &'static 
         1.0
     };
     let prob = 1.0 / (1.0 + (-(score - 60.0) / 10.0).exp());
-    (score, round2(base), round2(behavioral), round2(timing), round2(market), tier, price * mult, prob)
+    (score, round2(base), round_units(behavioral), round2(timing), round2(market), tier, price * mult, prob)
 }
 
 struct Conv {
@@ -361,10 +377,12 @@ fn naive_rows(msgs: &[Msg]) -> State {
         let subj = latest.unwrap_or_default();
         let minutes = ((last - first) as f64 / 60_000_000.0).max(1.0);
         let pot = potential[&(tn.clone(), subj.clone())];
+        // §3.10: active until some current record ends it.
+        let active = u64::from(!recs.iter().any(|c| c.kind == ConversationKind::Ended));
         put(
             Table::ConversationRpm,
             vec![str_cell(tn), str_cell(cid)],
-            vec![str_cell(&subj), f(minutes), f(pot), f(pot / minutes)],
+            vec![str_cell(&subj), f(minutes), f(pot), f(pot / minutes), Cell::U64(active)],
         );
     }
 

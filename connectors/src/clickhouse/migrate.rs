@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_families", include_str!("../../../schemas/clickhouse/0002_families.sql")),
     ("0003_state", include_str!("../../../schemas/clickhouse/0003_state.sql")),
     ("0004_nullable_current", include_str!("../../../schemas/clickhouse/0004_nullable_current.sql")),
+    ("0005_conversation_active", include_str!("../../../schemas/clickhouse/0005_conversation_active.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

@@ -202,6 +202,8 @@ tables! {
                 duration_minutes: f64,
                 revenue_potential: f64,
                 revenue_per_minute: f64,
+                /// 1 while no current record has `kind = ended` (SPEC §3.10).
+                active: u64,
             }
         }
         /// Realized revenue per minute and source (SPEC §3.3).
