@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,15 +165,68 @@ async fn every_route_status_and_tenant_isolation() {
     assert!((body["unattributed"]["conversions"].as_f64().unwrap_or_default() - conv).abs() < 1e-6);
     assert_eq!(body["campaigns"].as_array().map(Vec::len), Some(per_campaign.keys().filter(|k| !k.is_empty()).count()));
 
-    // Offers.
+    // Offers: accepted (§3.4) or sent (§3.6), with sends over all days.
     let offers: Vec<Value> =
         rows(&state, Table::OfferAcceptance).into_iter().filter(|r| r["tenant_id"] == t0).collect();
-    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/offers"), Some("all")).await;
+    let mut sends: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows(&state, Table::OfferDaily).into_iter().filter(|r| r["tenant_id"] == t0) {
+        *sends.entry(r["offer_id"].as_str().unwrap_or_default().to_owned()).or_default() +=
+            r["sent"].as_u64().unwrap_or_default();
+    }
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/offers?limit=1000"), Some("all")).await;
     assert_eq!(st, 200, "{body}");
-    assert_eq!(body["offers"].as_array().map(Vec::len), Some(offers.len()));
-    for o in body["offers"].as_array().into_iter().flatten() {
-        let want = offers.iter().find(|r| r["offer_id"] == o["offer_id"]).expect("offer");
-        assert!(close(&o["revenue"], &want["revenue"]) && o["accepted_lines"] == want["accepted_lines"]);
+    let listed = body["offers"].as_array().cloned().unwrap_or_default();
+    let mut ids: Vec<&str> =
+        offers.iter().filter_map(|r| r["offer_id"].as_str()).chain(sends.keys().map(String::as_str)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(!sends.is_empty() && listed.len() == ids.len(), "{} offers listed, {} expected", listed.len(), ids.len());
+    for o in &listed {
+        let id = o["offer_id"].as_str().unwrap_or_default();
+        let (lines, revenue) = offers.iter().find(|r| r["offer_id"] == id).map_or((0, 0.0), |r| {
+            (r["accepted_lines"].as_u64().unwrap_or_default(), r["revenue"].as_f64().unwrap_or_default())
+        });
+        let sent = sends.get(id).copied().unwrap_or_default();
+        assert!(close(&o["revenue"], &revenue.into()) && o["accepted_lines"] == lines, "offer {id}: {o}");
+        assert_eq!(o["sends"], sent, "offer {id} sends");
+        let rate = (sent > 0).then(|| lines as f64 / sent as f64);
+        assert!(close(&o["acceptance_rate"], &rate.into()), "offer {id}: {o}");
+    }
+
+    // Campaigns: the funnel summed over the range, rates of the sums, and
+    // last-touch credit on conversion days in the range.
+    let (from, to) = ("2026-01-01", "2026-12-31");
+    let in_range = |r: &Value| r["tenant_id"] == t0 && r["day"].as_str().is_some_and(|d| d >= from && d <= to);
+    let mut funnel: BTreeMap<String, [u64; 7]> = BTreeMap::new();
+    let cols = ["queued", "sent", "delivered", "clicked", "replied", "failed", "held_out"];
+    for r in rows(&state, Table::CampaignDaily).into_iter().filter(|r| in_range(r)) {
+        let e = funnel.entry(r["campaign_id"].as_str().unwrap_or_default().to_owned()).or_default();
+        for (i, c) in cols.iter().enumerate() {
+            e[i] += r[*c].as_u64().unwrap_or_default();
+        }
+    }
+    let mut credit: BTreeMap<String, f64> = BTreeMap::new();
+    for r in rows(&state, Table::AttributionDaily).into_iter().filter(|r| in_range(r) && r["model"] == "last_touch") {
+        let c = r["campaign_id"].as_str().unwrap_or_default();
+        if !c.is_empty() {
+            *credit.entry(c.to_owned()).or_default() += r["revenue"].as_f64().unwrap_or_default();
+        }
+    }
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/campaigns?from={from}&to={to}"), Some("all")).await;
+    assert_eq!(st, 200, "{body}");
+    let listed = body["campaigns"].as_array().cloned().unwrap_or_default();
+    let names: BTreeSet<&String> = funnel.keys().chain(credit.keys()).collect();
+    assert!(!funnel.is_empty() && listed.len() == names.len(), "{body}");
+    for c in &listed {
+        let id = c["campaign_id"].as_str().unwrap_or_default();
+        let counts = funnel.get(id).copied().unwrap_or_default();
+        for (i, col) in cols.iter().enumerate() {
+            assert_eq!(c[*col], counts[i], "campaign {id} {col}");
+        }
+        let rate = (counts[1] + counts[5] > 0).then(|| counts[2] as f64 / (counts[1] + counts[5]) as f64);
+        assert!(close(&c["delivery_rate"], &rate.into()), "campaign {id}: {c}");
+        let revenue = credit.get(id).copied().unwrap_or_default();
+        assert!((c["attributed_revenue"].as_f64().unwrap_or_default() - revenue).abs() < 1e-6, "campaign {id}: {c}");
     }
 
     // Experiment lift.
@@ -195,6 +248,7 @@ async fn every_route_status_and_tenant_isolation() {
         "/v1/tenants/{t}/revenue/per-minute".to_owned(),
         "/v1/tenants/{t}/attribution".to_owned(),
         "/v1/tenants/{t}/offers".to_owned(),
+        "/v1/tenants/{t}/campaigns".to_owned(),
         format!("/v1/tenants/{{t}}/experiments/{exp}/lift"),
     ];
     for r in &routes {
@@ -232,6 +286,7 @@ async fn every_route_status_and_tenant_isolation() {
         (format!("/v1/tenants/{t0}/revenue/per-minute?source=cash"), "source"),
         (format!("/v1/tenants/{t0}/attribution?model=first_touch"), "model"),
         (format!("/v1/tenants/{t0}/attribution?from=2026-02-30"), "from"),
+        (format!("/v1/tenants/{t0}/campaigns?to=tomorrow"), "to"),
     ] {
         let (st, body) = get(addr, &path, Some("all")).await;
         assert_eq!(st, 400, "{path}: {body}");

@@ -73,6 +73,23 @@ fn parse_day(name: &str, v: &str) -> Result<Date, ApiError> {
     Date::parse(v).ok_or_else(|| ApiError::bad_request(name, "a date, YYYY-MM-DD"))
 }
 
+/// The days `from..=to` of a query: `to` defaults to today (UTC), `from`
+/// to 29 days before `to`.
+pub(crate) fn day_range(from: Option<&str>, to: Option<&str>) -> Result<(Date, Date), ApiError> {
+    let to = match to {
+        Some(v) => parse_day("to", v)?,
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            Date::of(now.min(i64::MAX as u128) as i64)
+        }
+    };
+    let from = match from {
+        Some(v) => parse_day("from", v)?,
+        None => Date((to.0 - 29).max(0)),
+    };
+    Ok((from, to))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/tenants/{tenant}/attribution",
@@ -97,17 +114,7 @@ pub async fn attribution(
     if !matches!(model.as_str(), "last_touch" | "linear") {
         return Err(ApiError::bad_request("model", "last_touch or linear"));
     }
-    let to = match q.to.as_deref() {
-        Some(v) => parse_day("to", v)?,
-        None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-            Date::of(now.min(i64::MAX as u128) as i64)
-        }
-    };
-    let from = match q.from.as_deref() {
-        Some(v) => parse_day("from", v)?,
-        None => Date((to.0 - 29).max(0)),
-    };
+    let (from, to) = day_range(q.from.as_deref(), q.to.as_deref())?;
     let rows: Vec<CampaignRow> =
         s.ch.query(&format!(
             "SELECT campaign_id, sum(conversions) AS conversions, sum(revenue) AS revenue FROM ({}) \
@@ -157,15 +164,34 @@ pub struct OffersQuery {
     offset: Option<String>,
 }
 
-/// One accepted offer (SPEC §3.4).
-#[derive(clickhouse::Row, Deserialize, Serialize, ToSchema)]
-pub struct AcceptedOffer {
+#[derive(clickhouse::Row, Deserialize)]
+struct AcceptedRow {
     offer_id: String,
     accepted_lines: u64,
     revenue: f64,
 }
 
-/// Accepted offers by revenue, highest first.
+#[derive(clickhouse::Row, Deserialize)]
+struct SendsRow {
+    offer_id: String,
+    sends: u64,
+}
+
+/// One offer: its acceptance (SPEC §3.4) and its sends (§3.6).
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedOffer {
+    offer_id: String,
+    /// RO lines with this offer that was in a candidate touch.
+    accepted_lines: u64,
+    revenue: f64,
+    /// Outbound messages with this offer counted as `sent` in
+    /// `offer_daily`, over all days.
+    sends: u64,
+    /// accepted_lines / sends; null when nothing was sent.
+    acceptance_rate: Option<f64>,
+}
+
+/// Offers that were accepted or sent, by revenue (highest first), then id.
 #[derive(Serialize, ToSchema)]
 pub struct Offers {
     tenant_id: String,
@@ -180,7 +206,7 @@ pub struct Offers {
     tag = "metrics",
     params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), OffersQuery),
     responses(
-        (status = 200, description = "Accepted offers per offer_id", body = Offers),
+        (status = 200, description = "Accepted and sent offers per offer_id", body = Offers),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "Key not scoped to this tenant", body = ErrorBody),
@@ -195,15 +221,38 @@ pub async fn offers(
 ) -> Result<Json<Offers>, ApiError> {
     let t = tenant(&t)?;
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
-    let offers: Vec<AcceptedOffer> =
-        s.ch.query(
-            &(select_current::<AcceptedOffer>(Table::OfferAcceptance, "tenant_id = ?")
-                + " ORDER BY revenue DESC, offer_id LIMIT ?, ?"),
-        )
+    // A tenant's offers are a catalogue, not a stream: both lists are read
+    // whole and merged here, so offers sent but never accepted are listed
+    // too (no outer join that both ClickHouse versions run alike).
+    let accepted: Vec<AcceptedRow> =
+        s.ch.query(&select_current::<AcceptedRow>(Table::OfferAcceptance, "tenant_id = ?")).bind(t).fetch_all().await?;
+    let sends: Vec<SendsRow> =
+        s.ch.query(&format!(
+            "SELECT offer_id, sum(sent) AS sends FROM ({}) GROUP BY offer_id",
+            current_query(Table::OfferDaily, "tenant_id = ?")
+        ))
         .bind(t)
-        .bind(offset)
-        .bind(limit)
         .fetch_all()
         .await?;
+    let mut merged: std::collections::BTreeMap<String, (u64, f64, u64)> = std::collections::BTreeMap::new();
+    for a in accepted {
+        let e = merged.entry(a.offer_id).or_default();
+        (e.0, e.1) = (a.accepted_lines, a.revenue);
+    }
+    for r in sends {
+        merged.entry(r.offer_id).or_default().2 = r.sends;
+    }
+    let mut offers: Vec<AcceptedOffer> = merged
+        .into_iter()
+        .map(|(offer_id, (accepted_lines, revenue, sends))| AcceptedOffer {
+            offer_id,
+            accepted_lines,
+            revenue,
+            sends,
+            acceptance_rate: (sends > 0).then(|| accepted_lines as f64 / sends as f64),
+        })
+        .collect();
+    offers.sort_by(|a, b| b.revenue.total_cmp(&a.revenue).then_with(|| a.offer_id.cmp(&b.offer_id)));
+    let offers = offers.into_iter().skip(offset as usize).take(limit as usize).collect();
     Ok(Json(Offers { tenant_id: t.to_owned(), offers, limit, offset }))
 }

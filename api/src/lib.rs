@@ -8,6 +8,7 @@
 
 mod attribution;
 mod auth;
+mod campaigns;
 mod experiments;
 mod leads;
 mod params;
@@ -184,6 +185,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         revenue::per_minute,
         attribution::attribution,
         attribution::offers,
+        campaigns::campaigns,
         experiments::lift,
     ),
     components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam)),
@@ -202,6 +204,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/revenue/per-minute", get(revenue::per_minute))
         .route("/v1/tenants/{tenant}/attribution", get(attribution::attribution))
         .route("/v1/tenants/{tenant}/offers", get(attribution::offers))
+        .route("/v1/tenants/{tenant}/campaigns", get(campaigns::campaigns))
         .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()

@@ -35,7 +35,8 @@ pub struct RetentionConfig {
     pub rar_lateness_secs: Option<u64>,
     /// Realized revenue per minute: seconds after the end of a minute (of conversion time).
     pub revenue_per_minute_lateness_secs: Option<u64>,
-    /// Attribution and offer acceptance: seconds after the end of a conversion's day.
+    /// Attribution, offer acceptance and the campaign and offer funnel:
+    /// seconds after the end of a conversion's (a message's) day.
     pub attribution_lateness_secs: Option<u64>,
     /// Leads, conversation efficiency and experiment subjects: seconds a
     /// subject (tenant × `subject_id`) may be idle — no conversations record,

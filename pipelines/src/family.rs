@@ -40,7 +40,7 @@ use crate::row::{RowKey, RowVals, Table};
 use crate::subject::Subjects;
 use crate::time::{Micros, MICROS_PER_SECOND};
 use crate::upsert::Epoch;
-use crate::{attribution, experiment, lead_score, rar, revenue_per_minute};
+use crate::{attribution, experiment, funnel, lead_score, rar, revenue_per_minute};
 
 /// A current version of one of the input topics, as release rules see it.
 #[derive(Clone, Copy, Debug)]
@@ -179,6 +179,7 @@ pub const FAMILIES: &[&Family] = &[
     &revenue_per_minute::REALIZED,
     &attribution::FAMILY,
     &experiment::FAMILY,
+    &funnel::FAMILY,
 ];
 
 /// A family's `row_period` when none of its rows closes by period.

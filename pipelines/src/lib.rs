@@ -18,6 +18,7 @@ pub mod exact;
 pub mod experiment;
 pub mod family;
 pub mod fixed;
+pub mod funnel;
 pub mod lead_score;
 pub mod rar;
 pub mod retention;

@@ -575,6 +575,44 @@ fn naive_rows(msgs: &[Msg]) -> State {
             [lift, inc, z, p].into_iter().map(|v| Cell::NullF64(v.map(F64))).collect(),
         );
     }
+
+    // §3.6 campaign and offer funnel: per key, the records in each column.
+    let mut funnel: BTreeMap<(Table, Text, i32, Text), [u64; 7]> = BTreeMap::new();
+    for e in cur.values() {
+        let Event::Message(m) = e else { continue };
+        if m.direction != Direction::Outbound {
+            continue;
+        }
+        // Columns: queued, sent, delivered, clicked, replied, failed, held_out.
+        let columns: [bool; 7] = match m.status {
+            MessageStatus::Queued => [true, false, false, false, false, false, false],
+            MessageStatus::Sent => [false, true, false, false, false, false, false],
+            MessageStatus::Delivered => [false, true, true, false, false, false, false],
+            MessageStatus::Clicked => [false, true, true, true, false, false, false],
+            MessageStatus::Replied => [false, true, true, true, true, false, false],
+            MessageStatus::Failed => [false, false, false, false, false, true, false],
+            MessageStatus::HeldOut => [false, false, false, false, false, false, true],
+        };
+        let day = day_of(m.sent_at.unwrap_or(m.ts).0);
+        let campaign = m.campaign_id.as_ref().map_or(Text::from("unknown"), |c| c.0.clone());
+        let mut keys = vec![(Table::CampaignDaily, campaign)];
+        if let Some(offer) = &m.offer_id {
+            keys.push((Table::OfferDaily, offer.0.clone()));
+        }
+        for (table, id) in keys {
+            let counts = funnel.entry((table, m.tenant_id.0.clone(), day, id)).or_default();
+            for (c, hit) in counts.iter_mut().zip(columns) {
+                *c += u64::from(hit);
+            }
+        }
+    }
+    for ((table, tn, day, id), c) in funnel {
+        let rate = |a: u64, b: u64| Cell::NullF64((b != 0).then(|| F64(a as f64 / b as f64)));
+        let [_, sent, delivered, clicked, replied, failed, _] = c;
+        let mut vals: Vec<Cell> = c.iter().map(|n| Cell::U64(*n)).collect();
+        vals.extend([rate(delivered, sent + failed), rate(clicked, delivered), rate(replied, delivered)]);
+        put(table, vec![str_cell(&tn), Cell::Date(day), str_cell(&id)], vals);
+    }
     out
 }
 
@@ -621,6 +659,8 @@ fn generator_reaches_every_table() {
         Table::OfferAcceptance,
         Table::ExperimentVariants,
         Table::ExperimentLift,
+        Table::CampaignDaily,
+        Table::OfferDaily,
     ] {
         assert!(seen.contains(&t), "{t:?} never produced");
     }

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_state", include_str!("../../../schemas/clickhouse/0003_state.sql")),
     ("0004_nullable_current", include_str!("../../../schemas/clickhouse/0004_nullable_current.sql")),
     ("0005_conversation_active", include_str!("../../../schemas/clickhouse/0005_conversation_active.sql")),
+    ("0006_funnel", include_str!("../../../schemas/clickhouse/0006_funnel.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

@@ -242,6 +242,38 @@ tables! {
                 p_value: Option<f64>,
             }
         }
+        /// Outbound messages per day and campaign by status (SPEC §3.6).
+        CampaignDaily = "campaign_daily" {
+            key CampaignDailyKey { tenant_id: Text, day: Date, campaign_id: Text }
+            values FunnelValues {
+                queued: u64,
+                sent: u64,
+                delivered: u64,
+                clicked: u64,
+                replied: u64,
+                failed: u64,
+                held_out: u64,
+                delivery_rate: Option<f64>,
+                click_rate: Option<f64>,
+                reply_rate: Option<f64>,
+            }
+        }
+        /// Outbound messages per day and offer by status (SPEC §3.6).
+        OfferDaily = "offer_daily" {
+            key OfferDailyKey { tenant_id: Text, day: Date, offer_id: Text }
+            values OfferFunnelValues {
+                queued: u64,
+                sent: u64,
+                delivered: u64,
+                clicked: u64,
+                replied: u64,
+                failed: u64,
+                held_out: u64,
+                delivery_rate: Option<f64>,
+                click_rate: Option<f64>,
+                reply_rate: Option<f64>,
+            }
+        }
     }
     state {
         /// Retention state (docs/retention.md, "State tables"): each life of
