@@ -193,6 +193,26 @@ async fn every_route_status_and_tenant_isolation() {
         assert!(close(&o["acceptance_rate"], &rate.into()), "offer {id}: {o}");
     }
 
+    // Payment recovery: the days in range, oldest first, and their totals.
+    let days: Vec<Value> = rows(&state, Table::PaymentRecovery)
+        .into_iter()
+        .filter(|r| {
+            r["tenant_id"] == t0 && r["day"].as_str().is_some_and(|d| ("2026-01-01"..="2026-12-31").contains(&d))
+        })
+        .collect();
+    let (st, body) =
+        get(addr, &format!("/v1/tenants/{t0}/payments/recovery?from=2026-01-01&to=2026-12-31"), Some("all")).await;
+    assert_eq!(st, 200, "{body}");
+    let listed = body["days"].as_array().cloned().unwrap_or_default();
+    assert!(!days.is_empty() && listed.len() == days.len(), "{} days listed, {} expected", listed.len(), days.len());
+    for (got, want) in listed.iter().zip(&days) {
+        for col in ["day", "failed", "recovered", "recovery_rate", "recoveries", "recovered_revenue"] {
+            assert!(close(&got[col], &want[col]), "recovery {col}: {got} vs {want}");
+        }
+    }
+    let failed: u64 = days.iter().filter_map(|d| d["failed"].as_u64()).sum();
+    assert_eq!(body["totals"]["failed"], failed);
+
     // Campaigns: the funnel summed over the range, rates of the sums, and
     // last-touch credit on conversion days in the range.
     let (from, to) = ("2026-01-01", "2026-12-31");
@@ -249,6 +269,7 @@ async fn every_route_status_and_tenant_isolation() {
         "/v1/tenants/{t}/attribution".to_owned(),
         "/v1/tenants/{t}/offers".to_owned(),
         "/v1/tenants/{t}/campaigns".to_owned(),
+        "/v1/tenants/{t}/payments/recovery".to_owned(),
         format!("/v1/tenants/{{t}}/experiments/{exp}/lift"),
     ];
     for r in &routes {
@@ -287,6 +308,7 @@ async fn every_route_status_and_tenant_isolation() {
         (format!("/v1/tenants/{t0}/attribution?model=first_touch"), "model"),
         (format!("/v1/tenants/{t0}/attribution?from=2026-02-30"), "from"),
         (format!("/v1/tenants/{t0}/campaigns?to=tomorrow"), "to"),
+        (format!("/v1/tenants/{t0}/payments/recovery?from=2026-1-1"), "from"),
     ] {
         let (st, body) = get(addr, &path, Some("all")).await;
         assert_eq!(st, 400, "{path}: {body}");

@@ -13,6 +13,7 @@ mod experiments;
 mod leads;
 mod params;
 mod rar;
+mod recovery;
 mod revenue;
 
 use std::sync::atomic::Ordering;
@@ -186,6 +187,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         attribution::attribution,
         attribution::offers,
         campaigns::campaigns,
+        recovery::recovery,
         experiments::lift,
     ),
     components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam)),
@@ -205,6 +207,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/attribution", get(attribution::attribution))
         .route("/v1/tenants/{tenant}/offers", get(attribution::offers))
         .route("/v1/tenants/{tenant}/campaigns", get(campaigns::campaigns))
+        .route("/v1/tenants/{tenant}/payments/recovery", get(recovery::recovery))
         .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()

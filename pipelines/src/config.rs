@@ -15,6 +15,9 @@ pub struct MetricsConfig {
     pub attribution_window_secs: u64,
     /// Conversion window after an experiment assignment, in seconds (SPEC §3.5).
     pub experiment_window_secs: u64,
+    /// How long after a failed payment a succeeded one recovers it, in
+    /// seconds (SPEC §3.7).
+    pub recovery_window_secs: u64,
     /// Lateness per metric family (SPEC §7 "Lateness and retention"); off
     /// unless set.
     pub retention: RetentionConfig,
@@ -35,8 +38,10 @@ pub struct RetentionConfig {
     pub rar_lateness_secs: Option<u64>,
     /// Realized revenue per minute: seconds after the end of a minute (of conversion time).
     pub revenue_per_minute_lateness_secs: Option<u64>,
-    /// Attribution, offer acceptance and the campaign and offer funnel:
-    /// seconds after the end of a conversion's (a message's) day.
+    /// Attribution, offer acceptance, the campaign and offer funnel and
+    /// payment recovery: seconds after the end of a conversion's (a
+    /// message's) day — for payment recovery, after the end of the day
+    /// plus the recovery window.
     pub attribution_lateness_secs: Option<u64>,
     /// Leads, conversation efficiency and experiment subjects: seconds a
     /// subject (tenant × `subject_id`) may be idle — no conversations record,
@@ -52,6 +57,7 @@ impl Default for MetricsConfig {
             lead_score: LeadScoreConfig::default(),
             attribution_window_secs: 7 * 86_400,
             experiment_window_secs: 7 * 86_400,
+            recovery_window_secs: 7 * 86_400,
             retention: RetentionConfig::default(),
         }
     }

@@ -288,7 +288,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
         let (ro_updates, ro_stream) = scope.new_input::<UpsertMsg<RoUpdate>>();
         let (restored, restored_rows) = scope.new_collection::<(RowKey, RowVals), isize>();
 
-        let lateness = Lateness::of(&cfg.retention);
+        let lateness = Lateness::of(&cfg);
         let retained = lateness.any().then(|| {
             fn times<'a, V: Versioned + timely::ExchangeData + Clone>(
                 s: &StreamVec<'a, Epoch, UpsertMsg<V>>,

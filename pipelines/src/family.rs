@@ -40,7 +40,7 @@ use crate::row::{RowKey, RowVals, Table};
 use crate::subject::Subjects;
 use crate::time::{Micros, MICROS_PER_SECOND};
 use crate::upsert::Epoch;
-use crate::{attribution, experiment, funnel, lead_score, rar, revenue_per_minute};
+use crate::{attribution, experiment, funnel, lead_score, rar, recovery, revenue_per_minute};
 
 /// A current version of one of the input topics, as release rules see it.
 #[derive(Clone, Copy, Debug)]
@@ -113,14 +113,16 @@ pub struct Rules {
     pub lateness: Lateness,
     pub attribution_window: Micros,
     pub experiment_window: Micros,
+    pub recovery_window: Micros,
 }
 
 impl Rules {
     pub fn of(cfg: &MetricsConfig) -> Rules {
         Rules {
-            lateness: Lateness::of(&cfg.retention),
+            lateness: Lateness::of(cfg),
             attribution_window: cfg.attribution_window_secs as Micros * MICROS_PER_SECOND,
             experiment_window: cfg.experiment_window_secs as Micros * MICROS_PER_SECOND,
+            recovery_window: cfg.recovery_window_secs.min(i64::MAX as u64 / 1_000_000) as Micros * MICROS_PER_SECOND,
         }
     }
 }
@@ -180,6 +182,7 @@ pub const FAMILIES: &[&Family] = &[
     &attribution::FAMILY,
     &experiment::FAMILY,
     &funnel::FAMILY,
+    &recovery::FAMILY,
 ];
 
 /// A family's `row_period` when none of its rows closes by period.

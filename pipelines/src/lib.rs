@@ -21,6 +21,7 @@ pub mod fixed;
 pub mod funnel;
 pub mod lead_score;
 pub mod rar;
+pub mod recovery;
 pub mod retention;
 pub mod revenue_per_minute;
 pub mod row;

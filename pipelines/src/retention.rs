@@ -37,7 +37,7 @@ use timely::dataflow::operators::Concat as _;
 use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::config::RetentionConfig;
+use crate::config::MetricsConfig;
 use crate::row::{Cell, ExperimentClosedKey, OfferClosedKey, OpenSubjectKey, RowKey, RowVals, Table, TableKey};
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
@@ -58,16 +58,22 @@ pub struct Lateness {
     pub attribution: Option<Micros>,
     /// Leads, conversation efficiency and experiments: a subject's idle time.
     pub subject: Option<Micros>,
+    /// Payment recovery days: the attribution lateness plus the recovery
+    /// window (a failure may be recovered until the window after it).
+    pub payment_recovery: Option<Micros>,
 }
 
 impl Lateness {
-    pub fn of(cfg: &RetentionConfig) -> Lateness {
-        let micros = |s: Option<u64>| s.map(|s| (s.min(i64::MAX as u64 / 1_000_000) as Micros) * MICROS_PER_SECOND);
+    pub fn of(cfg: &MetricsConfig) -> Lateness {
+        let micros = |s: u64| (s.min(i64::MAX as u64 / 1_000_000) as Micros) * MICROS_PER_SECOND;
+        let r = &cfg.retention;
+        let attribution = r.attribution_lateness_secs.map(micros);
         Lateness {
-            rar: micros(cfg.rar_lateness_secs),
-            revenue_per_minute: micros(cfg.revenue_per_minute_lateness_secs),
-            attribution: micros(cfg.attribution_lateness_secs),
-            subject: micros(cfg.subject_idle_secs),
+            rar: r.rar_lateness_secs.map(micros),
+            revenue_per_minute: r.revenue_per_minute_lateness_secs.map(micros),
+            attribution,
+            subject: r.subject_idle_secs.map(micros),
+            payment_recovery: attribution.map(|l| l.saturating_add(micros(cfg.recovery_window_secs))),
         }
     }
 

@@ -576,6 +576,46 @@ fn naive_rows(msgs: &[Msg]) -> State {
         );
     }
 
+    // §3.7 payment recovery, window 7 days, both ends as the SPEC writes them.
+    let window: Micros = 7 * 86_400 * 1_000_000;
+    let mut pays: BTreeMap<(Text, Text), Vec<(Micros, bool, u64)>> = BTreeMap::new();
+    for e in cur.values() {
+        let Event::Payment(p) = e else { continue };
+        let ok = match p.status {
+            PaymentStatus::Succeeded => true,
+            PaymentStatus::Failed => false,
+            PaymentStatus::Refunded => continue,
+        };
+        pays.entry((p.tenant_id.0.clone(), p.subject_id.0.clone())).or_default().push((p.ts.0, ok, p.amount_cents.0));
+    }
+    // (failed, recovered, recoveries, cents) per (tenant, day).
+    let mut recovery: BTreeMap<(Text, i32), (u64, u64, u64, u64)> = BTreeMap::new();
+    for ((tn, _), ps) in &pays {
+        for &(ts, ok, cents) in ps {
+            let e = recovery.entry((tn.clone(), day_of(ts))).or_default();
+            if ok {
+                if ps.iter().any(|&(f, fok, _)| !fok && ts - window <= f && f < ts) {
+                    e.2 += 1;
+                    e.3 += cents;
+                }
+            } else {
+                e.0 += 1;
+                e.1 += u64::from(ps.iter().any(|&(s, sok, _)| sok && ts < s && s <= ts + window));
+            }
+        }
+    }
+    for ((tn, day), (failed, recovered, recoveries, cents)) in recovery {
+        if failed == 0 && recoveries == 0 {
+            continue;
+        }
+        let rate = Cell::NullF64((failed > 0).then(|| F64(recovered as f64 / failed as f64)));
+        put(
+            Table::PaymentRecovery,
+            vec![str_cell(&tn), Cell::Date(day)],
+            vec![Cell::U64(failed), Cell::U64(recovered), rate, Cell::U64(recoveries), f(cents as f64 / 100.0)],
+        );
+    }
+
     // §3.6 campaign and offer funnel: per key, the records in each column.
     let mut funnel: BTreeMap<(Table, Text, i32, Text), [u64; 7]> = BTreeMap::new();
     for e in cur.values() {
@@ -661,6 +701,7 @@ fn generator_reaches_every_table() {
         Table::ExperimentLift,
         Table::CampaignDaily,
         Table::OfferDaily,
+        Table::PaymentRecovery,
     ] {
         assert!(seen.contains(&t), "{t:?} never produced");
     }

@@ -261,7 +261,7 @@ fn connect(
             .context("connecting the Kafka source")?;
     // The checkpoint's positions and watermark, when there is one, stand in
     // for the group's committed ones.
-    let taken = if Lateness::of(&cfg.metrics.retention).any() {
+    let taken = if Lateness::of(&cfg.metrics).any() {
         TakenBack::read(&source, sink, rt, index, peers, resume.map(|c| (&c.positions, c.watermark)))?
     } else {
         TakenBack::nothing()
@@ -471,7 +471,7 @@ fn drive(
     let Start { source, mut taken, durable } = start;
     h.df.inputs.restore(std::mem::take(&mut taken.restored));
     let peers = (worker.index(), worker.peers());
-    let lateness = Lateness::of(&cfg.metrics.retention);
+    let lateness = Lateness::of(&cfg.metrics);
     // Lists ClickHouse's live keys while the checkpoint is restored.
     let reconciler = Reconciler::start(&source, &sink, rt, peers, lateness.subject.is_some(), &mut taken)?;
     if let Some(d) = &durable {

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_nullable_current", include_str!("../../../schemas/clickhouse/0004_nullable_current.sql")),
     ("0005_conversation_active", include_str!("../../../schemas/clickhouse/0005_conversation_active.sql")),
     ("0006_funnel", include_str!("../../../schemas/clickhouse/0006_funnel.sql")),
+    ("0007_payment_recovery", include_str!("../../../schemas/clickhouse/0007_payment_recovery.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

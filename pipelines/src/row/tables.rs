@@ -258,6 +258,17 @@ tables! {
                 reply_rate: Option<f64>,
             }
         }
+        /// Failed payments, their recoveries and recovered revenue per day (SPEC §3.7).
+        PaymentRecovery = "payment_recovery" {
+            key PaymentRecoveryKey { tenant_id: Text, day: Date }
+            values PaymentRecoveryValues {
+                failed: u64,
+                recovered: u64,
+                recovery_rate: Option<f64>,
+                recoveries: u64,
+                recovered_revenue: f64,
+            }
+        }
         /// Outbound messages per day and offer by status (SPEC §3.6).
         OfferDaily = "offer_daily" {
             key OfferDailyKey { tenant_id: Text, day: Date, offer_id: Text }
