@@ -51,6 +51,13 @@ pub struct RetentionConfig {
     pub subject_idle_secs: Option<u64>,
 }
 
+impl MetricsConfig {
+    /// `recovery_window_secs` in microseconds.
+    pub fn recovery_window(&self) -> i64 {
+        (self.recovery_window_secs.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {

@@ -122,7 +122,7 @@ impl Rules {
             lateness: Lateness::of(cfg),
             attribution_window: cfg.attribution_window_secs as Micros * MICROS_PER_SECOND,
             experiment_window: cfg.experiment_window_secs as Micros * MICROS_PER_SECOND,
-            recovery_window: cfg.recovery_window_secs.min(i64::MAX as u64 / 1_000_000) as Micros * MICROS_PER_SECOND,
+            recovery_window: cfg.recovery_window(),
         }
     }
 }

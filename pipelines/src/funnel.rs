@@ -132,36 +132,25 @@ pub fn counts<'s>(
     })
 }
 
-/// The `campaign_daily` and `offer_daily` rows.
-pub fn rows<'s>(counts: VecCollection<'s, Epoch, (Key, Counts)>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
-    counts.map(|((tenant_id, funnel, day, id), c)| {
+/// The value columns of either table, from a key's counts (the two tables
+/// share their columns, but each table has a value type of its own).
+macro_rules! funnel_values {
+    ($values:ident, $c:expr) => {{
+        let c: Counts = $c;
         let (delivery_rate, click_rate, reply_rate) = c.rates();
         let Counts { queued, sent, delivered, clicked, replied, failed, held_out } = c;
-        match funnel {
-            Funnel::Campaign => CampaignDailyKey { tenant_id, day: Date(day), campaign_id: id }.row(FunnelValues {
-                queued,
-                sent,
-                delivered,
-                clicked,
-                replied,
-                failed,
-                held_out,
-                delivery_rate,
-                click_rate,
-                reply_rate,
-            }),
-            Funnel::Offer => OfferDailyKey { tenant_id, day: Date(day), offer_id: id }.row(OfferFunnelValues {
-                queued,
-                sent,
-                delivered,
-                clicked,
-                replied,
-                failed,
-                held_out,
-                delivery_rate,
-                click_rate,
-                reply_rate,
-            }),
+        $values { queued, sent, delivered, clicked, replied, failed, held_out, delivery_rate, click_rate, reply_rate }
+    }};
+}
+
+/// The `campaign_daily` and `offer_daily` rows.
+pub fn rows<'s>(counts: VecCollection<'s, Epoch, (Key, Counts)>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
+    counts.map(|((tenant_id, funnel, day, id), c)| match funnel {
+        Funnel::Campaign => {
+            CampaignDailyKey { tenant_id, day: Date(day), campaign_id: id }.row(funnel_values!(FunnelValues, c))
+        }
+        Funnel::Offer => {
+            OfferDailyKey { tenant_id, day: Date(day), offer_id: id }.row(funnel_values!(OfferFunnelValues, c))
         }
     })
 }

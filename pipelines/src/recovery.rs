@@ -34,7 +34,7 @@ use crate::event::{Payment, PaymentStatus, Topic};
 use crate::family::{Family, Record, ReleaseFn, Rules, Streams, NEVER};
 use crate::retention::{self, day_end, Lateness};
 use crate::row::{Date, PaymentRecoveryKey, PaymentRecoveryValues, RowKey, RowVals, Table, TableKey};
-use crate::time::{day_of, Day, Micros, MICROS_PER_SECOND};
+use crate::time::{day_of, Day, Micros};
 use crate::types::Text;
 use crate::upsert::Epoch;
 
@@ -176,6 +176,5 @@ fn row_period(l: &Lateness, key: &RowKey) -> Option<(Micros, Micros)> {
 }
 
 fn build<'s>(s: &Streams<'_, 's>) -> VecCollection<'s, Epoch, (RowKey, RowVals)> {
-    let window = s.cfg.recovery_window_secs.min(i64::MAX as u64 / 1_000_000) as Micros * MICROS_PER_SECOND;
-    rows(days(s.current.payments.clone(), s.retained, window))
+    rows(days(s.current.payments.clone(), s.retained, s.cfg.recovery_window()))
 }

@@ -73,7 +73,7 @@ impl Lateness {
             revenue_per_minute: r.revenue_per_minute_lateness_secs.map(micros),
             attribution,
             subject: r.subject_idle_secs.map(micros),
-            payment_recovery: attribution.map(|l| l.saturating_add(micros(cfg.recovery_window_secs))),
+            payment_recovery: attribution.map(|l| l.saturating_add(cfg.recovery_window())),
         }
     }
 
