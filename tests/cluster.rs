@@ -209,12 +209,23 @@ fn two_processes_on_loopback_match_one_worker() {
 /// refused, naming both.
 #[test]
 fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
-    let (rt, _cluster, cfg) = common::mock_pipeline("procs_cp", 5);
+    checkpoint_in_rounds(1);
+}
+
+/// The same with two workers per process: the last round at a stop must
+/// wait for every worker's upsert log, not only the first's.
+#[test]
+fn two_processes_of_two_workers_checkpoint_in_rounds_and_resume_exactly() {
+    checkpoint_in_rounds(2);
+}
+
+fn checkpoint_in_rounds(workers: usize) {
+    let (rt, _cluster, cfg) = common::mock_pipeline(&format!("procs_cp{workers}"), 5);
     let producer = KeyedProducer::new(&cfg.kafka).expect("producer");
     let mut g = Generator::new(GenConfig { seed: 23, tenants: 3, ..GenConfig::default() });
     let mut lines = Vec::new();
     produce(&producer, &cfg, &mut g, 6_000, &mut lines);
-    let mut pair = Pair::new("procs-cp", &cfg, "");
+    let mut pair = Pair::new(&format!("procs-cp{workers}"), &cfg, "");
     let state = pair.dir.join("state");
     std::fs::write(
         &pair.config,
@@ -224,7 +235,7 @@ fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
     .expect("config");
 
     // Run 0: from the beginning, then a clean stop with a last round.
-    let procs = pair.spawn(0, 1);
+    let procs = pair.spawn(0, workers);
     pair.wait_consumed(lines.len() as u64, 0);
     pair.stop(procs, 0);
     rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));
@@ -236,7 +247,7 @@ fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
     let before = lines.len();
     produce(&producer, &cfg, &mut g, 3_000, &mut lines);
     pair.new_ports();
-    let procs = pair.spawn(1, 1);
+    let procs = pair.spawn(1, workers);
     pair.wait_consumed((lines.len() - before) as u64, 1);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(pair.consumed(), (lines.len() - before) as u64, "only what came after the checkpoint is read");
@@ -250,7 +261,7 @@ fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
     // Run 2: agrees on one cut, catches up, exact.
     produce(&producer, &cfg, &mut g, 2_000, &mut lines);
     pair.new_ports();
-    let procs = pair.spawn(2, 1);
+    let procs = pair.spawn(2, workers);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pair.logs(2).contains("caught up") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -262,15 +273,14 @@ fn two_processes_checkpoint_in_rounds_and_resume_exactly() {
     rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected(&lines, &cfg)));
 
     // Another shape: refused, naming what wrote the checkpoint.
-    let procs = pair.spawn(3, 2);
+    let procs = pair.spawn(3, workers + 1);
     for mut p in procs {
         let status = common::wait_exit(&mut p.0, Duration::from_secs(30));
         assert!(!status.success(), "a start with another shape must fail");
     }
     let logs = pair.logs(3);
-    assert!(
-        logs.contains("was written by process 0 of 2, 1 worker each and this run is process 0 of 2, 2 workers each"),
-        "{logs}"
-    );
+    let shape = |n: usize| format!("process 0 of 2, {n} worker{} each", if n == 1 { "" } else { "s" });
+    let refused = format!("was written by {} and this run is {}", shape(workers), shape(workers + 1));
+    assert!(logs.contains(&refused), "{logs}");
     let _ = std::fs::remove_dir_all(&pair.dir);
 }

@@ -224,7 +224,8 @@ impl Checkpointer {
     /// Worker `local` hands over its epochs below `below`, which every
     /// worker has acknowledged; a checkpoint is cut if one is due and the
     /// writer is free. `force` (a clean stop) cuts whatever the interval,
-    /// after waiting for the write in progress.
+    /// after waiting for the write in progress. In a cluster, cuts wait for
+    /// rounds instead ([`super::rounds`]; a stop's is `Rounds::finish`).
     pub fn hand_over(&self, local: usize, feed: &mut Feed, below: u64, force: bool) {
         let Ok(mut inner) = self.inner.lock() else { return };
         let (below, sealed) = feed.take_below(below);
@@ -325,9 +326,9 @@ impl Checkpointer {
         (global % local, local)
     }
 
-    /// The epoch below which every local worker has handed over.
-    pub fn through(&self) -> u64 {
-        self.inner.lock().map_or(0, |i| i.workers.iter().map(|w| w.through).min().unwrap_or(0))
+    /// The epoch below which local worker `local` has handed over.
+    pub fn worker_through(&self, local: usize) -> u64 {
+        self.inner.lock().ok().and_then(|i| i.workers.get(local).map(|w| w.through)).unwrap_or(0)
     }
 
     /// Multi-process: the interval since the last round has passed.
@@ -528,6 +529,9 @@ impl Durable {
             (base.to_owned(), ONE_PROCESS.to_owned())
         };
         let dir = dir.as_path();
+        if !cfg.rebuild {
+            refuse_other_layout(base, processes)?;
+        }
         if cfg.rebuild {
             tracing::warn!(dir = %dir.display(), "--rebuild: discarding the state directory; rebuilding from the topics");
             CheckpointStore::wipe(dir)?;
@@ -684,6 +688,36 @@ impl Durable {
         }
         Ok(restored)
     }
+}
+
+/// A single process's checkpoint is the state directory itself, a
+/// cluster's are its `process-I` subdirectories: a start of the other kind
+/// would not see them, and would silently rebuild (or resume stale ones
+/// later), so it is refused.
+fn refuse_other_layout(base: &std::path::Path, processes: usize) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(base) else { return Ok(()) };
+    let names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let cluster = names.iter().any(|n| n.starts_with("process-"));
+    // fjall's marker file: a store lives here (other entries, such as a
+    // volume's lost+found, are no checkpoint).
+    let single = names.iter().any(|n| n == "version");
+    if processes > 1 && single {
+        anyhow::bail!(
+            "the state directory {} holds a single process's checkpoint, and this run is a cluster of {processes} \
+             processes (which checkpoint in its process-I subdirectories); start as one process, or start every \
+             process with --rebuild",
+            base.display()
+        );
+    }
+    if processes <= 1 && cluster {
+        anyhow::bail!(
+            "the state directory {} holds a multi-process cluster's checkpoints (process-I subdirectories), and \
+             this run is one process; start the cluster as it was, or start with --rebuild",
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 /// Checkpointed versions of one topic as stored: keys and JSON.
@@ -871,6 +905,9 @@ mod tests {
             other.contains("written by process 1 of 2, 1 worker each and this run is process 1 of 2, 2 workers each"),
             "{other}"
         );
+        // A single process on a cluster's directory is refused, not rebuilt.
+        let single = Durable::open(&cfg, 1, (0, 1), &Metrics::new()).err().map(|e| format!("{e:#}"));
+        assert!(single.unwrap_or_default().contains("holds a multi-process cluster's checkpoints"));
         for name in ["apply", "discard", "lost"] {
             let _ = std::fs::remove_dir_all(
                 std::env::temp_dir().join(format!("revpulse-settle-{name}-{}", std::process::id())),

@@ -354,7 +354,8 @@ impl Worker<'_> {
 
     /// Commits the newest positions whose epoch every worker has
     /// acknowledged, and hands those epochs to the checkpointer (`last`:
-    /// the stop's, written whatever the interval).
+    /// the stop's, written whatever the interval; a cluster's last
+    /// checkpoint is a round instead, [`Worker::last_round`]).
     fn commit(&mut self, acked: &Progress, last: bool) {
         if self.shared.halted() {
             return;
@@ -445,7 +446,7 @@ impl Worker<'_> {
         }
         let (df, acked, index) = (&h.df, &h.acked, self.index);
         let cp = durable.checkpointer.clone();
-        let written = rounds.finish(worker, &durable.checkpointer, Duration::from_secs(60), || {
+        let written = rounds.finish(worker, (&durable.checkpointer, index), Duration::from_secs(60), || {
             let (log, below) = {
                 let mut done = df.completed.borrow_mut();
                 (std::mem::take(&mut done.log), done.log_frontier)

@@ -94,13 +94,18 @@ impl Rounds {
     fn follow(&mut self, cp: &Checkpointer) {
         let Some(state) = cp.round_state() else { return };
         self.staged.advance_to(state.staged + 1);
-        let least = self.staged.least();
-        // All closed (MAX) is a stop or a failure, not agreement.
-        if state.staged > state.applied && least > state.staged && least != u64::MAX {
+        let at = self.proposal.least();
+        // Once the leader closed `proposal` (a stop), a process that stops
+        // early has closed its `staged` input too, which no longer holds the
+        // least back: apply nothing then. A cut staged everywhere but not
+        // applied is applied at the next start.
+        if at == u64::MAX {
+            return;
+        }
+        if state.staged > state.applied && self.staged.least() > state.staged {
             cp.apply(state.staged);
         }
-        let at = self.proposal.least();
-        if at != 0 && at != u64::MAX {
+        if at != 0 {
             cp.propose(at);
         }
     }
@@ -116,24 +121,39 @@ impl Rounds {
     }
 
     /// At a clean stop, after every worker acknowledged everything: a last
-    /// round at the least epoch every process has handed over (`refresh`
-    /// hands this worker's remaining epochs over), then the leader closes
-    /// `proposal`; followers wait for that. Gives up after `within`.
+    /// round at the least epoch every worker has handed over (`refresh`
+    /// hands this worker's remaining epochs over; it reports once its
+    /// upsert log is complete, or at the deadline), then the leader closes
+    /// `proposal`; followers wait for that — also when their own writes
+    /// failed, so that their open `staged` input keeps the others from
+    /// applying a cut they did not stage. Gives up after `within`.
     pub fn finish(
         &mut self,
         worker: &mut timely::worker::Worker,
-        cp: &Checkpointer,
+        (cp, local): (&Checkpointer, usize),
         within: Duration,
         mut refresh: impl FnMut(),
     ) -> bool {
         let deadline = Instant::now() + within;
-        refresh();
-        self.through.advance_to(cp.through().saturating_add(1));
+        loop {
+            refresh();
+            if cp.worker_through(local) == u64::MAX || Instant::now() >= deadline {
+                break;
+            }
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        self.through.advance_to(cp.worker_through(local).saturating_add(1));
         let mut last = None;
         let done = loop {
             refresh();
             self.follow(cp);
-            let Some(state) = cp.round_state() else { break false };
+            let Some(state) = cp.round_state() else {
+                if self.proposal.all_closed() || Instant::now() >= deadline {
+                    break false;
+                }
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                continue;
+            };
             let through = self.through.least();
             if self.leader {
                 let applied = self.proposed.is_none_or(|(_, seq)| state.applied >= seq);
@@ -159,7 +179,7 @@ impl Rounds {
                     through,
                     proposal = self.proposal.least(),
                     staged = self.staged.least(),
-                    local = cp.through(),
+                    local = cp.worker_through(local),
                     "last round timed out"
                 );
                 break false;
