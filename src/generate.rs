@@ -75,13 +75,26 @@ pub struct Generator {
     /// Open repair orders and running conversations, to continue later.
     open_ros: Vec<RoUpdate>,
     conversations: BTreeMap<String, (String, String, Micros)>,
+    /// Retries of failed payments not made yet: (due, tenant, subject,
+    /// amount), due an hour to ten days after the failure, so that some
+    /// fall inside the recovery window (SPEC §3.7) and some after it.
+    retries: Vec<(Micros, Tenant, String, u64)>,
 }
 
 impl Generator {
     pub fn new(cfg: GenConfig) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
         let now = cfg.start;
-        Generator { cfg, rng, now, n: 0, recent: Vec::new(), open_ros: Vec::new(), conversations: BTreeMap::new() }
+        Generator {
+            cfg,
+            rng,
+            now,
+            n: 0,
+            recent: Vec::new(),
+            open_ros: Vec::new(),
+            conversations: BTreeMap::new(),
+            retries: Vec::new(),
+        }
     }
 
     /// The event time the next event will carry (roughly).
@@ -305,16 +318,34 @@ impl Generator {
         })
     }
 
+    /// A payment: a due retry of a failed one (succeeding 7 times in 10),
+    /// or a new one (failing 1 time in 10, retried 7 times in 10).
     fn payment(&mut self) -> Event {
-        let tenant_id = self.tenant();
-        let subject = self.subject(&tenant_id);
+        let due = self.retries.iter().position(|r| r.0 <= self.now);
+        let (tenant_id, subject, amount, status) = match due.map(|i| self.retries.swap_remove(i)) {
+            Some((_, tenant, subject, amount)) => {
+                let ok = self.rng.random_bool(0.7);
+                (tenant, subject, amount, if ok { PaymentStatus::Succeeded } else { PaymentStatus::Failed })
+            }
+            None => {
+                let tenant = self.tenant();
+                let subject = self.subject(&tenant);
+                let ok = self.rng.random_bool(0.9);
+                let amount = self.rng.random_range(2_000..250_000);
+                (tenant, subject, amount, if ok { PaymentStatus::Succeeded } else { PaymentStatus::Failed })
+            }
+        };
+        if status == PaymentStatus::Failed && self.rng.random_bool(0.7) {
+            let after = self.rng.random_range(MICROS_PER_MINUTE * 60..10 * 24 * 60 * MICROS_PER_MINUTE);
+            self.retries.push((self.now + after, tenant_id.clone(), subject.clone(), amount));
+        }
         Event::Payment(Payment {
             tenant_id,
             ts: Ts(self.now),
             payment_id: Str(self.id("pay").into()),
             subject_id: Str(subject.into()),
-            status: if self.rng.random_bool(0.9) { PaymentStatus::Succeeded } else { PaymentStatus::Failed },
-            amount_cents: Count(self.rng.random_range(2_000..250_000)),
+            status,
+            amount_cents: Count(amount),
             currency: Str("USD".into()),
             plan_id: self.rng.random_bool(0.5).then(|| Str(format!("plan-{}", self.rng.random_range(1..4)).into())),
         })
@@ -451,5 +482,33 @@ mod tests {
             }
         }
         assert!(tombstones > 0);
+    }
+
+    /// Failed payments are retried by the same subject, some inside the
+    /// 7-day recovery window and some after it (SPEC §3.7).
+    #[test]
+    fn failed_payments_are_retried_inside_and_outside_the_recovery_window() {
+        let mut g = Generator::new(GenConfig::default());
+        let mut by_subject: BTreeMap<(String, String), Vec<(Micros, bool)>> = BTreeMap::new();
+        for _ in 0..40_000 {
+            let r = g.next_record();
+            if let Some(Ok(Event::Payment(p))) = r.payload.as_deref().map(|p| decode_value(r.topic, p.as_bytes())) {
+                let key = (p.tenant_id.0.to_string(), p.subject_id.0.to_string());
+                by_subject.entry(key).or_default().push((p.ts.0, p.status == PaymentStatus::Succeeded));
+            }
+        }
+        let week = 7 * 24 * 60 * MICROS_PER_MINUTE;
+        let (mut inside, mut after) = (0, 0);
+        for pays in by_subject.values() {
+            for &(f, _) in pays.iter().filter(|(_, ok)| !ok) {
+                let next = pays.iter().filter(|(s, sok)| *sok && *s > f).map(|(s, _)| *s).min();
+                match next {
+                    Some(s) if s <= f + week => inside += 1,
+                    Some(_) => after += 1,
+                    None => {}
+                }
+            }
+        }
+        assert!(inside > 10 && after > 0, "{inside} recovered inside the window, {after} after it");
     }
 }
