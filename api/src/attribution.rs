@@ -24,6 +24,18 @@ pub struct AttributionQuery {
     model: Option<String>,
 }
 
+/// A range of days, both ends inclusive.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DayRangeQuery {
+    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
+    pub(crate) from: Option<String>,
+    /// Last day, `YYYY-MM-DD`, inclusive (default: today, UTC).
+    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
+    pub(crate) to: Option<String>,
+}
+
 /// Attribution models (SPEC §3.4).
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]

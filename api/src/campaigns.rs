@@ -5,22 +5,11 @@ use axum::Json;
 use revpulse_connectors::clickhouse::current_query;
 use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use crate::attribution::day_range;
+use crate::attribution::{day_range, DayRangeQuery};
 use crate::params::{tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CampaignsQuery {
-    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
-    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
-    from: Option<String>,
-    /// Last day, `YYYY-MM-DD`, inclusive (default: today, UTC).
-    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
-    to: Option<String>,
-}
 
 #[derive(clickhouse::Row, Deserialize)]
 struct FunnelRow {
@@ -79,7 +68,7 @@ pub struct Campaigns {
     get,
     path = "/v1/tenants/{tenant}/campaigns",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), CampaignsQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), DayRangeQuery),
     responses(
         (status = 200, description = "Funnel and last-touch revenue per campaign", body = Campaigns),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -92,7 +81,7 @@ pub struct Campaigns {
 pub async fn campaigns(
     State(s): State<AppState>,
     P(t): P<String>,
-    Q(q): Q<CampaignsQuery>,
+    Q(q): Q<DayRangeQuery>,
 ) -> Result<Json<Campaigns>, ApiError> {
     let t = tenant(&t)?;
     let (from, to) = day_range(q.from.as_deref(), q.to.as_deref())?;

@@ -5,22 +5,11 @@ use axum::Json;
 use revpulse_connectors::clickhouse::select_current;
 use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use crate::attribution::day_range;
+use crate::attribution::{day_range, DayRangeQuery};
 use crate::params::{tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RecoveryQuery {
-    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
-    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
-    from: Option<String>,
-    /// Last day, `YYYY-MM-DD`, inclusive (default: today, UTC).
-    #[param(value_type = Option<String>, pattern = "^(197[1-9]|19[89][0-9]|20[0-9]{2}|210[0-4])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
-    to: Option<String>,
-}
 
 /// One day of payment recovery (SPEC §3.7).
 #[derive(clickhouse::Row, Deserialize, Serialize, ToSchema)]
@@ -77,7 +66,7 @@ pub struct Recovery {
     get,
     path = "/v1/tenants/{tenant}/payments/recovery",
     tag = "metrics",
-    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), RecoveryQuery),
+    params(("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128), DayRangeQuery),
     responses(
         (status = 200, description = "Recovery per day and the range's totals", body = Recovery),
         (status = 400, description = "Bad parameter", body = ErrorBody),
@@ -90,7 +79,7 @@ pub struct Recovery {
 pub async fn recovery(
     State(s): State<AppState>,
     P(t): P<String>,
-    Q(q): Q<RecoveryQuery>,
+    Q(q): Q<DayRangeQuery>,
 ) -> Result<Json<Recovery>, ApiError> {
     let t = tenant(&t)?;
     let (from, to) = day_range(q.from.as_deref(), q.to.as_deref())?;

@@ -119,6 +119,14 @@ pub struct Completed {
     pub watermarks: BTreeMap<Epoch, Micros>,
 }
 
+impl Completed {
+    /// Takes the upsert-log entries that arrived, with the epoch below
+    /// which they are complete.
+    pub fn take_log(&mut self) -> (Vec<(Epoch, Logged)>, Epoch) {
+        (std::mem::take(&mut self.log), self.log_frontier)
+    }
+}
+
 /// The watermark each epoch is processed with, as a driver commits it
 /// with the epoch's source positions (docs/retention.md): the greatest
 /// event time of the complete epochs before it. A lower bound of the

@@ -57,11 +57,12 @@ pub struct DayCounts {
 }
 
 impl DayCounts {
-    fn add(&mut self, o: &DayCounts) {
-        self.failed += o.failed;
-        self.recovered += o.recovered;
-        self.recoveries += o.recoveries;
-        self.cents += o.cents;
+    /// Adds `n` subjects' `o`.
+    fn add(&mut self, o: &DayCounts, n: u64) {
+        self.failed += n * o.failed;
+        self.recovered += n * o.recovered;
+        self.recoveries += n * o.recoveries;
+        self.cents += u128::from(n) * o.cents;
     }
 }
 
@@ -123,9 +124,7 @@ pub fn days<'s>(
         .reduce(|_day, counts, out| {
             let mut total = DayCounts::default();
             for (c, n) in counts {
-                for _ in 0..(*n).max(0) {
-                    total.add(c);
-                }
+                total.add(c, (*n).max(0) as u64);
             }
             out.push((total, 1));
         })

@@ -323,7 +323,7 @@ impl Checkpointer {
     /// the worker with global index `global` restores.
     pub fn local_share(&self, global: usize) -> (usize, usize) {
         let local = self.inner.lock().map_or(1, |i| i.workers.len().max(1));
-        (global % local, local)
+        (self.local_index(global), local)
     }
 
     /// The epoch below which local worker `local` has handed over.
@@ -610,8 +610,9 @@ impl Durable {
         }
         let mut settled = cluster.settled.lock().map_err(|_| anyhow::anyhow!("a worker panicked while settling"))?;
         if settled.is_none() {
+            let apply = cluster.staged == Some(agreed) && committed < agreed;
             let outcome = (|| -> anyhow::Result<Option<Checkpoint>> {
-                if cluster.staged == Some(agreed) && committed < agreed {
+                if apply {
                     self.store.apply_staged(&cluster.shape, now_ms())?;
                 } else if cluster.staged.is_some() {
                     self.store.discard_staged()?;
@@ -621,7 +622,7 @@ impl Durable {
                 self.checkpointer.agreed(agreed, watermark);
                 tracing::info!(
                     cut = agreed,
-                    applied_staged = cluster.staged == Some(agreed) && committed < agreed,
+                    applied_staged = apply,
                     keys = resume.as_ref().map_or(0, Checkpoint::total_keys),
                     "the processes agreed on their checkpoint"
                 );

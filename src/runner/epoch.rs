@@ -109,10 +109,7 @@ impl EpochDriver {
             self.metrics.frontier_delay.observe(sealed.elapsed().as_secs_f64());
         }
         let rows = net_changes(std::mem::take(&mut df.completed.borrow_mut().changes));
-        let (log, log_below) = {
-            let mut done = df.completed.borrow_mut();
-            (std::mem::take(&mut done.log), done.log_frontier)
-        };
+        let (log, log_below) = df.completed.borrow_mut().take_log();
         let applied = self.fold.complete(epoch, &df.completed);
         self.last_applied = applied;
         // Each worker adds its own change, so the gauge sums the process's workers.

@@ -447,10 +447,7 @@ impl Worker<'_> {
         let (df, acked, index) = (&h.df, &h.acked, self.index);
         let cp = durable.checkpointer.clone();
         let written = rounds.finish(worker, (&durable.checkpointer, index), Duration::from_secs(60), || {
-            let (log, below) = {
-                let mut done = df.completed.borrow_mut();
-                (std::mem::take(&mut done.log), done.log_frontier)
-            };
+            let (log, below) = df.completed.borrow_mut().take_log();
             feed.record_log(log, below);
             cp.hand_over(index, feed, acked.least(), false);
         });
