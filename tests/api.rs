@@ -213,6 +213,64 @@ async fn every_route_status_and_tenant_isolation() {
     let failed: u64 = days.iter().filter_map(|d| d["failed"].as_u64()).sum();
     assert_eq!(body["totals"]["failed"], failed);
 
+    // Watchlist: a filtered page by score, and the whole list per window.
+    let watched: Vec<Value> = rows(&state, Table::NextBuy).into_iter().filter(|r| r["tenant_id"] == t0).collect();
+    let mut expected: Vec<(f64, String)> = watched
+        .iter()
+        .filter(|r| r["buy_window"] == "0-3m" && r["score"].as_f64().unwrap_or_default() >= 40.0)
+        .map(|r| (-r["score"].as_f64().unwrap_or_default(), r["subject_id"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    expected.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let (st, body) =
+        get(addr, &format!("/v1/tenants/{t0}/watchlist?buy_window=0-3m&min_score=40&limit=5&offset=1"), Some("all"))
+            .await;
+    assert_eq!(st, 200, "{body}");
+    let listed = body["subjects"].as_array().cloned().unwrap_or_default();
+    let got: Vec<&str> = listed.iter().map(|w| w["subject_id"].as_str().unwrap_or_default()).collect();
+    let want: Vec<&str> = expected.iter().skip(1).take(5).map(|(_, s)| s.as_str()).collect();
+    assert!(!want.is_empty() && got == want, "{got:?} vs {want:?}");
+    for w in &listed {
+        let row = watched.iter().find(|r| r["subject_id"] == w["subject_id"]).expect("listed subject");
+        for col in [
+            "score",
+            "buy_window",
+            "timeline_months",
+            "service_visits",
+            "service_revenue",
+            "last_service_at",
+            "engagements",
+            "reasons",
+        ] {
+            assert!(close(&w[col], &row[col]), "watchlist {col}: {w} vs {row}");
+        }
+    }
+    let mut windows: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &watched {
+        *windows.entry(r["buy_window"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    let counted: BTreeMap<String, u64> = body["windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| (w["buy_window"].as_str().unwrap_or_default().to_owned(), w["subjects"].as_u64().unwrap_or_default()))
+        .collect();
+    assert_eq!(counted, windows);
+
+    // Fact coverage: every fact in SPEC order.
+    let coverage: Vec<Value> = rows(&state, Table::FactCoverage).into_iter().filter(|r| r["tenant_id"] == t0).collect();
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/facts/coverage"), Some("d0")).await;
+    assert_eq!(st, 200, "{body}");
+    let facts = body["facts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(facts.len(), 8, "{body}");
+    assert_eq!(facts[0]["fact"], "homeowner");
+    for f in &facts {
+        let row = coverage.iter().find(|r| r["fact"] == f["fact"]).expect("fact row");
+        assert!(close(&f["coverage"], &row["coverage"]) && f["with_fact"] == row["with_fact"], "{f} vs {row}");
+        assert_eq!(body["leads"], row["leads"]);
+    }
+    let (st, body) = get(addr, "/v1/tenants/nobody/facts/coverage", Some("all")).await;
+    assert_eq!((st, &body["leads"], &body["facts"][0]["coverage"]), (200, &Value::from(0), &Value::Null), "{body}");
+
     // Campaigns: the funnel summed over the range, rates of the sums, and
     // last-touch credit on conversion days in the range.
     let (from, to) = ("2026-01-01", "2026-12-31");
@@ -270,6 +328,8 @@ async fn every_route_status_and_tenant_isolation() {
         "/v1/tenants/{t}/offers".to_owned(),
         "/v1/tenants/{t}/campaigns".to_owned(),
         "/v1/tenants/{t}/payments/recovery".to_owned(),
+        "/v1/tenants/{t}/watchlist".to_owned(),
+        "/v1/tenants/{t}/facts/coverage".to_owned(),
         format!("/v1/tenants/{{t}}/experiments/{exp}/lift"),
     ];
     for r in &routes {
@@ -309,6 +369,8 @@ async fn every_route_status_and_tenant_isolation() {
         (format!("/v1/tenants/{t0}/attribution?from=2026-02-30"), "from"),
         (format!("/v1/tenants/{t0}/campaigns?to=tomorrow"), "to"),
         (format!("/v1/tenants/{t0}/payments/recovery?from=2026-1-1"), "from"),
+        (format!("/v1/tenants/{t0}/watchlist?buy_window=soon"), "buy_window"),
+        (format!("/v1/tenants/{t0}/watchlist?min_score=-1"), "min_score"),
     ] {
         let (st, body) = get(addr, &path, Some("all")).await;
         assert_eq!(st, 400, "{path}: {body}");

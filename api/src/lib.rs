@@ -2,7 +2,7 @@
 //! health, readiness, Prometheus metrics and a generated OpenAPI document.
 //!
 //! One module per metric family (`rar`, `leads`, `revenue`, `attribution`,
-//! `experiments`); `params` validates every parameter into a JSON 400;
+//! `experiments`, `campaigns`, `recovery`, `watchlist`, `facts`); `params` validates every parameter into a JSON 400;
 //! `auth` checks keys. Values come from ClickHouse through parameterized
 //! queries (the `clickhouse` crate's client-side `?` binding).
 
@@ -10,11 +10,13 @@ mod attribution;
 mod auth;
 mod campaigns;
 mod experiments;
+mod facts;
 mod leads;
 mod params;
 mod rar;
 mod recovery;
 mod revenue;
+mod watchlist;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -188,6 +190,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         attribution::offers,
         campaigns::campaigns,
         recovery::recovery,
+        watchlist::watchlist,
+        facts::coverage,
         experiments::lift,
     ),
     components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam)),
@@ -208,6 +212,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/offers", get(attribution::offers))
         .route("/v1/tenants/{tenant}/campaigns", get(campaigns::campaigns))
         .route("/v1/tenants/{tenant}/payments/recovery", get(recovery::recovery))
+        .route("/v1/tenants/{tenant}/watchlist", get(watchlist::watchlist))
+        .route("/v1/tenants/{tenant}/facts/coverage", get(facts::coverage))
         .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()

@@ -18,6 +18,8 @@ pub struct MetricsConfig {
     /// How long after a failed payment a succeeded one recovers it, in
     /// seconds (SPEC §3.7).
     pub recovery_window_secs: u64,
+    /// Next-buy watchlist points and thresholds (SPEC §3.8).
+    pub next_buy: NextBuyConfig,
     /// Lateness per metric family (SPEC §7 "Lateness and retention"); off
     /// unless set.
     pub retention: RetentionConfig,
@@ -65,6 +67,7 @@ impl Default for MetricsConfig {
             attribution_window_secs: 7 * 86_400,
             experiment_window_secs: 7 * 86_400,
             recovery_window_secs: 7 * 86_400,
+            next_buy: NextBuyConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -165,6 +168,43 @@ impl Default for LeadScoreConfig {
             multipliers: vec![step(90.0, 1.3), step(80.0, 1.2)],
             probability_midpoint: 60.0,
             probability_scale: 10.0,
+        }
+    }
+}
+
+/// Next-buy watchlist points and thresholds (SPEC §3.8): score = timing +
+/// service + engagement + credit, rounded half away from zero to 2
+/// decimals on the exact sum and clamped to 0..100.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NextBuyConfig {
+    /// Timing: timeline steps (timeline_months ≤ `at` earns `points`),
+    /// lowest first; an unknown timeline earns 0.
+    pub timeline: Vec<Step>,
+    /// Service: closed-RO visit steps (visits ≥ `at`), highest first.
+    pub service_visits: Vec<Step>,
+    /// Service: steps on the closed ROs' revenue in currency units
+    /// (revenue ≥ `at`), highest first.
+    pub service_revenue: Vec<Step>,
+    /// Engagement: engagement record steps (engagements ≥ `at`), highest first.
+    pub engagements: Vec<Step>,
+    /// Credit: points for `credit_signal = true`.
+    pub credit_signal: f64,
+    /// Upper ends of the buy windows in months, ascending: with `[3, 6,
+    /// 12]` a timeline ≤ 3 is `0-3m`, ≤ 6 `3-6m`, ≤ 12 `6-12m`, larger
+    /// `later`, unknown `unknown`.
+    pub buy_windows: Vec<u64>,
+}
+
+impl Default for NextBuyConfig {
+    fn default() -> Self {
+        NextBuyConfig {
+            timeline: vec![step(3.0, 40.0), step(6.0, 25.0), step(12.0, 10.0)],
+            service_visits: vec![step(3.0, 20.0), step(2.0, 12.0), step(1.0, 5.0)],
+            service_revenue: vec![step(1500.0, 10.0), step(500.0, 5.0)],
+            engagements: vec![step(3.0, 15.0), step(1.0, 8.0)],
+            credit_signal: 15.0,
+            buy_windows: vec![3, 6, 12],
         }
     }
 }

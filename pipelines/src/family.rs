@@ -40,7 +40,7 @@ use crate::row::{RowKey, RowVals, Table};
 use crate::subject::Subjects;
 use crate::time::{Micros, MICROS_PER_SECOND};
 use crate::upsert::Epoch;
-use crate::{attribution, experiment, funnel, lead_score, rar, recovery, revenue_per_minute};
+use crate::{attribution, experiment, fact_coverage, funnel, lead_score, next_buy, rar, recovery, revenue_per_minute};
 
 /// A current version of one of the input topics, as release rules see it.
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +183,8 @@ pub const FAMILIES: &[&Family] = &[
     &experiment::FAMILY,
     &funnel::FAMILY,
     &recovery::FAMILY,
+    &next_buy::FAMILY,
+    &fact_coverage::FAMILY,
 ];
 
 /// A family's `row_period` when none of its rows closes by period.

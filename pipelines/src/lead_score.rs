@@ -124,7 +124,7 @@ pub struct Score {
     pub conversion_probability: F64,
 }
 
-fn first_step(steps: &[crate::config::Step], hit: impl Fn(f64) -> bool) -> Ratio {
+pub(crate) fn first_step(steps: &[crate::config::Step], hit: impl Fn(f64) -> bool) -> Ratio {
     steps.iter().find(|s| hit(s.at)).map_or(Ratio::ZERO, |s| Ratio::of_f64(s.points))
 }
 

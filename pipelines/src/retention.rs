@@ -38,7 +38,9 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
 use crate::config::MetricsConfig;
-use crate::row::{Cell, ExperimentClosedKey, OfferClosedKey, OpenSubjectKey, RowKey, RowVals, Table, TableKey};
+use crate::row::{
+    Cell, ExperimentClosedKey, LeadsClosedKey, OfferClosedKey, OpenSubjectKey, RowKey, RowVals, Table, TableKey,
+};
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
 };
@@ -547,6 +549,7 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
         let total_tag = match row.0.table {
             Table::StateExperimentClosed => ExperimentClosedKey::of(&row.0).map(|k| k.closed_us),
             Table::StateOfferClosed => OfferClosedKey::of(&row.0).map(|k| k.closed_us),
+            Table::StateLeadsClosed => LeadsClosedKey::of(&row.0).map(|k| k.closed_us),
             _ => None,
         };
         match (OpenSubjectKey::parse(&row), total_tag) {

@@ -1,6 +1,6 @@
 //! Retention of the lifetime families — leads (SPEC §3.2), conversation
-//! efficiency (§3.3) and experiments (§3.5) — per subject (SPEC §7;
-//! docs/retention.md).
+//! efficiency (§3.3), experiments (§3.5), the next-buy watchlist (§3.8)
+//! and fact coverage (§3.9) — per subject (SPEC §7; docs/retention.md).
 //!
 //! These families have no period: a lead's score is over all its current
 //! records. What bounds them is the subject (tenant × `subject_id`): every
@@ -8,8 +8,8 @@
 //! `subject_idle_secs` = `L`:
 //! - each held record has an *end*: a conversations record its `ts`; an
 //!   experiment message its assignment time (`sent_at`, or `ts`) plus the
-//!   experiment window, since conversions may join it until then; a
-//!   conversion its time. A subject's end is the greatest end of its records;
+//!   experiment window, since conversions may join it until then; an
+//!   engagement message (§3.8) its time; a conversion its time. A subject's end is the greatest end of its records;
 //! - a subject *closes* when the watermark rises so that the horizon
 //!   `W(<e) − L` reaches its end (a session window whose gap is `L`): all
 //!   its records are retracted together at that epoch, and every worker
@@ -23,8 +23,8 @@
 //! While it is open a subject is exact (a pure function of its current
 //! records, given the upsert rule of [`crate::upsert::UpsertRetention`]);
 //! when it closes, [`freeze_closed`] keeps what it contributed: its
-//! `lead_scores` and `conversation_rpm` rows stay at their last values, and
-//! its experiment figures stay in the variant sums. Each life of a subject
+//! `lead_scores`, `conversation_rpm` and `next_buy` rows stay at their last
+//! values, and its experiment figures and fact coverage stay in the sums. Each life of a subject
 //! is logged in `state_open_subjects` (opened, since, closed) so a restart
 //! can seed the lives that were open under the committed watermark.
 
@@ -45,11 +45,13 @@ use timely::dataflow::StreamVec;
 
 use crate::conversion::Conversion;
 use crate::event::{Conversation, Message};
+use crate::family::Record;
+use crate::next_buy::is_engagement;
 use crate::retention::{
     by_watermark, closed, split_results, state_micros as micros, state_us, Retained, Work, NO_WATERMARK,
 };
 use crate::row::{
-    ConversationRpmKey, LeadScoreKey, OpenSubjectKey, OpenSubjectValues, RowKey, RowVals, Table, TableKey,
+    ConversationRpmKey, LeadScoreKey, NextBuyKey, OpenSubjectKey, OpenSubjectValues, RowKey, RowVals, Table, TableKey,
 };
 use crate::time::Micros;
 use crate::types::Text;
@@ -64,6 +66,8 @@ pub enum Held {
     Conversation(Text, Conversation),
     /// A message carrying an experiment.
     Assignment(Text, Message),
+    /// An engagement message (SPEC §3.8).
+    Engagement(Text, Message),
     Conversion(Conversion),
     /// Input only: a life open under the committed watermark, from
     /// `state_open_subjects`: (tenant, subject, opened, since).
@@ -75,7 +79,7 @@ impl Held {
         match self {
             Held::Seed(tenant, subject, _, _) => (tenant.clone(), subject.clone()),
             Held::Conversation(_, c) => (c.tenant_id.0.clone(), c.subject_id.0.clone()),
-            Held::Assignment(_, m) => (m.tenant_id.0.clone(), m.subject_id.0.clone()),
+            Held::Assignment(_, m) | Held::Engagement(_, m) => (m.tenant_id.0.clone(), m.subject_id.0.clone()),
             Held::Conversion(c) => (c.tenant.clone(), c.subject.clone()),
         }
     }
@@ -85,6 +89,7 @@ impl Held {
         match self {
             Held::Conversation(_, c) => c.ts.0,
             Held::Assignment(_, m) => m.sent_at.unwrap_or(m.ts).0.saturating_add(experiment_window),
+            Held::Engagement(_, m) => Record::message_time(m),
             Held::Conversion(c) => c.time,
             Held::Seed(_, _, _, since) => *since,
         }
@@ -96,6 +101,8 @@ pub struct Subjects<'s> {
     pub conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
     /// Messages that carry an experiment.
     pub assignments: VecCollection<'s, Epoch, (Text, Message)>,
+    /// Engagement messages (SPEC §3.8).
+    pub engagements: VecCollection<'s, Epoch, (Text, Message)>,
     pub conversions: VecCollection<'s, Epoch, Conversion>,
     /// The subjects closed at each epoch, with the watermark they closed
     /// under, at every worker (`None`: subjects never close).
@@ -157,13 +164,15 @@ pub fn subjects<'s>(
     experiment_window: Micros,
     restored: VecCollection<'s, Epoch, (RowKey, RowVals)>,
 ) -> Subjects<'s> {
-    let assignments = messages.filter(|(_, m)| m.experiment_id.is_some() && m.variant.is_some());
+    let assignments = messages.clone().filter(|(_, m)| m.experiment_id.is_some() && m.variant.is_some());
+    let engagements = messages.filter(|(_, m)| is_engagement(m));
     let Some((r, lateness)) = retained.and_then(|r| Some((r, r.lateness.subject?))) else {
-        return Subjects { conversations, assignments, conversions, closed: None, open_rows: None };
+        return Subjects { conversations, assignments, engagements, conversions, closed: None, open_rows: None };
     };
     let held = conversations
         .map(|(k, c)| Held::Conversation(k, c))
         .concat(assignments.map(|(k, m)| Held::Assignment(k, m)))
+        .concat(engagements.map(|(k, m)| Held::Engagement(k, m)))
         .concat(conversions.map(Held::Conversion))
         .concat(restored.flat_map(seed_of));
     let mut open: HashMap<SubjectKey, Open> = HashMap::new();
@@ -209,6 +218,10 @@ pub fn subjects<'s>(
         Out::Change(Held::Assignment(k, m)) => Some(((k, m), t, r)),
         _ => None,
     });
+    let engagements_held = out.clone().flat_map(|(o, t, r)| match o {
+        Out::Change(Held::Engagement(k, m)) => Some(((k, m), t, r)),
+        _ => None,
+    });
     let conversions_held = out.clone().flat_map(|(o, t, r)| match o {
         Out::Change(Held::Conversion(c)) => Some((c, t, r)),
         _ => None,
@@ -226,6 +239,7 @@ pub fn subjects<'s>(
     Subjects {
         conversations: conversations_held.as_collection(),
         assignments: assignments_held.as_collection(),
+        engagements: engagements_held.as_collection(),
         conversions: conversions_held.as_collection(),
         closed: Some(closed),
         open_rows: Some(open_rows.as_collection()),
@@ -391,10 +405,12 @@ pub fn freeze_closed<'s, D: Data>(
     split_results(split)
 }
 
-/// The subject a `lead_scores` or `conversation_rpm` row belongs to.
+/// The subject a `lead_scores`, `conversation_rpm` or `next_buy` row
+/// belongs to.
 pub fn row_subject(row: &(RowKey, RowVals)) -> Option<SubjectKey> {
     match row.0.table {
         Table::LeadScores => LeadScoreKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),
+        Table::NextBuy => NextBuyKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),
         Table::ConversationRpm => ConversationRpmKey::parse(row).map(|(k, v)| (k.tenant_id, v.subject_id)),
         _ => None,
     }

@@ -1,5 +1,7 @@
-//! Property test for SPEC §3.2–§3.5: lead scores, revenue per minute,
-//! attribution, offer acceptance and experiment lift through the real
+//! Property test for SPEC §3.2–§3.10: lead scores, revenue per minute,
+//! attribution, offer acceptance, experiment lift, the campaign and offer
+//! funnel, payment recovery, the next-buy watchlist, fact coverage and
+//! active conversations through the real
 //! dataflow equal a naive from-scratch recomputation — written here,
 //! separately from the operators — after every batch. Inputs are random
 //! conversations, messages, payments and repair orders with corrections,
@@ -147,7 +149,11 @@ fn arb_event(topic: Topic, key: Text) -> BoxedStrategy<Event> {
         _ => (
             (0u8..2, 0u8..24, 0u8..24, 0u8..3),
             pick(&[RoStatus::Open, RoStatus::Closed, RoStatus::Closed, RoStatus::Void]),
-            prop::collection::vec((1u64..90_000, opt(pick(&["o1", "o2"]))), 0..3),
+            // Amounts that sum to the service revenue thresholds (500, 1,500) exactly.
+            prop::collection::vec(
+                (prop_oneof![1u64..90_000, pick(&[25_000u64, 50_000, 100_000])], opt(pick(&["o1", "o2"]))),
+                0..3,
+            ),
         )
             .prop_map(move |((tn, slot, closed, subj), status, lines)| {
                 Event::RoUpdate(RoUpdate {
@@ -653,6 +659,140 @@ fn naive_rows(msgs: &[Msg]) -> State {
         vals.extend([rate(delivered, sent + failed), rate(clicked, delivered), rate(replied, delivered)]);
         put(table, vec![str_cell(&tn), Cell::Date(day), str_cell(&id)], vals);
     }
+
+    // §3.8 next-buy watchlist with the default points, written out.
+    #[derive(Default)]
+    struct Buyer<'a> {
+        records: Vec<&'a Conversation>,
+        visits: u64,
+        cents: u128,
+        last_service: Option<Micros>,
+        engagements: u64,
+    }
+    let mut buyers: BTreeMap<(Text, Text), Buyer> = BTreeMap::new();
+    for e in cur.values() {
+        match e {
+            Event::Conversation(c) => {
+                buyers.entry((c.tenant_id.0.clone(), c.subject_id.0.clone())).or_default().records.push(c);
+            }
+            Event::RoUpdate(r) if r.status == RoStatus::Closed => {
+                let b = buyers.entry((r.tenant_id.0.clone(), r.subject_id.0.clone())).or_default();
+                b.visits += 1;
+                b.cents += r.lines.iter().map(|l| u128::from(l.amount_cents.0)).sum::<u128>();
+                b.last_service = b.last_service.max(r.closed_at.map(|c| c.0));
+            }
+            Event::Message(m)
+                if m.direction == Direction::Inbound
+                    || matches!(m.status, MessageStatus::Clicked | MessageStatus::Replied) =>
+            {
+                buyers.entry((m.tenant_id.0.clone(), m.subject_id.0.clone())).or_default().engagements += 1;
+            }
+            _ => {}
+        }
+    }
+    for ((tn, subj), mut b) in buyers {
+        b.records.sort_by(|x, y| (y.ts, &y.event_id).cmp(&(x.ts, &x.event_id)));
+        let facts: Vec<Facts> = b.records.iter().map(|c| c.facts.clone().unwrap_or_default()).collect();
+        let timeline = facts.iter().find_map(|f| f.timeline_months).map(|c| c.0);
+        let credit = facts.iter().find_map(|f| f.credit_signal);
+        let timing = match timeline {
+            Some(0..=3) => 40,
+            Some(4..=6) => 25,
+            Some(7..=12) => 10,
+            _ => 0,
+        };
+        let visits = match b.visits {
+            0 => 0,
+            1 => 5,
+            2 => 12,
+            _ => 20,
+        };
+        let revenue = if b.cents >= 150_000 {
+            10
+        } else if b.cents >= 50_000 {
+            5
+        } else {
+            0
+        };
+        let engagement = match b.engagements {
+            0 => 0,
+            1 | 2 => 8,
+            _ => 15,
+        };
+        let credit = if credit == Some(true) { 15 } else { 0 };
+        let window = match timeline {
+            None => "unknown",
+            Some(0..=3) => "0-3m",
+            Some(4..=6) => "3-6m",
+            Some(7..=12) => "6-12m",
+            Some(_) => "later",
+        };
+        let parts = [
+            ("timeline", timing),
+            ("service_visits", visits),
+            ("service_revenue", revenue),
+            ("engagement", engagement),
+            ("credit", credit),
+        ];
+        let reasons = parts.iter().filter(|(_, p)| *p > 0).map(|(n, _)| Text::from(*n)).collect();
+        put(
+            Table::NextBuy,
+            vec![str_cell(&tn), str_cell(&subj)],
+            vec![
+                f(f64::from(timing + visits + revenue + engagement + credit)),
+                str_cell(window),
+                Cell::NullU64(timeline),
+                Cell::U64(b.visits),
+                f(b.cents as f64 / 100.0),
+                Cell::NullSecond(b.last_service.map(|t| (t / 1_000_000) as u32)),
+                Cell::U64(b.engagements),
+                Cell::StrArray(reasons),
+            ],
+        );
+    }
+
+    // §3.9 fact coverage: per tenant, its leads and those carrying each fact.
+    let mut tenants: BTreeMap<Text, BTreeMap<Text, [bool; 8]>> = BTreeMap::new();
+    for ((tn, subj), recs) in &leads {
+        let carried = tenants.entry(tn.clone()).or_default().entry(subj.clone()).or_default();
+        for c in recs {
+            let Some(x) = &c.facts else { continue };
+            let has = [
+                x.homeowner.is_some(),
+                x.monthly_bill.is_some(),
+                x.property_type.is_some(),
+                x.region.is_some(),
+                x.timeline_months.is_some(),
+                x.credit_signal.is_some(),
+                x.decision_maker.is_some(),
+                x.sentiment.is_some(),
+            ];
+            for (c, h) in carried.iter_mut().zip(has) {
+                *c |= h;
+            }
+        }
+    }
+    let names = [
+        "homeowner",
+        "monthly_bill",
+        "property_type",
+        "region",
+        "timeline_months",
+        "credit_signal",
+        "decision_maker",
+        "sentiment",
+    ];
+    for (tn, per_lead) in tenants {
+        let n = per_lead.len() as u64;
+        for (i, name) in names.iter().enumerate() {
+            let with = per_lead.values().filter(|c| c[i]).count() as u64;
+            put(
+                Table::FactCoverage,
+                vec![str_cell(&tn), str_cell(name)],
+                vec![Cell::U64(n), Cell::U64(with), f(with as f64 / n as f64)],
+            );
+        }
+    }
     out
 }
 
@@ -702,6 +842,8 @@ fn generator_reaches_every_table() {
         Table::CampaignDaily,
         Table::OfferDaily,
         Table::PaymentRecovery,
+        Table::NextBuy,
+        Table::FactCoverage,
     ] {
         assert!(seen.contains(&t), "{t:?} never produced");
     }

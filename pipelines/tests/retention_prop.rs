@@ -47,9 +47,11 @@ fn make_as(kind: u8, i: usize, ts: Micros, t: u8, subject: &str, s: u8, amount: 
         4 => event(
             Topic::Conversations,
             format!(
-                r#"{{"tenant_id":"{tenant}","ts":"{at}","event_id":"cv{i}","conversation_id":"conv-{subject}-{}","subject_id":"{subject}","kind":"message","facts":{{"homeowner":true,"monthly_bill":{},"questions":1,"sentiment":0.5}}}}"#,
+                r#"{{"tenant_id":"{tenant}","ts":"{at}","event_id":"cv{i}","conversation_id":"conv-{subject}-{}","subject_id":"{subject}","kind":"message","facts":{{"homeowner":true,"monthly_bill":{},"questions":1,"sentiment":0.5,"timeline_months":{},"credit_signal":{}}}}}"#,
                 amount % 3,
-                amount % 400
+                amount % 400,
+                amount % 14,
+                amount % 2 == 0
             ),
         ),
         0 => event(
@@ -76,9 +78,11 @@ fn make_as(kind: u8, i: usize, ts: Micros, t: u8, subject: &str, s: u8, amount: 
         3 => event(
             Topic::Messages,
             format!(
-                r#"{{"tenant_id":"{tenant}","ts":"{at}","message_id":"m{i}","subject_id":"{subject}","direction":"outbound","channel":"sms","campaign_id":"c{}","offer_id":"o{}","status":"sent","experiment_id":"x1","variant":"{}"}}"#,
+                r#"{{"tenant_id":"{tenant}","ts":"{at}","message_id":"m{i}","subject_id":"{subject}","direction":"outbound","channel":"sms","campaign_id":"c{}","offer_id":"o{}","status":"{}","experiment_id":"x1","variant":"{}"}}"#,
                 s % 3,
                 s % 2,
+                // Sent, or an engagement (SPEC §3.8).
+                ["sent", "clicked", "replied"][amount as usize % 3],
                 if s.is_multiple_of(2) { "control" } else { "treatment" }
             ),
         ),

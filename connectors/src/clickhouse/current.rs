@@ -14,9 +14,10 @@ use revpulse_pipelines::row::{ColType, Table};
 /// column goes through a tuple: `argMax` skips NULL values, so a key whose
 /// newest version is NULL would read an older version's number.
 pub fn latest(name: &str, ty: ColType) -> String {
-    match ty {
-        ColType::NullableFloat64 => format!("argMax(tuple({name}), version).1 AS {name}"),
-        _ => format!("argMax({name}, version) AS {name}"),
+    if ty.nullable() {
+        format!("argMax(tuple({name}), version).1 AS {name}")
+    } else {
+        format!("argMax({name}, version) AS {name}")
     }
 }
 

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_conversation_active", include_str!("../../../schemas/clickhouse/0005_conversation_active.sql")),
     ("0006_funnel", include_str!("../../../schemas/clickhouse/0006_funnel.sql")),
     ("0007_payment_recovery", include_str!("../../../schemas/clickhouse/0007_payment_recovery.sql")),
+    ("0008_watchlist_coverage", include_str!("../../../schemas/clickhouse/0008_watchlist_coverage.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

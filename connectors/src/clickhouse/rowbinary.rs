@@ -34,6 +34,15 @@ fn cell(buf: &mut Vec<u8>, c: &Cell) {
             buf.push(0);
             buf.extend_from_slice(&v.0.to_le_bytes());
         }
+        Cell::NullU64(None) | Cell::NullSecond(None) => buf.push(1),
+        Cell::NullU64(Some(v)) => {
+            buf.push(0);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        Cell::NullSecond(Some(v)) => {
+            buf.push(0);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
         Cell::StrArray(v) => {
             leb128(buf, v.len());
             for s in v {

@@ -246,7 +246,15 @@ impl ClickHouseSink {
             .value_columns()
             .iter()
             .filter(|_| values)
-            .map(|(n, ty)| format!(", {}", super::current::latest(n, *ty)))
+            .map(|(n, ty)| match ty {
+                // Instants to the second, as `replay --output json` prints them.
+                ColType::NullableDateTime => {
+                    format!(
+                        ", concat(replaceOne(toString(argMax(tuple({n}), version).1, 'UTC'), ' ', 'T'), 'Z') AS {n}"
+                    )
+                }
+                _ => format!(", {}", super::current::latest(n, *ty)),
+            })
             .collect();
         let order = if values { format!(" ORDER BY {}", keys.join(", ")) } else { String::new() };
         let sql = format!(

@@ -30,10 +30,18 @@ pub enum ColType {
     Float64,
     UInt64,
     NullableFloat64,
+    NullableUInt64,
+    NullableDateTime,
     ArrayString,
 }
 
 impl ColType {
+    /// Whether the column holds NULLs (read through a one-element tuple,
+    /// see [`ColType::sql`]'s users).
+    pub fn nullable(self) -> bool {
+        matches!(self, ColType::NullableFloat64 | ColType::NullableUInt64 | ColType::NullableDateTime)
+    }
+
     pub fn sql(self) -> &'static str {
         match self {
             ColType::String => "String",
@@ -42,6 +50,8 @@ impl ColType {
             ColType::Float64 => "Float64",
             ColType::UInt64 => "UInt64",
             ColType::NullableFloat64 => "Nullable(Float64)",
+            ColType::NullableUInt64 => "Nullable(UInt64)",
+            ColType::NullableDateTime => "Nullable(DateTime)",
             ColType::ArrayString => "Array(String)",
         }
     }
@@ -148,6 +158,32 @@ impl Column for Option<f64> {
     }
 }
 
+impl Column for Option<u64> {
+    const TYPE: ColType = ColType::NullableUInt64;
+    fn into_cell(self) -> Cell {
+        Cell::NullU64(self)
+    }
+    fn from_cell(cell: &Cell) -> Option<Self> {
+        match cell {
+            Cell::NullU64(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl Column for Option<Second> {
+    const TYPE: ColType = ColType::NullableDateTime;
+    fn into_cell(self) -> Cell {
+        Cell::NullSecond(self.map(|s| s.0))
+    }
+    fn from_cell(cell: &Cell) -> Option<Self> {
+        match cell {
+            Cell::NullSecond(v) => Some(v.map(Second)),
+            _ => None,
+        }
+    }
+}
+
 impl Column for Vec<Text> {
     const TYPE: ColType = ColType::ArrayString;
     fn into_cell(self) -> Cell {
@@ -231,6 +267,25 @@ impl fmt::Display for Minute {
     }
 }
 
+/// A `DateTime` column's value to the second, as seconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Second(pub u32);
+
+impl Second {
+    /// The second of an instant (truncated), clamped to what a `DateTime`
+    /// holds.
+    pub fn of_micros(ts: Micros) -> Second {
+        Second(ts.div_euclid(MICROS_PER_SECOND).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+}
+
+impl fmt::Display for Second {
+    /// `YYYY-MM-DDTHH:MM:SSZ`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_minute(self.0))
+    }
+}
+
 /// A lead's tier (SPEC §3.2), the `lead_scores.tier` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Tier {
@@ -266,6 +321,9 @@ pub enum Cell {
     F64(F64),
     U64(u64),
     NullF64(Option<F64>),
+    NullU64(Option<u64>),
+    /// Seconds since the epoch, or NULL.
+    NullSecond(Option<u32>),
     StrArray(Vec<Text>),
 }
 
@@ -275,7 +333,8 @@ impl Cell {
     }
 
     /// The JSON rendering of SPEC §4: dates `YYYY-MM-DD`, minutes
-    /// `YYYY-MM-DDTHH:MM:00Z`.
+    /// `YYYY-MM-DDTHH:MM:00Z`, instants to the second
+    /// `YYYY-MM-DDTHH:MM:SSZ`, NULL as `null`.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match self {
@@ -285,6 +344,8 @@ impl Cell {
             Cell::F64(v) => Value::from(v.0),
             Cell::U64(v) => Value::from(*v),
             Cell::NullF64(v) => v.map_or(Value::Null, |v| Value::from(v.0)),
+            Cell::NullU64(v) => v.map_or(Value::Null, Value::from),
+            Cell::NullSecond(v) => v.map_or(Value::Null, |v| Value::from(Second(v).to_string())),
             Cell::StrArray(v) => Value::from(v.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
         }
     }
@@ -298,6 +359,8 @@ impl Cell {
             ColType::Float64 => Cell::f64(0.0),
             ColType::UInt64 => Cell::U64(0),
             ColType::NullableFloat64 => Cell::NullF64(None),
+            ColType::NullableUInt64 => Cell::NullU64(None),
+            ColType::NullableDateTime => Cell::NullSecond(None),
             ColType::ArrayString => Cell::StrArray(Vec::new()),
         }
     }

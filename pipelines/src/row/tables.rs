@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cell, Cols, Column, Date, Minute, RowKey, RowVals, Tier};
+use super::{Cell, Cols, Column, Date, Minute, RowKey, RowVals, Second, Tier};
 use crate::types::Text;
 
 /// A table's typed key: the table it belongs to, its key columns, and the
@@ -285,6 +285,25 @@ tables! {
                 reply_rate: Option<f64>,
             }
         }
+        /// Who is likely to buy next, in which window and why (SPEC §3.8).
+        NextBuy = "next_buy" {
+            key NextBuyKey { tenant_id: Text, subject_id: Text }
+            values NextBuyValues {
+                score: f64,
+                buy_window: Text,
+                timeline_months: Option<u64>,
+                service_visits: u64,
+                service_revenue: f64,
+                last_service_at: Option<Second>,
+                engagements: u64,
+                reasons: Vec<Text>,
+            }
+        }
+        /// How many of a tenant's leads carry each fact (SPEC §3.9).
+        FactCoverage = "fact_coverage" {
+            key FactCoverageKey { tenant_id: Text, fact: Text }
+            values FactCoverageValues { leads: u64, with_fact: u64, coverage: f64 }
+        }
     }
     state {
         /// Retention state (docs/retention.md, "State tables"): each life of
@@ -306,6 +325,23 @@ tables! {
         StateOfferClosed = "state_offer_closed" {
             key OfferClosedKey { tenant_id: Text, offer_id: Text, closed_us: u64 }
             values OfferClosedValues { accepted_lines: u64, revenue_cents: u64 }
+        }
+        /// Retention state: what closed leads contributed to fact coverage
+        /// (the leads, and per fact those carrying it), per watermark they
+        /// closed under.
+        StateLeadsClosed = "state_leads_closed" {
+            key LeadsClosedKey { tenant_id: Text, closed_us: u64 }
+            values LeadsClosedValues {
+                leads: u64,
+                homeowner: u64,
+                monthly_bill: u64,
+                property_type: u64,
+                region: u64,
+                timeline_months: u64,
+                credit_signal: u64,
+                decision_maker: u64,
+                sentiment: u64,
+            }
         }
     }
 }
