@@ -405,8 +405,11 @@ pub fn freeze_closed<'s, D: Data>(
     split_results(split)
 }
 
-/// The subject a `lead_scores`, `conversation_rpm` or `next_buy` row
-/// belongs to.
+/// The tables whose rows stay at their last values when their subject
+/// closes ([`row_subject`] names the subject of each).
+pub const SUBJECT_TABLES: [Table; 3] = [Table::LeadScores, Table::ConversationRpm, Table::NextBuy];
+
+/// The subject a row of one of [`SUBJECT_TABLES`] belongs to.
 pub fn row_subject(row: &(RowKey, RowVals)) -> Option<SubjectKey> {
     match row.0.table {
         Table::LeadScores => LeadScoreKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),

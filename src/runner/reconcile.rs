@@ -24,6 +24,7 @@ use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_pipelines::dataflow::row_owner;
 use revpulse_pipelines::retention::{restorable, Restorable, NO_WATERMARK};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
+use revpulse_pipelines::subject::SUBJECT_TABLES;
 use revpulse_pipelines::time::{format_micros, Micros};
 
 use super::progress::Progress;
@@ -112,8 +113,8 @@ pub struct Reconciler {
     /// its first row, so it sees ClickHouse as the previous run left it.
     listing: Option<(Listing, tokio::runtime::Handle)>,
     started: Instant,
-    /// With subject retention, lead and conversation rows are never deleted
-    /// here: a row the rebuild did not emit may be a closed subject's final
+    /// With subject retention, rows of the subject tables (leads,
+    /// conversations, the watchlist) are never deleted here: a row the rebuild did not emit may be a closed subject's final
     /// row (of this or an earlier life), which nothing can rebuild.
     keep_subject_rows: bool,
     /// Delete markers of stale retention state, sent with the first batch,
@@ -238,7 +239,7 @@ impl Reconciler {
         self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
-        let subject_closed = |k: &RowKey| keep && matches!(k.table, Table::LeadScores | Table::ConversationRpm);
+        let subject_closed = |k: &RowKey| keep && SUBJECT_TABLES.contains(&k.table);
         let mut suspects = std::mem::take(&mut self.suspects);
         suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
