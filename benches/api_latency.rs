@@ -82,6 +82,7 @@ fn main() {
             metrics: Metrics::new(),
             readiness: Arc::new(Readiness::default()),
             keys: Arc::new(keys),
+            ingest: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -27,6 +27,11 @@ listen = "127.0.0.1:$port"
 [[api.keys]]
 key = "st-key"
 tenant = "*"
+scopes = ["read", "ingest"]
+# HTTP ingest publishes to librdkafka's own mock cluster (real protocol,
+# in the API's process): `revpulse api` runs without a broker here.
+[kafka.properties]
+"test.mock.num.brokers" = "1"
 TOML
 "$bin" generate --out "$work/data" --events 20000 >/dev/null
 "$bin" replay "$work/data" --config "$work/api.toml" --output json >"$work/rows.jsonl"

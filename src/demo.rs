@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use revpulse_api::ApiKey;
+use revpulse_api::{ApiKey, Scope};
 use revpulse_connectors::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use revpulse_connectors::kafka::{KafkaConfig, KeyedProducer};
 use revpulse_pipelines::time::MICROS_PER_DAY;
@@ -131,7 +131,7 @@ pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     cfg.clickhouse.database = opts.database.clone();
     rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;
     let _cluster = embedded_kafka(&mut cfg.kafka, opts.partitions)?;
-    cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*")];
+    cfg.api.keys = vec![ApiKey::clear(DEMO_KEY, "*").with_scopes(&[Scope::Read, Scope::Ingest])];
     cfg.api.listen = opts.listen.clone();
     // Checkpoints on, as in production, in a directory of this demo's own:
     // its embedded broker's topics die with it, so no state may outlive it.

@@ -450,7 +450,7 @@ fn api_only(cfg: &Config) -> anyhow::Result<()> {
     let shared = Shared::default();
     shared.readiness.kafka.store(true, Ordering::Relaxed);
     let sink = ClickHouseSink::new(cfg.clickhouse.clone(), None);
-    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared)?;
+    let api = start_api(&rt, cfg, sink.client().clone(), &shared)?;
     println!("revpulse API listening on http://{}", api.addr);
     revpulse::install_signal_handlers(&rt, &shared);
     rt.block_on(api.handle)??;

@@ -64,7 +64,7 @@ impl Services {
         tracing::info!(?applied, "migrations applied");
         let shared = Shared::default();
         let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
-        let api = if opts.api { Some(start_api(rt, &cfg.api, sink.client().clone(), &shared)?) } else { None };
+        let api = if opts.api { Some(start_api(rt, cfg, sink.client().clone(), &shared)?) } else { None };
         if opts.signals {
             crate::install_signal_handlers(rt, &shared);
         }

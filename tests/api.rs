@@ -37,11 +37,16 @@ async fn serve(ch: clickhouse::Client, timeout: Duration) -> SocketAddr {
     let keys = Keys::new(&[
         ApiKey::clear("all", "*"),
         ApiKey::clear("d0", "dealer-000"),
-        ApiKey { key: None, key_sha256: Some(revpulse_api::hash_key("d1")), tenant: "dealer-001".into() },
+        ApiKey { key: None, key_sha256: Some(revpulse_api::hash_key("d1")), ..ApiKey::clear("d1", "dealer-001") },
     ])
     .expect("keys");
-    let state =
-        AppState { ch, metrics: Metrics::new(), readiness: Arc::new(Readiness::default()), keys: Arc::new(keys) };
+    let state = AppState {
+        ch,
+        metrics: Metrics::new(),
+        readiness: Arc::new(Readiness::default()),
+        keys: Arc::new(keys),
+        ingest: None,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = revpulse_api::router(state, timeout);

@@ -98,11 +98,11 @@ fn live_metrics_pass_promtool_and_every_dashboard_query_returns_series() {
     let _cluster = revpulse::start::embedded_kafka(&mut cfg.kafka, 1).expect("embedded kafka");
     cfg.kafka.max_batch_ms = 20;
     cfg.api.listen = "127.0.0.1:0".into();
-    cfg.api.keys = vec![ApiKey { key: Some("k".into()), key_sha256: None, tenant: "*".into() }];
+    cfg.api.keys = vec![ApiKey::clear("k", "*")];
 
     let shared = Shared::default();
     let sink = Arc::new(ClickHouseSink::new(ch.clone(), Some(shared.metrics.clone())));
-    let api = start_api(&rt, &cfg.api, sink.client().clone(), &shared).expect("api");
+    let api = start_api(&rt, &cfg, sink.client().clone(), &shared).expect("api");
     let (handle, runner_shared, runner_cfg) = (rt.handle().clone(), shared.clone(), cfg.clone());
     let runner = std::thread::spawn(move || run_pipeline(&runner_cfg, runner_shared, sink, handle));
 

@@ -11,6 +11,7 @@ mod auth;
 mod campaigns;
 mod experiments;
 mod facts;
+pub mod ingest;
 mod leads;
 mod params;
 mod rar;
@@ -26,14 +27,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use revpulse_connectors::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-pub use auth::{hash_key, ApiKey, Keys};
+pub use auth::{hash_key, ApiKey, Keys, Scope};
 
 /// Query API settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +46,20 @@ pub struct ApiConfig {
     pub keys: Vec<ApiKey>,
     /// Longest a request may take before it is answered 503, in milliseconds.
     pub request_timeout_ms: u64,
+    /// `POST /v1/ingest/{topic}`: how long Kafka may take to acknowledge a
+    /// request's events (retries included) before the request is answered
+    /// 503, in milliseconds; keep it below `request_timeout_ms`.
+    pub ingest_ack_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into(), keys: Vec::new(), request_timeout_ms: 5_000 }
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            keys: Vec::new(),
+            request_timeout_ms: 5_000,
+            ingest_ack_timeout_ms: 4_000,
+        }
     }
 }
 
@@ -62,6 +72,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
     pub keys: Arc<Keys>,
+    /// HTTP ingest; `None` where no Kafka is configured (answered 503).
+    pub ingest: Option<Arc<ingest::Ingest>>,
 }
 
 /// The body of every error response.
@@ -193,10 +205,15 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         watchlist::watchlist,
         facts::coverage,
         experiments::lift,
+        ingest::ingest,
     ),
-    components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam)),
+    components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam, ingest::TopicParam)),
     modifiers(&BearerAuth),
-    tags((name = "metrics", description = "Tenant-scoped metrics; `Authorization: Bearer <key>`"), (name = "ops", description = "Operations"))
+    tags(
+        (name = "metrics", description = "Tenant-scoped metrics; `Authorization: Bearer <key>` of a key with the `read` scope"),
+        (name = "ingest", description = "Publishing events over HTTP (SPEC §5.1); a key with the `ingest` scope"),
+        (name = "ops", description = "Operations"),
+    )
 )]
 pub struct ApiDoc;
 
@@ -216,12 +233,17 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/facts/coverage", get(facts::coverage))
         .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    // Ingest checks its key itself: the signature covers the raw body.
+    let ingest = Router::new()
+        .route("/v1/ingest/{topic}", post(ingest::ingest))
+        .layer(axum::extract::DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .merge(v1)
+        .merge(ingest)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(move |req: Request, next: Next| timeout(req, next, request_timeout)))

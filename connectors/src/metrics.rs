@@ -37,6 +37,10 @@ pub struct Metrics {
     pub registry_errors: IntCounter,
     /// Query API request duration, by route and status.
     pub api_latency: HistogramVec,
+    /// Events posted to `POST /v1/ingest/{topic}` (SPEC §5.1), by topic and
+    /// outcome: `accepted` (acknowledged by Kafka), `rejected` (invalid,
+    /// dead-lettered) or `failed` (Kafka did not acknowledge; answered 503).
+    pub ingest_events: IntCounterVec,
     /// Retention's watermark (greatest event time seen, committed epochs),
     /// seconds since the epoch; 0 while retention is off or nothing was seen.
     pub watermark: IntGauge,
@@ -188,6 +192,16 @@ impl Metrics {
                 IntCounter::new(
                     "revpulse_schema_registry_errors_total",
                     "Schema-registry lookups that failed because the registry was unavailable (the message is retried).",
+                ),
+            ),
+            ingest_events: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "revpulse_ingest_events_total",
+                        "Events posted over HTTP, by topic and outcome (accepted, rejected, failed).",
+                    ),
+                    &["topic", "outcome"],
                 ),
             ),
             api_latency: registered(

@@ -249,6 +249,7 @@ pub struct RoUpdate {
 pub trait Versioned {
     fn upsert_key(&self) -> &str;
     fn ts(&self) -> Micros;
+    fn tenant(&self) -> &str;
 }
 
 macro_rules! versioned {
@@ -259,6 +260,9 @@ macro_rules! versioned {
             }
             fn ts(&self) -> Micros {
                 self.ts.0
+            }
+            fn tenant(&self) -> &str {
+                &self.tenant_id.0
             }
         }
     };
@@ -306,6 +310,11 @@ impl Event {
 
     pub fn ts(&self) -> Micros {
         self.versioned().ts()
+    }
+
+    /// The tenant the event belongs to.
+    pub fn tenant(&self) -> &str {
+        self.versioned().tenant()
     }
 
     /// The event as one JSON object (the wire format of every topic).

@@ -345,6 +345,9 @@ mod tests {
         fn ts(&self) -> Micros {
             self.0
         }
+        fn tenant(&self) -> &str {
+            "t"
+        }
     }
 
     #[test]

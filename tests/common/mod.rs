@@ -191,6 +191,8 @@ pub struct DeadLetter {
     pub source_topic: Option<String>,
     pub source_partition: Option<String>,
     pub source_offset: Option<String>,
+    /// `http` for events posted to the ingest route.
+    pub source: Option<String>,
 }
 
 /// Dead letters on `topic`, read from the beginning, until `expect` of them
@@ -219,6 +221,7 @@ pub fn dead_letters(brokers: &str, topic: &str, expect: usize) -> Vec<DeadLetter
                 source_topic: header("revpulse.source.topic"),
                 source_partition: header("revpulse.source.partition"),
                 source_offset: header("revpulse.source.offset"),
+                source: header("revpulse.source"),
             });
         }
     }

@@ -1,19 +1,21 @@
 //! Kafka: the source in three parts — [`transport`] (assignment, poll,
 //! pause/seek, commits with metadata; bytes only), [`decoding`] (value
 //! formats and validation) and the dead-letter policy in [`source`], which
-//! composes them — plus the dead-letter queue and a keyed producer for
-//! `revpulse produce`.
+//! composes them — plus the dead-letter queue, a keyed producer for
+//! `revpulse produce` and the acknowledged [`Publisher`] of HTTP ingest.
 
 mod config;
 pub mod decoding;
 mod dlq;
 mod producer;
+mod publisher;
 mod source;
 pub mod transport;
 
 pub use config::{KafkaConfig, TopicNames};
 pub use dlq::DeadLetters;
 pub use producer::KeyedProducer;
+pub use publisher::{Outgoing, PublishError, Publisher, Rejected, HEADER_INDEX, HEADER_SOURCE};
 pub use source::{CommitError, KafkaSource, Polled, Position, SourceError};
 pub use transport::{KafkaTransport, Offsets, RawRecord, TransportError, WATERMARK_METADATA};
 
