@@ -99,6 +99,13 @@ struct BenchArgs {
     /// With --restart: corrections of each live record in history H.
     #[arg(long, default_value_t = 3)]
     restart_rounds: usize,
+    /// Instead of the phases above: HTTP ingest throughput for batches of
+    /// 1, 100 and 10,000 events against the plain Kafka producer.
+    #[arg(long)]
+    ingest: bool,
+    /// With --ingest: concurrent HTTP connections.
+    #[arg(long, default_value_t = 8)]
+    ingest_connections: usize,
 }
 
 #[derive(Subcommand)]
@@ -349,7 +356,16 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         restart,
         restart_live,
         restart_rounds,
+        ingest,
+        ingest_connections,
     } = args;
+    if ingest {
+        return revpulse::bench::ingest::ingest(&revpulse::bench::ingest::IngestOptions {
+            events,
+            partitions,
+            connections: ingest_connections,
+        });
+    }
     if restart {
         return revpulse::bench::restart::restart(&revpulse::bench::restart::RestartOptions {
             live: restart_live,

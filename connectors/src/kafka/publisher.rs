@@ -64,7 +64,9 @@ impl Publisher {
     pub fn new(cfg: &KafkaConfig, ack_timeout: Duration) -> Result<Self, KafkaError> {
         let mut client = rdkafka::ClientConfig::new();
         client
-            .set("linger.ms", "2")
+            // Each request waits for its acknowledgements: batching across
+            // requests would only add latency.
+            .set("linger.ms", "0")
             .set("queue.buffering.max.messages", "1000000")
             .set("message.max.bytes", "16777216");
         // The user's properties (`kafka.properties`) win over these defaults,
