@@ -270,3 +270,47 @@ fn events_over_http_give_the_tables_of_events_over_kafka() {
     let expected = replay::run(lines, &http.metrics, 1, 5_000).expect("replay");
     rt.block_on(common::assert_clickhouse_matches(&http.clickhouse, &expected));
 }
+
+/// An Avro topic: ingested events are encoded in the Confluent wire format
+/// with the topic's registered schema, and the pipeline decodes them to the
+/// same tables as a replay of the JSON.
+#[test]
+fn events_posted_to_an_avro_topic_are_encoded_for_it() {
+    use revpulse_connectors::schema_registry::{SchemaRegistryConfig, ValueFormat, ValueFormats};
+    let (rt, _cluster, mut cfg) = common::mock_pipeline("ingest_avro", 2);
+    let registry = rt.block_on(common::schema_registry_fixture::RegistryFixture::start());
+    cfg.kafka.formats = ValueFormats { payments: ValueFormat::Avro, ..ValueFormats::default() };
+    cfg.kafka.schema_registry = Some(SchemaRegistryConfig { url: registry.url.clone(), ..Default::default() });
+    cfg.api.keys = vec![ApiKey::clear("k", "*").with_scopes(&[Scope::Ingest])];
+    let (addr, api) = start_api(&rt, &mut cfg);
+    let events: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                r#"{{"tenant_id":"t{}","ts":"2026-11-{:02}T10:00:00Z","payment_id":"p{}","subject_id":"s{}","status":"{}","amount_cents":{},"currency":"USD"}}"#,
+                i % 2,
+                1 + i % 20,
+                i % 250,
+                i % 40,
+                if i % 7 == 0 { "failed" } else { "succeeded" },
+                1_000 + i * 13
+            )
+        })
+        .collect();
+    let body = format!("{}\n{{\"_key\":\"p3\",\"_tombstone\":true}}\n", events.join("\n"));
+    let (st, answer) = rt.block_on(post(addr, "/v1/ingest/payments", Some("k"), &[ndjson()], body.as_bytes()));
+    assert_eq!((st, &answer["accepted"]), (200, &Value::from(301)), "{answer}");
+    api.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (shared, _) = common::run_until_seen(&rt, &cfg, 301, Duration::from_secs(60), |_| {});
+    assert_eq!(shared.metrics.consumed.with_label_values(&["payments"]).get(), 301, "decoded as Avro, none rejected");
+    let mut lines: Vec<Line> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let value = decode_value(Topic::Payments, e.as_bytes()).expect("valid");
+            Line { topic: Topic::Payments, key: value.upsert_key().into(), value: Some(value), seq: i as u64 + 1 }
+        })
+        .collect();
+    lines.push(Line { topic: Topic::Payments, key: "p3".into(), value: None, seq: 301 });
+    let expected = replay::run(lines, &cfg.metrics, 1, 5_000).expect("replay");
+    rt.block_on(common::assert_clickhouse_matches(&cfg.clickhouse, &expected));
+}
