@@ -123,12 +123,20 @@ fn ingest_validates_signs_scopes_limits_and_dead_letters() {
     let want: Vec<(usize, String)> = expected.iter().map(|(i, r)| (*i, (*r).to_owned())).collect();
     assert_eq!(got, want);
     assert!(answer["rejected"][0]["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // The other topics' reasons (an unknown enum value of `messages`).
+    for (topic, _, payload, reason) in bad.iter().filter(|b| b.0 != Topic::Impressions) {
+        let route = format!("/v1/ingest/{}", topic.name());
+        let (st, answer) = rt.block_on(post(addr, &route, Some("all"), &[ndjson()], payload));
+        assert_eq!((st, &answer["rejected"][0]["reason"]), (200, &Value::from(*reason)), "{answer}");
+        expected.push((0, reason));
+    }
     let letters = common::dead_letters(&cluster.bootstrap_servers(), &cfg.kafka.dlq_topic, expected.len());
     let reasons: BTreeSet<String> = letters.iter().filter_map(|l| l.reason.clone()).collect();
     assert_eq!(reasons, expected.iter().map(|(_, r)| (*r).to_owned()).collect::<BTreeSet<_>>());
-    assert!(letters
-        .iter()
-        .all(|l| l.source.as_deref() == Some("http") && l.source_topic.as_deref() == Some("impressions")));
+    assert!(reasons.contains("unknown_enum") && reasons.len() >= 9, "{reasons:?}");
+    assert!(letters.iter().all(|l| l.source.as_deref() == Some("http")
+        && l.source_topic.as_deref().is_some_and(|t| t == "impressions" || t == "messages")
+        && l.source_offset.as_deref() == Some("-1")));
     // A JSON array and a single object are events too; a tombstone with a `*` key.
     let array = format!("[{}, {}]", impression("arr-1", "dealer-001"), impression("arr-2", "dealer-001"));
     let (st, answer) = rt.block_on(post(addr, path, Some("all"), &[], array.as_bytes()));
@@ -181,7 +189,8 @@ fn ingest_validates_signs_scopes_limits_and_dead_letters() {
 
     // Everything accepted so far reaches the pipeline: 2 × 9 valid + 2 + 1 tombstone + 1 + 1.
     let accepted = api.metrics.ingest_events.with_label_values(&["impressions", "accepted"]).get() as usize;
-    assert_eq!(accepted, expected.len() + 5);
+    let valid = bad.iter().filter(|b| b.0 == Topic::Impressions).count();
+    assert_eq!(accepted, valid + 5);
     let (shared, _) = common::run_until_seen(&rt, &cfg, accepted, Duration::from_secs(60), |_| {});
     assert_eq!(shared.metrics.consumed.with_label_values(&["impressions"]).get() as usize, accepted);
 
