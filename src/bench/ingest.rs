@@ -45,7 +45,7 @@ fn payment(i: usize) -> String {
         i % 60,
         (i / 60) % 60,
         i % 50_000,
-        if i % 10 == 0 { "failed" } else { "succeeded" },
+        if i.is_multiple_of(10) { "failed" } else { "succeeded" },
         2_000 + (i * 7919) % 250_000,
         i % 3
     )
