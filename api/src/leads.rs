@@ -7,7 +7,7 @@ use revpulse_pipelines::row::{Table, Tier};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::params::{id, number, page, tenant, P, Q};
+use crate::params::{id, min_score, page, tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
 
 /// Lead tiers (SPEC §3.2).
@@ -153,7 +153,7 @@ pub async fn list_leads(
                 .ok_or_else(|| ApiError::bad_request("tier", "one of premium, standard, basic, unqualified"))?,
         ),
     };
-    let min_score = number("min_score", q.min_score.as_deref(), 0.0, 100.0)?;
+    let min_score = min_score(q.min_score.as_deref())?;
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let mut sql = select_current::<LeadRow>(Table::LeadScores, "tenant_id = ?");
     sql.push_str(" WHERE score >= toFloat64(?)");
@@ -161,10 +161,6 @@ pub async fn list_leads(
         sql.push_str(" AND tier = ?");
     }
     sql.push_str(" ORDER BY score DESC, subject_id LIMIT ?, ?");
-    // As a fixed-point string: ClickHouse 18.16 cannot parse every float
-    // literal (e.g. `5e-324`). Rounding up to millionths keeps `score >= min`
-    // exact, as scores have 2 decimals.
-    let min_score = format!("{:.6}", (min_score.unwrap_or(0.0) * 1e6).ceil() / 1e6);
     let mut query = s.ch.query(&sql).bind(t).bind(min_score);
     if let Some(tier) = tier {
         query = query.bind(tier.as_str());

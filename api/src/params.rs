@@ -70,6 +70,15 @@ pub fn number(name: &str, v: Option<&str>, min: f64, max: f64) -> Result<Option<
     }
 }
 
+/// An optional `min_score` (0..100) as the literal a query binds: fixed
+/// point, since ClickHouse 18.16 cannot parse every float literal (e.g.
+/// `5e-324`), rounded up to millionths so that `score >= min` stays exact
+/// for scores of 2 decimals. Absent: 0.
+pub fn min_score(v: Option<&str>) -> Result<String, ApiError> {
+    let min = number("min_score", v, 0.0, 100.0)?.unwrap_or(0.0);
+    Ok(format!("{:.6}", (min * 1e6).ceil() / 1e6))
+}
+
 /// `limit` and `offset` of a list.
 pub fn page(limit: Option<&str>, offset: Option<&str>) -> Result<(u64, u64), ApiError> {
     Ok((int("limit", limit, 100, 1, 1_000)?, int("offset", offset, 0, 0, 1_000_000)?))

@@ -7,7 +7,7 @@ use revpulse_pipelines::row::Table;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::params::{number, page, tenant, P, Q};
+use crate::params::{min_score, page, tenant, P, Q};
 use crate::{ApiError, AppState, ErrorBody};
 
 /// A subject on the watchlist (SPEC §3.8).
@@ -125,7 +125,7 @@ pub async fn watchlist(
         }
         w => w,
     };
-    let min_score = number("min_score", q.min_score.as_deref(), 0.0, 100.0)?;
+    let min_score = min_score(q.min_score.as_deref())?;
     let (limit, offset) = page(q.limit.as_deref(), q.offset.as_deref())?;
     let mut sql = select_current::<Watched>(Table::NextBuy, "tenant_id = ?");
     sql.push_str(" WHERE score >= toFloat64(?)");
@@ -133,8 +133,6 @@ pub async fn watchlist(
         sql.push_str(" AND buy_window = ?");
     }
     sql.push_str(" ORDER BY score DESC, subject_id LIMIT ?, ?");
-    // Fixed-point, rounded up to millionths: see leads::list_leads.
-    let min_score = format!("{:.6}", (min_score.unwrap_or(0.0) * 1e6).ceil() / 1e6);
     let mut query = s.ch.query(&sql).bind(t).bind(min_score);
     if let Some(w) = window {
         query = query.bind(w);

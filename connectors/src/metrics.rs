@@ -127,10 +127,38 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Result<Hi
     Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
 }
 
+/// The query API's metrics: request duration by route and status, and the
+/// events posted over HTTP by topic and outcome.
+fn api_metrics(r: &Registry) -> (HistogramVec, IntCounterVec) {
+    let latency = registered(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(
+                "revpulse_api_request_duration_seconds",
+                "Query API request duration, by route and status.",
+            )
+            .buckets(buckets()),
+            &["route", "status"],
+        ),
+    );
+    let ingest = registered(
+        r,
+        IntCounterVec::new(
+            Opts::new(
+                "revpulse_ingest_events_total",
+                "Events posted over HTTP, by topic and outcome (accepted, rejected, failed).",
+            ),
+            &["topic", "outcome"],
+        ),
+    );
+    (latency, ingest)
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
+        let (api_latency, ingest_events) = api_metrics(r);
         Metrics {
             consumed: registered(
                 r,
@@ -194,27 +222,8 @@ impl Metrics {
                     "Schema-registry lookups that failed because the registry was unavailable (the message is retried).",
                 ),
             ),
-            ingest_events: registered(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "revpulse_ingest_events_total",
-                        "Events posted over HTTP, by topic and outcome (accepted, rejected, failed).",
-                    ),
-                    &["topic", "outcome"],
-                ),
-            ),
-            api_latency: registered(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "revpulse_api_request_duration_seconds",
-                        "Query API request duration, by route and status.",
-                    )
-                    .buckets(buckets()),
-                    &["route", "status"],
-                ),
-            ),
+            api_latency,
+            ingest_events,
             watermark: registered(
                 r,
                 IntGauge::new(
