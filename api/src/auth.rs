@@ -215,7 +215,7 @@ mod tests {
         signed.signing_secret = Some("whsec".into());
         assert!(!format!("{signed:?}").contains("secret\"") && !format!("{signed:?}").contains("whsec"));
         let none = ApiKey { key: None, ..ApiKey::clear("x", "t") };
-        assert!(Keys::new(&[none.clone()]).is_err());
+        assert!(Keys::new(std::slice::from_ref(&none)).is_err());
         assert!(Keys::new(&[ApiKey { key_sha256: Some("xyz".into()), ..none }]).is_err());
         assert!(Keys::new(&[ApiKey::clear("x", "t").with_scopes(&[])]).is_err());
         // A configuration written before scopes existed is a read key.

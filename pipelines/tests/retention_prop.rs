@@ -51,7 +51,7 @@ fn make_as(kind: u8, i: usize, ts: Micros, t: u8, subject: &str, s: u8, amount: 
                 amount % 3,
                 amount % 400,
                 amount % 14,
-                amount % 2 == 0
+                amount.is_multiple_of(2)
             ),
         ),
         0 => event(
