@@ -44,6 +44,7 @@ use crate::row::{
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
 };
+use crate::types::Text;
 use crate::upsert::Epoch;
 
 /// Per-epoch maxima of event time, from every worker, at every worker.
@@ -536,6 +537,22 @@ pub struct Restorable {
     pub stale: Vec<RowKey>,
 }
 
+/// The subjects whose rows a start rebuilds from the input, given the
+/// state rows and the committed watermark `w0`: those with a life open
+/// under `w0` (taken back, with its records) or opened after it (its
+/// records are all in the input read again). A row of theirs that the
+/// rebuild does not write is stale; a subject with neither, whose lives
+/// all closed under `w0` (or were compacted away), may have final rows
+/// nothing can rebuild.
+pub fn rebuilt_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collections::HashSet<(Text, Text)> {
+    let covered = |tag: u64| w0 != NO_WATERMARK && tag <= w0.max(0) as u64;
+    rows.iter()
+        .filter_map(OpenSubjectKey::parse)
+        .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
+        .map(|(life, _)| (life.tenant_id, life.subject_id))
+        .collect()
+}
+
 /// Splits state rows (of [`crate::row::Table::STATE`]) into what a start takes back
 /// and what it deletes. Without a committed watermark everything is
 /// rebuilt from the input, so nothing is taken back.
@@ -688,6 +705,12 @@ mod tests {
         let none = restorable(rows.clone(), NO_WATERMARK);
         assert!(none.restore.is_empty());
         assert_eq!(none.stale.len(), rows.len());
+        // Every subject but the one closed before the commit is rebuilt.
+        let rebuilt = rebuilt_subjects(&rows, 100);
+        let mut names: Vec<&str> = rebuilt.iter().map(|(_, s)| s.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["closed-after", "open", "opened-after"]);
+        assert_eq!(rebuilt_subjects(&rows, NO_WATERMARK).len(), 4);
     }
 
     #[test]

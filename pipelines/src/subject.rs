@@ -409,6 +409,16 @@ pub fn freeze_closed<'s, D: Data>(
 /// closes ([`row_subject`] names the subject of each).
 pub const SUBJECT_TABLES: [Table; 3] = [Table::LeadScores, Table::ConversationRpm, Table::NextBuy];
 
+/// The subject a row key of one of [`SUBJECT_TABLES`] names, for the
+/// tables keyed by subject (a `conversation_rpm` key names a conversation).
+pub fn key_subject(key: &RowKey) -> Option<SubjectKey> {
+    match key.table {
+        Table::LeadScores => LeadScoreKey::of(key).map(|k| (k.tenant_id, k.subject_id)),
+        Table::NextBuy => NextBuyKey::of(key).map(|k| (k.tenant_id, k.subject_id)),
+        _ => None,
+    }
+}
+
 /// The subject a row of one of [`SUBJECT_TABLES`] belongs to.
 pub fn row_subject(row: &(RowKey, RowVals)) -> Option<SubjectKey> {
     match row.0.table {

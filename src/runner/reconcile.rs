@@ -22,9 +22,9 @@ use anyhow::Context;
 use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_pipelines::dataflow::row_owner;
-use revpulse_pipelines::retention::{restorable, Restorable, NO_WATERMARK};
+use revpulse_pipelines::retention::{rebuilt_subjects, restorable, Restorable, NO_WATERMARK};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
-use revpulse_pipelines::subject::SUBJECT_TABLES;
+use revpulse_pipelines::subject::{key_subject, SubjectKey, SUBJECT_TABLES};
 use revpulse_pipelines::time::{format_micros, Micros};
 
 use super::progress::Progress;
@@ -44,6 +44,8 @@ pub struct TakenBack {
     pub stale: Vec<RowKey>,
     /// Every retention state row's key, as read at start (with retention).
     pub state_keys: Option<Vec<RowKey>>,
+    /// Subjects whose rows this start rebuilds ([`rebuilt_subjects`]).
+    pub rebuilt_subjects: HashSet<SubjectKey>,
 }
 
 impl TakenBack {
@@ -84,6 +86,7 @@ impl TakenBack {
             rows.extend(state);
         }
         let state_keys = Some(rows.iter().map(|(k, _)| k.clone()).collect());
+        let rebuilt_subjects = rebuilt_subjects(&rows, watermark);
         let Restorable { restore, stale } = restorable(rows, watermark);
         let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
         let restored = if index == 0 { restore } else { Vec::new() };
@@ -95,7 +98,7 @@ impl TakenBack {
                 "retention: state taken back"
             );
         }
-        Ok(TakenBack { committed, watermark, restored, stale, state_keys })
+        Ok(TakenBack { committed, watermark, restored, stale, state_keys, rebuilt_subjects })
     }
 }
 
@@ -114,9 +117,13 @@ pub struct Reconciler {
     listing: Option<(Listing, tokio::runtime::Handle)>,
     started: Instant,
     /// With subject retention, rows of the subject tables (leads,
-    /// conversations, the watchlist) are never deleted here: a row the rebuild did not emit may be a closed subject's final
-    /// row (of this or an earlier life), which nothing can rebuild.
+    /// conversations, the watchlist) are deleted here only when their
+    /// subject is one the start rebuilds (`rebuilt`): another subject's row
+    /// the rebuild did not emit may be a closed subject's final row (of
+    /// this or an earlier life), which nothing can rebuild. Conversation
+    /// rows, whose key does not name the subject, are never deleted.
     keep_subject_rows: bool,
+    rebuilt: HashSet<SubjectKey>,
     /// Delete markers of stale retention state, sent with the first batch,
     /// which every worker acknowledges before anything is committed: state
     /// newer than the committed watermark must not become covered by a
@@ -155,6 +162,7 @@ impl Reconciler {
         });
         let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
         let mut r = Reconciler::new(targets, suspects, subject_retention, stale_state);
+        r.rebuilt = std::mem::take(&mut taken.rebuilt_subjects);
         r.listing = Some((listing, rt.clone()));
         Ok(r)
     }
@@ -181,6 +189,7 @@ impl Reconciler {
             listing: None,
             started: Instant::now(),
             keep_subject_rows,
+            rebuilt: HashSet::new(),
             stale_state,
             reconcile_at: None,
             done: false,
@@ -239,7 +248,10 @@ impl Reconciler {
         self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
-        let subject_closed = |k: &RowKey| keep && SUBJECT_TABLES.contains(&k.table);
+        let rebuilt = std::mem::take(&mut self.rebuilt);
+        let subject_closed = |k: &RowKey| {
+            keep && SUBJECT_TABLES.contains(&k.table) && !key_subject(k).is_some_and(|s| rebuilt.contains(&s))
+        };
         let mut suspects = std::mem::take(&mut self.suspects);
         suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
@@ -282,6 +294,19 @@ mod tests {
         assert_eq!(later, vec![(key(Table::OfferAcceptance, "b"), None)]);
         r.finish_if_due(6, |_| false, &mut later).ok();
         assert_eq!(later.len(), 1, "deletes once");
+    }
+
+    /// A subject the start rebuilds (open under the committed watermark, or
+    /// opened after it) has no final rows: its untouched rows are stale.
+    #[test]
+    fn untouched_rows_of_rebuilt_subjects_are_deleted() {
+        let suspects = HashSet::from([key(Table::NextBuy, "open"), key(Table::NextBuy, "closed")]);
+        let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
+        r.rebuilt = HashSet::from([("t".into(), "open".into())]);
+        r.reconcile_at = Some(1);
+        let mut rows = Vec::new();
+        r.finish_if_due(1, |_| false, &mut rows).ok();
+        assert_eq!(rows, vec![(key(Table::NextBuy, "open"), None)]);
     }
 
     #[test]
