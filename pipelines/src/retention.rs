@@ -537,6 +537,12 @@ pub struct Restorable {
     pub stale: Vec<RowKey>,
 }
 
+/// Whether a state row tagged with watermark `tag` is covered by the
+/// committed watermark `w0` (never without one).
+fn covered_by(tag: u64, w0: Micros) -> bool {
+    w0 != NO_WATERMARK && tag <= w0.max(0) as u64
+}
+
 /// The subjects whose rows a start rebuilds from the input, given the
 /// state rows and the committed watermark `w0`: those with a life open
 /// under `w0` (taken back, with its records) or opened after it (its
@@ -545,7 +551,7 @@ pub struct Restorable {
 /// all closed under `w0` (or were compacted away), may have final rows
 /// nothing can rebuild.
 pub fn rebuilt_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collections::HashSet<(Text, Text)> {
-    let covered = |tag: u64| w0 != NO_WATERMARK && tag <= w0.max(0) as u64;
+    let covered = |tag: u64| covered_by(tag, w0);
     rows.iter()
         .filter_map(OpenSubjectKey::parse)
         .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
@@ -557,7 +563,7 @@ pub fn rebuilt_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collecti
 /// and what it deletes. Without a committed watermark everything is
 /// rebuilt from the input, so nothing is taken back.
 pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
-    let covered = |tag: u64| w0 != NO_WATERMARK && tag <= w0.max(0) as u64;
+    let covered = |tag: u64| covered_by(tag, w0);
     let mut out = Restorable::default();
     // Per lifetime-sum key (the key without its watermark): the greatest
     // covered row so far.

@@ -422,9 +422,7 @@ pub fn key_subject(key: &RowKey) -> Option<SubjectKey> {
 /// The subject a row of one of [`SUBJECT_TABLES`] belongs to.
 pub fn row_subject(row: &(RowKey, RowVals)) -> Option<SubjectKey> {
     match row.0.table {
-        Table::LeadScores => LeadScoreKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),
-        Table::NextBuy => NextBuyKey::of(&row.0).map(|k| (k.tenant_id, k.subject_id)),
         Table::ConversationRpm => ConversationRpmKey::parse(row).map(|(k, v)| (k.tenant_id, v.subject_id)),
-        _ => None,
+        _ => key_subject(&row.0),
     }
 }
