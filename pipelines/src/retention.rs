@@ -533,8 +533,11 @@ pub struct Restorable {
     pub restore: Vec<(RowKey, RowVals)>,
     /// Rows to delete before anything else is committed: written after the
     /// commit (a crash or a lost asynchronous commit left them), or
-    /// superseded (closed lives, older totals).
+    /// superseded (closed lives but each subject's newest, older totals).
     pub stale: Vec<RowKey>,
+    /// Rows left as they are: each subject's newest life closed under `w0`,
+    /// the evidence that its rows are final ([`final_subjects`]).
+    pub kept: Vec<RowKey>,
 }
 
 /// Whether a state row tagged with watermark `tag` is covered by the
@@ -543,19 +546,26 @@ fn covered_by(tag: u64, w0: Micros) -> bool {
     w0 != NO_WATERMARK && tag <= w0.max(0) as u64
 }
 
-/// The subjects whose rows a start rebuilds from the input, given the
-/// state rows and the committed watermark `w0`: those with a life open
-/// under `w0` (taken back, with its records) or opened after it (its
-/// records are all in the input read again). A row of theirs that the
-/// rebuild does not write is stale; a subject with neither, whose lives
-/// all closed under `w0` (or were compacted away), may have final rows
-/// nothing can rebuild.
-pub fn rebuilt_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collections::HashSet<(Text, Text)> {
+/// The subjects whose rows are final at a start, given the state rows and
+/// the committed watermark `w0`: those whose newest life closed under `w0`
+/// and that have no life a start rebuilds (one open under `w0`, taken back
+/// with its records, or opened after it, whose records are all in the
+/// input read again). Only their rows may stay untouched by a rebuild; any
+/// other subject's row the rebuild does not write is stale, including one
+/// a killed run wrote before the life row that would explain it (two
+/// tables, possibly two workers' sinks: the writes are not atomic).
+pub fn final_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collections::HashSet<(Text, Text)> {
     let covered = |tag: u64| covered_by(tag, w0);
-    rows.iter()
-        .filter_map(OpenSubjectKey::parse)
+    let lives: Vec<_> = rows.iter().filter_map(OpenSubjectKey::parse).collect();
+    let rebuilt: std::collections::HashSet<(&Text, &Text)> = lives
+        .iter()
         .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
-        .map(|(life, _)| (life.tenant_id, life.subject_id))
+        .map(|(life, _)| (&life.tenant_id, &life.subject_id))
+        .collect();
+    lives
+        .iter()
+        .filter(|(life, _)| !rebuilt.contains(&(&life.tenant_id, &life.subject_id)))
+        .map(|(life, _)| (life.tenant_id.clone(), life.subject_id.clone()))
         .collect()
 }
 
@@ -568,6 +578,8 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
     // Per lifetime-sum key (the key without its watermark): the greatest
     // covered row so far.
     let mut best: BTreeMap<(Table, Vec<Cell>), (u64, RowKey, RowVals)> = BTreeMap::new();
+    // Per subject: its newest life closed under `w0` so far.
+    let mut last_closed: BTreeMap<(Text, Text), (u64, RowKey)> = BTreeMap::new();
     for row in rows {
         let total_tag = match row.0.table {
             Table::StateExperimentClosed => ExperimentClosedKey::of(&row.0).map(|k| k.closed_us),
@@ -579,6 +591,17 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
             (Some((life, v)), _) => {
                 if covered(life.opened_us) && (v.closed_us == 0 || !covered(v.closed_us)) {
                     out.restore.push(row);
+                } else if covered(life.opened_us) {
+                    let opened = life.opened_us;
+                    match last_closed.get(&(life.tenant_id.clone(), life.subject_id.clone())) {
+                        Some((newest, _)) if *newest >= opened => out.stale.push(row.0),
+                        _ => {
+                            let subject = (life.tenant_id, life.subject_id);
+                            if let Some((_, older)) = last_closed.insert(subject, (opened, row.0)) {
+                                out.stale.push(older);
+                            }
+                        }
+                    }
                 } else {
                     out.stale.push(row.0);
                 }
@@ -600,6 +623,7 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
         }
     }
     out.restore.extend(best.into_values().map(|(_, key, vals)| (key, vals)));
+    out.kept.extend(last_closed.into_values().map(|(_, key)| key));
     out
 }
 
@@ -667,9 +691,10 @@ mod tests {
     }
 
     /// A start takes back the lives open under the committed watermark and,
-    /// per lifetime-sum key, the greatest total it covers; it deletes
-    /// closed lives, older totals and everything written after the commit;
-    /// without a committed watermark it takes back nothing.
+    /// per lifetime-sum key, the greatest total it covers; it keeps each
+    /// subject's newest closed life; it deletes older closed lives, older
+    /// totals and everything written after the commit; without a committed
+    /// watermark it takes back nothing.
     #[test]
     fn restorable_takes_back_what_the_commit_covers() {
         let life = |s: &str, opened: u64, closed: u64| {
@@ -684,6 +709,7 @@ mod tests {
             life("open", 50, 0),
             life("closed-after", 50, 150),
             life("closed-before", 50, 90),
+            life("closed-before", 20, 40),
             life("opened-after", 150, 0),
             total("o", 0, 1),
             total("o", 80, 3),
@@ -693,8 +719,9 @@ mod tests {
         let r = restorable(rows.clone(), 100);
         let names = |v: &[(RowKey, RowVals)]| v.iter().map(|(k, _)| k.key.clone()).collect::<Vec<_>>();
         assert_eq!(names(&r.restore), names(&[life("open", 50, 0), life("closed-after", 50, 150), total("o", 100, 4)]));
+        assert_eq!(r.kept, vec![life("closed-before", 50, 90).0]);
         let stale: Vec<RowKey> = [
-            life("closed-before", 50, 90),
+            life("closed-before", 20, 40),
             life("opened-after", 150, 0),
             total("o", 0, 1),
             total("o", 80, 3),
@@ -711,12 +738,13 @@ mod tests {
         let none = restorable(rows.clone(), NO_WATERMARK);
         assert!(none.restore.is_empty());
         assert_eq!(none.stale.len(), rows.len());
-        // Every subject but the one closed before the commit is rebuilt.
-        let rebuilt = rebuilt_subjects(&rows, 100);
-        let mut names: Vec<&str> = rebuilt.iter().map(|(_, s)| s.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["closed-after", "open", "opened-after"]);
-        assert_eq!(rebuilt_subjects(&rows, NO_WATERMARK).len(), 4);
+        // Only the subject whose lives all closed before the commit is final.
+        let done = final_subjects(&rows, 100);
+        assert_eq!(done.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), [Text::from("closed-before")]);
+        assert!(final_subjects(&rows, NO_WATERMARK).is_empty());
+        // A subject closed before the commit and open again is rebuilt.
+        let reopened = [life("closed-before", 50, 90), life("closed-before", 95, 0)];
+        assert!(final_subjects(&reopened, 100).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use anyhow::Context;
 use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_pipelines::dataflow::row_owner;
-use revpulse_pipelines::retention::{rebuilt_subjects, restorable, Restorable, NO_WATERMARK};
+use revpulse_pipelines::retention::{final_subjects, restorable, Restorable, NO_WATERMARK};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use revpulse_pipelines::subject::{key_subject, SubjectKey, SUBJECT_TABLES};
 use revpulse_pipelines::time::{format_micros, Micros};
@@ -44,8 +44,8 @@ pub struct TakenBack {
     pub stale: Vec<RowKey>,
     /// Every retention state row's key, as read at start (with retention).
     pub state_keys: Option<Vec<RowKey>>,
-    /// Subjects whose rows this start rebuilds ([`rebuilt_subjects`]).
-    pub rebuilt_subjects: HashSet<SubjectKey>,
+    /// Subjects whose rows are final ([`final_subjects`]).
+    pub final_subjects: HashSet<SubjectKey>,
 }
 
 impl TakenBack {
@@ -85,9 +85,11 @@ impl TakenBack {
                 .with_context(|| format!("reading retention state from {}", table.name()))?;
             rows.extend(state);
         }
-        let state_keys = Some(rows.iter().map(|(k, _)| k.clone()).collect());
-        let rebuilt_subjects = rebuilt_subjects(&rows, watermark);
-        let Restorable { restore, stale } = restorable(rows, watermark);
+        let final_subjects = final_subjects(&rows, watermark);
+        let Restorable { restore, stale, kept } = restorable(rows.clone(), watermark);
+        // Kept rows are neither rewritten nor stale.
+        let kept: HashSet<RowKey> = kept.into_iter().collect();
+        let state_keys = Some(rows.into_iter().map(|(k, _)| k).filter(|k| !kept.contains(k)).collect());
         let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
         let restored = if index == 0 { restore } else { Vec::new() };
         if !restored.is_empty() || !stale.is_empty() {
@@ -98,7 +100,7 @@ impl TakenBack {
                 "retention: state taken back"
             );
         }
-        Ok(TakenBack { committed, watermark, restored, stale, state_keys, rebuilt_subjects })
+        Ok(TakenBack { committed, watermark, restored, stale, state_keys, final_subjects })
     }
 }
 
@@ -117,13 +119,13 @@ pub struct Reconciler {
     listing: Option<(Listing, tokio::runtime::Handle)>,
     started: Instant,
     /// With subject retention, rows of the subject tables (leads,
-    /// conversations, the watchlist) are deleted here only when their
-    /// subject is one the start rebuilds (`rebuilt`): another subject's row
-    /// the rebuild did not emit may be a closed subject's final row (of
-    /// this or an earlier life), which nothing can rebuild. Conversation
-    /// rows, whose key does not name the subject, are never deleted.
+    /// conversations, the watchlist) are kept here when their subject's
+    /// rows are final (`finals`: its lives all closed under the committed
+    /// watermark), which nothing can rebuild; any other subject's row the
+    /// rebuild did not emit is stale. Conversation rows, whose key does not
+    /// name the subject, are never deleted.
     keep_subject_rows: bool,
-    rebuilt: HashSet<SubjectKey>,
+    finals: HashSet<SubjectKey>,
     /// Delete markers of stale retention state, sent with the first batch,
     /// which every worker acknowledges before anything is committed: state
     /// newer than the committed watermark must not become covered by a
@@ -162,7 +164,7 @@ impl Reconciler {
         });
         let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
         let mut r = Reconciler::new(targets, suspects, subject_retention, stale_state);
-        r.rebuilt = std::mem::take(&mut taken.rebuilt_subjects);
+        r.finals = std::mem::take(&mut taken.final_subjects);
         r.listing = Some((listing, rt.clone()));
         Ok(r)
     }
@@ -189,7 +191,7 @@ impl Reconciler {
             listing: None,
             started: Instant::now(),
             keep_subject_rows,
-            rebuilt: HashSet::new(),
+            finals: HashSet::new(),
             stale_state,
             reconcile_at: None,
             done: false,
@@ -248,9 +250,9 @@ impl Reconciler {
         self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
-        let rebuilt = std::mem::take(&mut self.rebuilt);
+        let finals = std::mem::take(&mut self.finals);
         let subject_closed = |k: &RowKey| {
-            keep && SUBJECT_TABLES.contains(&k.table) && !key_subject(k).is_some_and(|s| rebuilt.contains(&s))
+            keep && SUBJECT_TABLES.contains(&k.table) && key_subject(k).is_none_or(|s| finals.contains(&s))
         };
         let mut suspects = std::mem::take(&mut self.suspects);
         suspects.retain(|k| !closed(k) && !subject_closed(k));
@@ -283,6 +285,7 @@ mod tests {
             key(Table::LeadScores, "c"),
         ]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
+        r.finals = HashSet::from([("t".into(), "c".into())]);
         let mut rows = vec![(key(Table::OfferAcceptance, "a"), Some(vec![Cell::U64(1), Cell::f64(1.0)]))];
         r.absorb(&mut rows).ok();
         r.reconcile_at = Some(5);
@@ -290,19 +293,20 @@ mod tests {
         r.finish_if_due(4, |_| false, &mut later).ok();
         assert!(later.is_empty(), "not due before its epoch");
         r.finish_if_due(5, |_| false, &mut later).ok();
-        // "a" was rebuilt; "c" is a lead row kept under subject retention.
+        // "a" was rebuilt; "c" is a final lead row (its subject closed).
         assert_eq!(later, vec![(key(Table::OfferAcceptance, "b"), None)]);
         r.finish_if_due(6, |_| false, &mut later).ok();
         assert_eq!(later.len(), 1, "deletes once");
     }
 
-    /// A subject the start rebuilds (open under the committed watermark, or
-    /// opened after it) has no final rows: its untouched rows are stale.
+    /// Only a subject whose lives all closed under the committed watermark
+    /// has final rows: any other subject's untouched rows are stale, also
+    /// when no life row explains them (a killed run wrote the row first).
     #[test]
-    fn untouched_rows_of_rebuilt_subjects_are_deleted() {
+    fn untouched_rows_are_deleted_unless_their_subject_is_final() {
         let suspects = HashSet::from([key(Table::NextBuy, "open"), key(Table::NextBuy, "closed")]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
-        r.rebuilt = HashSet::from([("t".into(), "open".into())]);
+        r.finals = HashSet::from([("t".into(), "closed".into())]);
         r.reconcile_at = Some(1);
         let mut rows = Vec::new();
         r.finish_if_due(1, |_| false, &mut rows).ok();
