@@ -1,4 +1,4 @@
-//! Realistic synthetic events for all five topics (`revpulse generate`, the
+//! Realistic synthetic events for all six topics (`revpulse generate`, the
 //! demo's live stream, tests and benchmarks).
 //!
 //! Seeded and deterministic. Besides plain events it emits what real
@@ -79,6 +79,8 @@ pub struct Generator {
     /// amount), due an hour to ten days after the failure, so that some
     /// fall inside the recovery window (SPEC §3.7) and some after it.
     retries: Vec<(Micros, Tenant, String, u64)>,
+    /// Open CRM deals, to move through their stages later.
+    open_deals: Vec<Deal>,
 }
 
 impl Generator {
@@ -94,6 +96,7 @@ impl Generator {
             open_ros: Vec::new(),
             conversations: BTreeMap::new(),
             retries: Vec::new(),
+            open_deals: Vec::new(),
         }
     }
 
@@ -159,11 +162,12 @@ impl Generator {
             };
         }
         let event = match self.rng.random_range(0..100) {
-            0..=24 => self.impression(),
-            25..=54 => self.conversation(),
-            55..=79 => self.message(),
-            80..=89 => self.payment(),
-            _ => self.ro_update(),
+            0..=21 => self.impression(),
+            22..=51 => self.conversation(),
+            52..=76 => self.message(),
+            77..=86 => self.payment(),
+            87..=96 => self.ro_update(),
+            _ => self.deal(),
         };
         let rec = self.record(event.clone());
         if self.recent.len() < 2_000 {
@@ -390,6 +394,81 @@ impl Generator {
     }
 }
 
+const OWNERS: [&str; 5] = ["ana", "ben", "chloe", "dev", "eli"];
+
+impl Generator {
+    /// A CRM deal's next state: an open deal moves on (activity, its next
+    /// stage, won or lost) or a new one opens in discovery. Deals picked
+    /// rarely go stale, as real pipelines' do.
+    fn deal(&mut self) -> Event {
+        const DAY: Micros = 24 * 60 * MICROS_PER_MINUTE;
+        if !self.open_deals.is_empty() && self.rng.random_bool(0.6) {
+            let i = self.rng.random_range(0..self.open_deals.len());
+            let mut d = self.open_deals[i].clone();
+            d.ts = Ts(self.now);
+            d.last_activity_at = Ts(self.now);
+            match self.rng.random_range(0..10) {
+                0..=3 => {
+                    d.interactions = Some(Count(d.interactions.map_or(0, |n| n.0) + 1));
+                    d.champion_identified = Some(d.champion_identified == Some(true) || self.rng.random_bool(0.3));
+                    d.budget_confirmed = Some(d.budget_confirmed == Some(true) || self.rng.random_bool(0.25));
+                    if self.rng.random_bool(0.2) {
+                        d.competitors_mentioned = Some(Count(d.competitors_mentioned.map_or(0, |n| n.0) + 1));
+                    }
+                }
+                4..=7 => {
+                    d.stage = match d.stage {
+                        DealStage::Discovery => DealStage::Qualified,
+                        DealStage::Qualified => DealStage::Proposal,
+                        DealStage::Proposal => DealStage::Negotiation,
+                        _ if self.rng.random_bool(0.6) => DealStage::Won,
+                        _ => DealStage::Lost,
+                    };
+                    d.stage_entered_at = Ts(self.now);
+                    d.decision_maker_engaged =
+                        Some(d.decision_maker_engaged == Some(true) || self.rng.random_bool(0.4));
+                }
+                _ => {
+                    d.stage = DealStage::Lost;
+                    d.stage_entered_at = Ts(self.now);
+                }
+            }
+            if d.stage.is_open() {
+                self.open_deals[i] = d.clone();
+            } else {
+                self.open_deals.swap_remove(i);
+            }
+            return Event::Deal(d);
+        }
+        let tenant_id = self.tenant();
+        let subject = self.subject(&tenant_id);
+        // Some deals entered the CRM weeks ago and were never touched since.
+        let entered = self.now - self.rng.random_range(0..45) * DAY;
+        let d = Deal {
+            tenant_id,
+            ts: Ts(self.now),
+            deal_id: Str(self.id("deal").into()),
+            subject_id: Some(Str(subject.into())),
+            stage: DealStage::Discovery,
+            amount_cents: Count(self.rng.random_range(5_000..500_000) * 100),
+            currency: Str("USD".into()),
+            stage_entered_at: Ts(entered),
+            last_activity_at: Ts(entered),
+            expected_close: Ts(self.now + self.rng.random_range(10..120) * DAY),
+            owner: Some(Str(OWNERS[self.rng.random_range(0..OWNERS.len())].into())),
+            champion_identified: None,
+            budget_confirmed: None,
+            decision_maker_engaged: None,
+            competitors_mentioned: None,
+            interactions: Some(Count(0)),
+        };
+        if self.open_deals.len() < 40 * self.cfg.tenants.max(1) {
+            self.open_deals.push(d.clone());
+        }
+        Event::Deal(d)
+    }
+}
+
 fn set_ts(e: &mut Event, ts: Micros) {
     match e {
         Event::Impression(x) => x.ts = Ts(ts),
@@ -397,6 +476,7 @@ fn set_ts(e: &mut Event, ts: Micros) {
         Event::Message(x) => x.ts = Ts(ts),
         Event::Payment(x) => x.ts = Ts(ts),
         Event::RoUpdate(x) => x.ts = Ts(ts),
+        Event::Deal(x) => x.ts = Ts(ts),
     }
 }
 
@@ -430,6 +510,9 @@ fn correct(mut e: Event, now: Micros, rng: &mut StdRng) -> Event {
             if let Some(f) = &mut x.facts {
                 f.homeowner = Some(rng.random_bool(0.5));
             }
+        }
+        Event::Deal(x) => {
+            x.amount_cents = Count((x.amount_cents.0 as f64 * rng.random_range(0.8..1.25)).round() as u64)
         }
     }
     e

@@ -38,6 +38,7 @@ fn avro_topics_match_replay_and_bad_frames_are_dead_lettered() {
         messages: avro,
         payments: avro,
         ro_updates: avro,
+        deals: avro,
     };
     cfg.kafka.schema_registry = Some(SchemaRegistryConfig { url: registry.url.clone(), ..Default::default() });
 

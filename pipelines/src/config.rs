@@ -20,6 +20,9 @@ pub struct MetricsConfig {
     pub recovery_window_secs: u64,
     /// Next-buy watchlist points and thresholds (SPEC §3.8).
     pub next_buy: NextBuyConfig,
+    /// Deal close probability and health: stage bases, points and
+    /// thresholds (SPEC §3.11).
+    pub deals: DealsConfig,
     /// Lateness per metric family (SPEC §7 "Lateness and retention"); off
     /// unless set.
     pub retention: RetentionConfig,
@@ -68,6 +71,7 @@ impl Default for MetricsConfig {
             experiment_window_secs: 7 * 86_400,
             recovery_window_secs: 7 * 86_400,
             next_buy: NextBuyConfig::default(),
+            deals: DealsConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -205,6 +209,78 @@ impl Default for NextBuyConfig {
             engagements: vec![step(3.0, 15.0), step(1.0, 8.0)],
             credit_signal: 15.0,
             buy_windows: vec![3, 6, 12],
+        }
+    }
+}
+
+/// Deal close probability and health (SPEC §3.11). Points are percent
+/// (probability) or health points, taken to three decimals; day
+/// thresholds are fractional days, compared exactly (to the microsecond)
+/// with `days_in_stage` = as-of − `stage_entered_at` and `idle_days` =
+/// as-of − `last_activity_at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DealsConfig {
+    /// Close probability base of each open stage.
+    pub discovery: f64,
+    pub qualified: f64,
+    pub proposal: f64,
+    pub negotiation: f64,
+    /// `min(interactions_cap, interaction_points × interactions)`.
+    pub interaction_points: f64,
+    pub interactions_cap: f64,
+    /// Added for `champion_identified`, `budget_confirmed`, `decision_maker_engaged`.
+    pub champion_points: f64,
+    pub budget_points: f64,
+    pub decision_maker_points: f64,
+    /// Subtracted: `min(competitors_cap, competitor_points × competitors_mentioned)`.
+    pub competitor_points: f64,
+    pub competitors_cap: f64,
+    /// A deal is `stagnant` once `days_in_stage` exceeds this; the close
+    /// probability then loses `stagnant_penalty`.
+    pub stagnant_days: f64,
+    pub stagnant_penalty: f64,
+    /// A deal is `inactive` once `idle_days` exceeds this.
+    pub inactive_days: f64,
+    /// Health velocity: `days_in_stage ≤ at` earns `points`, lowest first.
+    pub velocity: Vec<Step>,
+    /// Health engagement: `idle_days ≤ at` earns `points`, lowest first.
+    pub engagement: Vec<Step>,
+    /// Health points for a champion, a confirmed budget and an engaged
+    /// decision maker.
+    pub champion_health: f64,
+    pub budget_health: f64,
+    pub decision_maker_health: f64,
+    /// Category thresholds on health: `healthy` at or above the first,
+    /// `at_risk` at or above the second, else `critical`.
+    pub healthy_at: f64,
+    pub at_risk_at: f64,
+}
+
+impl Default for DealsConfig {
+    fn default() -> Self {
+        DealsConfig {
+            discovery: 10.0,
+            qualified: 25.0,
+            proposal: 50.0,
+            negotiation: 75.0,
+            interaction_points: 2.5,
+            interactions_cap: 25.0,
+            champion_points: 10.0,
+            budget_points: 10.0,
+            decision_maker_points: 5.0,
+            competitor_points: 5.0,
+            competitors_cap: 15.0,
+            stagnant_days: 30.0,
+            stagnant_penalty: 10.0,
+            inactive_days: 14.0,
+            velocity: vec![step(14.0, 35.0), step(30.0, 25.0), step(60.0, 10.0)],
+            engagement: vec![step(7.0, 35.0), step(14.0, 25.0), step(21.0, 10.0)],
+            champion_health: 10.0,
+            budget_health: 10.0,
+            decision_maker_health: 10.0,
+            healthy_at: 70.0,
+            at_risk_at: 40.0,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The revpulse dataflow: five upsert inputs → metric operators → one
+//! The revpulse dataflow: six upsert inputs → metric operators → one
 //! collection of table rows, captured per completed epoch for the sink.
 
 use std::cell::{Cell, RefCell};
@@ -17,7 +17,7 @@ use timely::dataflow::operators::{Concat as _, Exchange as _, Probe as _};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::config::MetricsConfig;
-use crate::event::{Conversation, Event, Impression, Message, Payment, RoUpdate, Topic, Versioned};
+use crate::event::{Conversation, Deal, Event, Impression, Message, Payment, RoUpdate, Topic, Versioned};
 use crate::family::{topic_release, AsRecord, Rules, Streams, TopicRelease, FAMILIES};
 use crate::retention::{watermarks, Lateness, Retained, Watermarks, NO_WATERMARK};
 use crate::row::{RowKey, RowVals};
@@ -34,6 +34,7 @@ pub struct Inputs {
     pub messages: Handle<Epoch, UpsertMsg<Message>>,
     pub payments: Handle<Epoch, UpsertMsg<Payment>>,
     pub ro_updates: Handle<Epoch, UpsertMsg<RoUpdate>>,
+    pub deals: Handle<Epoch, UpsertMsg<Deal>>,
     /// Retention state read back from ClickHouse at start-up.
     pub restored: InputSession<Epoch, (RowKey, RowVals), isize>,
 }
@@ -48,11 +49,13 @@ impl Inputs {
             (Topic::Messages, None) => self.messages.send((key, None, seq)),
             (Topic::Payments, None) => self.payments.send((key, None, seq)),
             (Topic::RoUpdates, None) => self.ro_updates.send((key, None, seq)),
+            (Topic::Deals, None) => self.deals.send((key, None, seq)),
             (_, Some(Event::Impression(e))) => self.impressions.send((key, Some(e), seq)),
             (_, Some(Event::Conversation(e))) => self.conversations.send((key, Some(e), seq)),
             (_, Some(Event::Message(e))) => self.messages.send((key, Some(e), seq)),
             (_, Some(Event::Payment(e))) => self.payments.send((key, Some(e), seq)),
             (_, Some(Event::RoUpdate(e))) => self.ro_updates.send((key, Some(e), seq)),
+            (_, Some(Event::Deal(e))) => self.deals.send((key, Some(e), seq)),
         }
     }
 
@@ -74,6 +77,7 @@ impl Inputs {
         self.messages.advance_to(epoch);
         self.payments.advance_to(epoch);
         self.ro_updates.advance_to(epoch);
+        self.deals.advance_to(epoch);
     }
 
     pub fn flush(&mut self) {
@@ -83,6 +87,7 @@ impl Inputs {
         self.messages.flush();
         self.payments.flush();
         self.ro_updates.flush();
+        self.deals.flush();
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -178,13 +183,14 @@ pub struct Dataflow {
     pub open_subjects: Rc<Cell<usize>>,
 }
 
-/// The current versions of the five topics.
+/// The current versions of the six topics.
 pub struct Current<'s> {
     pub impressions: VecCollection<'s, Epoch, (Text, Impression)>,
     pub conversations: VecCollection<'s, Epoch, (Text, Conversation)>,
     pub messages: VecCollection<'s, Epoch, (Text, Message)>,
     pub payments: VecCollection<'s, Epoch, (Text, Payment)>,
     pub ro_updates: VecCollection<'s, Epoch, (Text, RoUpdate)>,
+    pub deals: VecCollection<'s, Epoch, (Text, Deal)>,
 }
 
 /// Builds every metric family of [`FAMILIES`] (SPEC §3) over the current
@@ -294,6 +300,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
         let (messages, msg_stream) = scope.new_input::<UpsertMsg<Message>>();
         let (payments, pay_stream) = scope.new_input::<UpsertMsg<Payment>>();
         let (ro_updates, ro_stream) = scope.new_input::<UpsertMsg<RoUpdate>>();
+        let (deals, deal_stream) = scope.new_input::<UpsertMsg<Deal>>();
         let (restored, restored_rows) = scope.new_collection::<(RowKey, RowVals), isize>();
 
         let lateness = Lateness::of(&cfg);
@@ -307,7 +314,8 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
                 .concat(times(&conv_stream))
                 .concat(times(&msg_stream))
                 .concat(times(&pay_stream))
-                .concat(times(&ro_stream));
+                .concat(times(&ro_stream))
+                .concat(times(&deal_stream));
             Retained {
                 wm: watermarks(all, gate),
                 initial: initial_watermark,
@@ -333,12 +341,16 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
         let (ro_current, l) =
             upsert(ro_stream, "Upsert: ro_updates", retention_of(r, Topic::RoUpdates, &rules, &too_late), log);
         logs.extend(l.map(|l| logged(Topic::RoUpdates, l, Event::RoUpdate)));
+        let (deals_current, l) =
+            upsert(deal_stream, "Upsert: deals", retention_of(r, Topic::Deals, &rules, &too_late), log);
+        logs.extend(l.map(|l| logged(Topic::Deals, l, Event::Deal)));
         let current = Current {
             impressions: impressions_current,
             conversations: conversations_current,
             messages: messages_current,
             payments: payments_current,
             ro_updates: ro_current,
+            deals: deals_current,
         };
         let rows = retention::freeze(metrics(current, &cfg, retained.as_ref(), restored_rows), retained.as_ref());
         if let Some(r) = &retained {
@@ -350,7 +362,7 @@ pub fn build(worker: &mut timely::worker::Worker, cfg: &MetricsConfig, opts: Bui
             capture_log(all.probe_with(&probe), sink_state);
         }
         Dataflow {
-            inputs: Inputs { impressions, conversations, messages, payments, ro_updates, restored },
+            inputs: Inputs { impressions, conversations, messages, payments, ro_updates, deals, restored },
             probe,
             completed,
             too_late,

@@ -9,7 +9,7 @@ use crate::types::{Count, NonNeg, Signed, Str, Tenant, Text, Ts, Unit};
 /// Largest accepted payload (SPEC §2.6).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
-/// The five input topics. The name is the default Kafka topic name and the
+/// The six input topics. The name is the default Kafka topic name and the
 /// `replay` file stem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,11 +19,12 @@ pub enum Topic {
     Messages,
     Payments,
     RoUpdates,
+    Deals,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] =
-        [Topic::Impressions, Topic::Conversations, Topic::Messages, Topic::Payments, Topic::RoUpdates];
+    pub const ALL: [Topic; 6] =
+        [Topic::Impressions, Topic::Conversations, Topic::Messages, Topic::Payments, Topic::RoUpdates, Topic::Deals];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +33,7 @@ impl Topic {
             Topic::Messages => "messages",
             Topic::Payments => "payments",
             Topic::RoUpdates => "ro_updates",
+            Topic::Deals => "deals",
         }
     }
 
@@ -39,13 +41,14 @@ impl Topic {
         Topic::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// The field whose value is the upsert key (SPEC §2.1–2.5).
+    /// The field whose value is the upsert key (SPEC §2.1–2.5, §2.7).
     pub fn key_field(self) -> &'static str {
         match self {
             Topic::Impressions | Topic::Conversations => "event_id",
             Topic::Messages => "message_id",
             Topic::Payments => "payment_id",
             Topic::RoUpdates => "ro_id",
+            Topic::Deals => "deal_id",
         }
     }
 }
@@ -245,6 +248,72 @@ pub struct RoUpdate {
     pub lines: Vec<RoLine>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DealStage {
+    Discovery,
+    Qualified,
+    Proposal,
+    Negotiation,
+    Won,
+    Lost,
+}
+
+impl DealStage {
+    pub const ALL: [DealStage; 6] = [
+        DealStage::Discovery,
+        DealStage::Qualified,
+        DealStage::Proposal,
+        DealStage::Negotiation,
+        DealStage::Won,
+        DealStage::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DealStage::Discovery => "discovery",
+            DealStage::Qualified => "qualified",
+            DealStage::Proposal => "proposal",
+            DealStage::Negotiation => "negotiation",
+            DealStage::Won => "won",
+            DealStage::Lost => "lost",
+        }
+    }
+
+    /// Open unless won or lost (SPEC §3.11).
+    pub fn is_open(self) -> bool {
+        !matches!(self, DealStage::Won | DealStage::Lost)
+    }
+}
+
+/// SPEC §2.7: a CRM opportunity's current state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Deal {
+    pub tenant_id: Tenant,
+    pub ts: Ts,
+    pub deal_id: Str,
+    #[serde(default)]
+    pub subject_id: Option<Str>,
+    pub stage: DealStage,
+    pub amount_cents: Count,
+    pub currency: Str,
+    pub stage_entered_at: Ts,
+    pub last_activity_at: Ts,
+    pub expected_close: Ts,
+    #[serde(default)]
+    pub owner: Option<Str>,
+    #[serde(default)]
+    pub champion_identified: Option<bool>,
+    #[serde(default)]
+    pub budget_confirmed: Option<bool>,
+    #[serde(default)]
+    pub decision_maker_engaged: Option<bool>,
+    #[serde(default)]
+    pub competitors_mentioned: Option<Count>,
+    #[serde(default)]
+    pub interactions: Option<Count>,
+}
+
 /// A version of an upsert-keyed entity: its upsert key and event time.
 pub trait Versioned {
     fn upsert_key(&self) -> &str;
@@ -272,6 +341,7 @@ versioned!(Conversation, event_id);
 versioned!(Message, message_id);
 versioned!(Payment, payment_id);
 versioned!(RoUpdate, ro_id);
+versioned!(Deal, deal_id);
 
 /// A decoded, valid event of any topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -281,6 +351,7 @@ pub enum Event {
     Message(Message),
     Payment(Payment),
     RoUpdate(RoUpdate),
+    Deal(Deal),
 }
 
 impl Event {
@@ -291,6 +362,7 @@ impl Event {
             Event::Message(_) => Topic::Messages,
             Event::Payment(_) => Topic::Payments,
             Event::RoUpdate(_) => Topic::RoUpdates,
+            Event::Deal(_) => Topic::Deals,
         }
     }
 
@@ -301,6 +373,7 @@ impl Event {
             Event::Message(e) => e,
             Event::Payment(e) => e,
             Event::RoUpdate(e) => e,
+            Event::Deal(e) => e,
         }
     }
 
@@ -325,6 +398,7 @@ impl Event {
             Event::Message(e) => serde_json::to_value(e),
             Event::Payment(e) => serde_json::to_value(e),
             Event::RoUpdate(e) => serde_json::to_value(e),
+            Event::Deal(e) => serde_json::to_value(e),
         };
         // Serializing these plain structs cannot fail (no maps with non-string keys).
         strip_nulls(r.unwrap_or_default()).to_string()
@@ -490,12 +564,7 @@ pub fn validate_json(topic: Topic, text: &str) -> Result<Event, Reject> {
         }
         Topic::Payments => {
             let p: Payment = serde_json::from_str(text).map_err(Reject::from_json)?;
-            if !(p.currency.len() == 3 && p.currency.bytes().all(|c| c.is_ascii_uppercase())) {
-                return Err(Reject::new(
-                    Reason::UnknownEnum,
-                    format!("currency {:?} is not an ISO 4217 code", &*p.currency),
-                ));
-            }
+            check_currency(&p.currency)?;
             Event::Payment(p)
         }
         Topic::RoUpdates => {
@@ -505,8 +574,22 @@ pub fn validate_json(topic: Topic, text: &str) -> Result<Event, Reject> {
             }
             Event::RoUpdate(r)
         }
+        Topic::Deals => {
+            let d: Deal = serde_json::from_str(text).map_err(Reject::from_json)?;
+            check_currency(&d.currency)?;
+            Event::Deal(d)
+        }
     };
     Ok(event)
+}
+
+/// An ISO 4217 code is three upper-case letters (SPEC §2.4, §2.7).
+fn check_currency(currency: &str) -> Result<(), Reject> {
+    if currency.len() == 3 && currency.bytes().all(|c| c.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(Reject::new(Reason::UnknownEnum, format!("currency {currency:?} is not an ISO 4217 code")))
+    }
 }
 
 #[cfg(test)]

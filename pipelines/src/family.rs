@@ -33,14 +33,16 @@ use crate::attribution::BySubject;
 use crate::config::MetricsConfig;
 use crate::conversion::Conversion;
 use crate::dataflow::Current;
-use crate::event::{Conversation, Impression, Message, Payment, RoUpdate, Topic};
+use crate::event::{Conversation, Deal, Impression, Message, Payment, RoUpdate, Topic};
 use crate::lead_score::{LeadKey, Score};
 use crate::retention::{Lateness, Retained};
 use crate::row::{RowKey, RowVals, Table};
 use crate::subject::Subjects;
 use crate::time::{Micros, MICROS_PER_SECOND};
 use crate::upsert::Epoch;
-use crate::{attribution, experiment, fact_coverage, funnel, lead_score, next_buy, rar, recovery, revenue_per_minute};
+use crate::{
+    attribution, deals, experiment, fact_coverage, funnel, lead_score, next_buy, rar, recovery, revenue_per_minute,
+};
 
 /// A current version of one of the input topics, as release rules see it.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +52,7 @@ pub enum Record<'a> {
     Message(&'a Message),
     Payment(&'a Payment),
     RoUpdate(&'a RoUpdate),
+    Deal(&'a Deal),
 }
 
 impl Record<'_> {
@@ -101,7 +104,7 @@ macro_rules! as_record {
         }
     )*};
 }
-as_record!(Impression, Conversation, Message, Payment, RoUpdate);
+as_record!(Impression, Conversation, Message, Payment, RoUpdate, Deal);
 
 /// The instant (a watermark) from which a family no longer needs a record.
 pub type ReleaseFn = Rc<dyn Fn(Record<'_>) -> Micros>;
@@ -185,6 +188,7 @@ pub const FAMILIES: &[&Family] = &[
     &recovery::FAMILY,
     &next_buy::FAMILY,
     &fact_coverage::FAMILY,
+    &deals::FAMILY,
 ];
 
 /// A family's `row_period` when none of its rows closes by period.
@@ -258,7 +262,9 @@ mod tests {
         };
         let cfg = MetricsConfig { retention: all.clone(), ..MetricsConfig::default() };
         for topic in Topic::ALL {
-            assert!(topic_release(topic, &Rules::of(&cfg)).is_some(), "{topic:?}");
+            // Deals are never released (crate::deals): one version per deal.
+            let released = topic_release(topic, &Rules::of(&cfg)).is_some();
+            assert_eq!(released, topic != Topic::Deals, "{topic:?}");
         }
         // Without revenue-per-minute lateness, payments and ROs never release.
         let cfg = MetricsConfig {

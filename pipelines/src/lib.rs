@@ -12,6 +12,7 @@ pub mod attribution;
 pub mod config;
 pub mod conversion;
 pub mod dataflow;
+pub mod deals;
 pub mod diff;
 pub mod event;
 pub mod exact;

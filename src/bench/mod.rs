@@ -280,6 +280,7 @@ pub(crate) fn phase_kafka(
         messages: name(Topic::Messages),
         payments: name(Topic::Payments),
         ro_updates: name(Topic::RoUpdates),
+        deals: name(Topic::Deals),
     };
     kafka.dlq_topic = format!("{phase}.dlq");
     for t in Topic::ALL {

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_funnel", include_str!("../../../schemas/clickhouse/0006_funnel.sql")),
     ("0007_payment_recovery", include_str!("../../../schemas/clickhouse/0007_payment_recovery.sql")),
     ("0008_watchlist_coverage", include_str!("../../../schemas/clickhouse/0008_watchlist_coverage.sql")),
+    ("0009_deals", include_str!("../../../schemas/clickhouse/0009_deals.sql")),
 ];
 
 /// Splits a migration into statements, dropping `--` comment lines.

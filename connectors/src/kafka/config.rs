@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema_registry::{SchemaRegistryConfig, ValueFormats};
 
-/// Kafka topic names of the five inputs.
+/// Kafka topic names of the six inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicNames {
@@ -19,6 +19,8 @@ pub struct TopicNames {
     pub payments: String,
     /// Dealership repair-order updates (SPEC §2.5).
     pub ro_updates: String,
+    /// CRM opportunities (SPEC §2.7).
+    pub deals: String,
 }
 
 impl Default for TopicNames {
@@ -29,6 +31,7 @@ impl Default for TopicNames {
             messages: Topic::Messages.name().into(),
             payments: Topic::Payments.name().into(),
             ro_updates: Topic::RoUpdates.name().into(),
+            deals: Topic::Deals.name().into(),
         }
     }
 }
@@ -41,6 +44,7 @@ impl TopicNames {
             Topic::Messages => &self.messages,
             Topic::Payments => &self.payments,
             Topic::RoUpdates => &self.ro_updates,
+            Topic::Deals => &self.deals,
         }
     }
 }

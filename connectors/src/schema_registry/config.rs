@@ -21,6 +21,7 @@ pub struct ValueFormats {
     pub messages: ValueFormat,
     pub payments: ValueFormat,
     pub ro_updates: ValueFormat,
+    pub deals: ValueFormat,
 }
 
 impl ValueFormats {
@@ -31,6 +32,7 @@ impl ValueFormats {
             Topic::Messages => self.messages,
             Topic::Payments => self.payments,
             Topic::RoUpdates => self.ro_updates,
+            Topic::Deals => self.deals,
         }
     }
 

@@ -21,5 +21,6 @@ pub fn avro_schema(topic: Topic) -> &'static str {
         Topic::Messages => include_str!("../../../schemas/avro/messages.avsc"),
         Topic::Payments => include_str!("../../../schemas/avro/payments.avsc"),
         Topic::RoUpdates => include_str!("../../../schemas/avro/ro_updates.avsc"),
+        Topic::Deals => include_str!("../../../schemas/avro/deals.avsc"),
     }
 }

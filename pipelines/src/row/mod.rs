@@ -184,6 +184,20 @@ impl Column for Option<Second> {
     }
 }
 
+/// A `DateTime` to the second (the cell a minute uses: seconds since the epoch).
+impl Column for Second {
+    const TYPE: ColType = ColType::DateTime;
+    fn into_cell(self) -> Cell {
+        Cell::Minute(self.0)
+    }
+    fn from_cell(cell: &Cell) -> Option<Self> {
+        match cell {
+            Cell::Minute(v) => Some(Second(*v)),
+            _ => None,
+        }
+    }
+}
+
 impl Column for Vec<Text> {
     const TYPE: ColType = ColType::ArrayString;
     fn into_cell(self) -> Cell {

@@ -304,6 +304,34 @@ tables! {
             key FactCoverageKey { tenant_id: Text, fact: Text }
             values FactCoverageValues { leads: u64, with_fact: u64, coverage: f64 }
         }
+        /// Open deals' close probability, health and risks (SPEC §3.11).
+        DealHealth = "deal_health" {
+            key DealHealthKey { tenant_id: Text, deal_id: Text }
+            values DealHealthValues {
+                stage: Text,
+                amount: f64,
+                close_probability: f64,
+                health: f64,
+                category: Text,
+                risk_factors: Vec<Text>,
+                expected_close: Second,
+            }
+        }
+        /// Every current deal by stage (SPEC §3.11).
+        PipelineByStage = "pipeline_by_stage" {
+            key PipelineByStageKey { tenant_id: Text, stage: Text }
+            values PipelineByStageValues { deals: u64, value: f64, weighted_value: f64, avg_value: f64 }
+        }
+        /// Open deals by month of `expected_close` (SPEC §3.11).
+        ForecastMonthly = "forecast_monthly" {
+            key ForecastMonthlyKey { tenant_id: Text, month: Date }
+            values ForecastMonthlyValues { deals: u64, pipeline: f64, weighted: f64 }
+        }
+        /// Won and lost deals by month of their current version's `ts` (SPEC §3.11).
+        DealsClosedMonthly = "deals_closed_monthly" {
+            key DealsClosedMonthlyKey { tenant_id: Text, month: Date }
+            values DealsClosedMonthlyValues { won: u64, lost: u64, won_value: f64, lost_value: f64, win_rate: f64 }
+        }
     }
     state {
         /// Retention state (docs/retention.md, "State tables"): each life of
