@@ -435,6 +435,150 @@ async fn every_route_status_and_tenant_isolation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+async fn post(addr: SocketAddr, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_default()
+}
+
+/// The deal routes (SPEC §5, §3.11) serve the replayed tables: pipeline
+/// with totals, at-risk deals filtered and ordered, one deal, the scenario
+/// arithmetic on the stored figures; errors and tenant isolation as for
+/// every route; all four in the OpenAPI document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deal_routes_serve_the_stored_figures() {
+    let cfg = common::fresh_clickhouse("api_deals").await;
+    let dir = std::env::temp_dir().join(format!("revpulse-api-deals-{}", std::process::id()));
+    write_dir(&dir, GenConfig { tenants: 2, ..GenConfig::default() }, 30_000).expect("generate");
+    let (lines, _) = replay::read_dir(&dir).expect("read");
+    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
+    let sink = ClickHouseSink::new(cfg.clone(), None);
+    sink.write(&state.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect::<Vec<_>>()).await.expect("load");
+    let addr = serve(sink.client().clone(), Duration::from_secs(5)).await;
+    let t0 = "dealer-000";
+    let mine = |table| rows(&state, table).into_iter().filter(|r| r["tenant_id"] == t0).collect::<Vec<_>>();
+
+    // The pipeline: stages in pipeline order, forecast and closed months, totals.
+    let stages = mine(Table::PipelineByStage);
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/deals/pipeline"), Some("d0")).await;
+    assert_eq!(st, 200, "{body}");
+    let order = ["discovery", "qualified", "proposal", "negotiation", "won", "lost"];
+    let mut want: Vec<&Value> = stages.iter().collect();
+    want.sort_by_key(|r| order.iter().position(|s| r["stage"] == *s));
+    let got = body["stages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(got.len(), want.len(), "{body}");
+    for (g, w) in got.iter().zip(&want) {
+        for col in ["stage", "deals", "value", "weighted_value", "avg_value"] {
+            assert!(close(&g[col], &w[col]), "stage {col}: {g} vs {w}");
+        }
+    }
+    let open: Vec<&&Value> = want.iter().filter(|r| r["stage"] != "won" && r["stage"] != "lost").collect();
+    let open_value: f64 = open.iter().map(|r| f(&r["value"])).sum();
+    assert!((f(&body["totals"]["open_value"]) - open_value).abs() < 1e-6, "{body}");
+    assert_eq!(body["forecast"].as_array().map(Vec::len), Some(mine(Table::ForecastMonthly).len()));
+    let closed = mine(Table::DealsClosedMonthly);
+    assert_eq!(body["closed"].as_array().map(Vec::len), Some(closed.len()));
+    let won: f64 = closed.iter().map(|r| f(&r["won"])).sum();
+    let lost: f64 = closed.iter().map(|r| f(&r["lost"])).sum();
+    assert!(won + lost > 0.0, "the generator closes deals");
+    assert!(close(&body["totals"]["win_rate"], &Value::from(won / (won + lost))), "{body}");
+
+    // At-risk deals: category at_risk or critical, amount ≥ min_value, by amount desc.
+    let health = mine(Table::DealHealth);
+    let min_value = 100_000.0;
+    let mut risky: Vec<&Value> = health
+        .iter()
+        .filter(|r| (r["category"] == "at_risk" || r["category"] == "critical") && f(&r["amount"]) >= min_value)
+        .collect();
+    risky.sort_by(|a, b| {
+        f(&b["amount"]).total_cmp(&f(&a["amount"])).then(a["deal_id"].as_str().cmp(&b["deal_id"].as_str()))
+    });
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/deals/at-risk?min_value=100000&limit=5"), Some("all")).await;
+    assert_eq!(st, 200, "{body}");
+    let ids: Vec<&Value> = body["deals"].as_array().into_iter().flatten().map(|d| &d["deal_id"]).collect();
+    let want: Vec<&Value> = risky.iter().take(5).map(|r| &r["deal_id"]).collect();
+    assert!(!want.is_empty() && ids == want, "{body}");
+
+    // One deal, with every figure; won, lost and unknown deals are 404.
+    let deal = &health[health.len() / 2];
+    let id = deal["deal_id"].as_str().unwrap_or_default();
+    let (st, body) = get(addr, &format!("/v1/tenants/{t0}/deals/{id}"), Some("d0")).await;
+    assert_eq!(st, 200, "{body}");
+    for col in ["stage", "amount", "close_probability", "health", "category", "risk_factors", "expected_close"] {
+        assert!(close(&body[col], &deal[col]), "deal {col}: {body} vs {deal}");
+    }
+    assert_eq!(get(addr, &format!("/v1/tenants/{t0}/deals/nope"), Some("d0")).await.0, 404);
+
+    // The scenario: SPEC §5's arithmetic on the stored pipeline and win rate.
+    let scenario = r#"{"win_rate_increase": 0.1, "deal_size_increase": 0.2, "pipeline_growth": 0.5}"#;
+    let (st, body) = post(addr, &format!("/v1/tenants/{t0}/deals/scenario"), Some("d0"), scenario).await;
+    assert_eq!(st, 200, "{body}");
+    let rate = won / (won + lost);
+    assert!((f(&body["baseline"]["pipeline"]) - open_value).abs() < 1e-6, "{body}");
+    assert!((f(&body["baseline"]["forecast"]) - open_value * rate).abs() < 1e-6, "{body}");
+    let projected = open_value * 1.5 * 1.2 * (rate * 1.1).min(1.0);
+    assert!((f(&body["projected"]["forecast"]) - projected).abs() < 1e-6, "{body}");
+    for bad in [r#"{"pipeline_growth": 11}"#, r#"{"win_rate_increase": -2}"#, r#"{"x": 1}"#, "nope"] {
+        let (st, body) = post(addr, &format!("/v1/tenants/{t0}/deals/scenario"), Some("all"), bad).await;
+        assert_eq!(st, 400, "{bad}: {body}");
+        assert!(body["error"].is_string());
+    }
+    for (path, param) in [
+        (format!("/v1/tenants/{t0}/deals/at-risk?min_value=-1"), "min_value"),
+        (format!("/v1/tenants/{t0}/deals/at-risk?limit=0"), "limit"),
+    ] {
+        let (st, body) = get(addr, &path, Some("all")).await;
+        assert_eq!(st, 400, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(&format!("`{param}`"))), "{path}: {body}");
+    }
+
+    // Isolation: 401 without or with an unknown key, 403 for another tenant's key.
+    let routes = [
+        "/v1/tenants/{t}/deals/pipeline".to_owned(),
+        "/v1/tenants/{t}/deals/at-risk".to_owned(),
+        format!("/v1/tenants/{{t}}/deals/{id}"),
+    ];
+    for r in &routes {
+        let (own, other) = (r.replace("{t}", t0), r.replace("{t}", "dealer-001"));
+        for (key, path, want) in [(None, &own, 401), (Some("nope"), &own, 401), (Some("d0"), &other, 403)] {
+            let (st, body) = get(addr, path, key).await;
+            assert_eq!(st, want, "{path} with {key:?}: {body}");
+        }
+    }
+    let other = "/v1/tenants/dealer-001/deals/scenario";
+    assert_eq!(post(addr, other, Some("d0"), "{}").await.0, 403);
+    assert_eq!(post(addr, other, None, "{}").await.0, 401);
+
+    // The OpenAPI document has all four.
+    let (_, doc) = get(addr, "/openapi.json", None).await;
+    for (path, method) in [
+        ("/v1/tenants/{tenant}/deals/pipeline", "get"),
+        ("/v1/tenants/{tenant}/deals/at-risk", "get"),
+        ("/v1/tenants/{tenant}/deals/{deal}", "get"),
+        ("/v1/tenants/{tenant}/deals/scenario", "post"),
+    ] {
+        let op = &doc["paths"][path][method];
+        for code in ["200", "400", "401", "403", "503"] {
+            assert!(op["responses"][code].is_object(), "{path} lacks {code}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_down_or_hanging_is_503_not_a_panic_or_hang() {
     // Nothing listens on this port: connection refused.

@@ -60,7 +60,7 @@ fn compose_file_is_valid_and_complete() {
 
     // Topics the stack creates are the ones revpulse reads.
     let init = services["kafka-init"]["command"].to_string();
-    for t in ["impressions", "conversations", "messages", "payments", "ro_updates", "revpulse.dlq"] {
+    for t in ["impressions", "conversations", "messages", "payments", "ro_updates", "deals", "revpulse.dlq"] {
         assert!(init.contains(t), "kafka-init does not create {t}");
     }
     let dockerfile = std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).expect("Dockerfile");

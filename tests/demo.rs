@@ -1,7 +1,9 @@
 //! `revpulse demo` looks like a live business: its history covers the 90
 //! days up to now (every month of them has data), its live stream carries
 //! the wall clock (revenue per minute has rows in the last ten minutes), and
-//! no row of any table lies in the future, after 30 s of a demo.
+//! no row of any table lies in the future, after 30 s of a demo — but for
+//! what the future is (deals expected to close later: `expected_close` and
+//! `forecast_monthly`), which must be there.
 
 mod common;
 
@@ -51,7 +53,12 @@ async fn demo_runs_on_the_wall_clock() {
         let [table, column, ty] = cols[..] else { panic!("system.columns row {line:?}") };
         let bound = if ty == "Date" { "today()" } else { "now()" };
         let future = tsv(&sink, &format!("SELECT count() FROM {db}.{table} WHERE {column} > {bound}")).await;
-        assert_eq!(future, "0", "{table}.{column}: rows in the future");
+        let expected = matches!((table, column), ("deal_health", "expected_close") | ("forecast_monthly", "month"));
+        if expected {
+            assert_ne!(future, "0", "{table}.{column}: no open deal expected to close later");
+        } else {
+            assert_eq!(future, "0", "{table}.{column}: rows in the future");
+        }
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} time columns checked: {columns}");

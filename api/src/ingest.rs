@@ -89,6 +89,7 @@ pub enum TopicParam {
     Messages,
     Payments,
     RoUpdates,
+    Deals,
 }
 
 /// A tombstone in a request: `{"_key": K, "_tombstone": true}`.

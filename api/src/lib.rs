@@ -9,6 +9,7 @@
 mod attribution;
 mod auth;
 mod campaigns;
+mod deals;
 mod experiments;
 mod facts;
 pub mod ingest;
@@ -205,6 +206,10 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         watchlist::watchlist,
         facts::coverage,
         experiments::lift,
+        deals::pipeline,
+        deals::at_risk,
+        deals::get_deal,
+        deals::post_scenario,
         ingest::ingest,
     ),
     components(schemas(attribution::ModelParam, leads::TierParam, revenue::SourceParam, ingest::TopicParam)),
@@ -232,6 +237,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/watchlist", get(watchlist::watchlist))
         .route("/v1/tenants/{tenant}/facts/coverage", get(facts::coverage))
         .route("/v1/tenants/{tenant}/experiments/{id}/lift", get(experiments::lift))
+        .route("/v1/tenants/{tenant}/deals/pipeline", get(deals::pipeline))
+        .route("/v1/tenants/{tenant}/deals/at-risk", get(deals::at_risk))
+        .route("/v1/tenants/{tenant}/deals/scenario", post(deals::post_scenario))
+        .route("/v1/tenants/{tenant}/deals/{deal}", get(deals::get_deal))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     // Ingest checks its key itself: the signature covers the raw body.
     let ingest = Router::new()

@@ -30,7 +30,7 @@ pub struct RecoveryDay {
 }
 
 /// ClickHouse's `Date` (days since 1970-01-01) in, `YYYY-MM-DD` out.
-mod day_string {
+pub(crate) mod day_string {
     use revpulse_pipelines::row::Date;
 
     pub fn serialize<S: serde::Serializer>(day: &u16, s: S) -> Result<S::Ok, S::Error> {

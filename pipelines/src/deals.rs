@@ -48,6 +48,7 @@
 //! deleted; closed deals stay with their month).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
@@ -238,6 +239,31 @@ pub fn as_of<'s>(current: &Current<'s>) -> VecCollection<'s, Epoch, (Text, Micro
     level.map(|((t, _), ts)| (t, ts)).reduce(greatest)
 }
 
+/// What as-of moves cost, counted over the process (read by `revpulse
+/// bench`): moves, the open deals of their tenants (what re-evaluating
+/// every open deal per move would visit), the deals whose crossings they
+/// passed, and the deals whose band changed (each re-emitted as a
+/// retraction and an insertion).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AsOfStats {
+    pub moves: u64,
+    pub open_deals: u64,
+    pub visited: u64,
+    pub rebanded: u64,
+}
+
+static STATS: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The counts of [`AsOfStats`] so far.
+pub fn as_of_stats() -> AsOfStats {
+    let get = |i: usize| STATS[i].load(Ordering::Relaxed);
+    AsOfStats { moves: get(0), open_deals: get(1), visited: get(2), rebanded: get(3) }
+}
+
+fn count(i: usize, n: usize) {
+    STATS[i].fetch_add(n as u64, Ordering::Relaxed);
+}
+
 /// One tenant's open deals as [`banded`] holds them.
 #[derive(Default)]
 struct Tenant {
@@ -281,6 +307,7 @@ impl Tenant {
         let (lo, hi) = (old.min(new), old.max(new));
         let touched: BTreeSet<Text> =
             self.crossings.range((lo, Text::default())..(hi, Text::default())).map(|(_, id)| id.clone()).collect();
+        let (visited, mut rebanded) = (touched.len(), 0);
         for id in touched {
             if let Some((d, band)) = self.deals.get_mut(&id) {
                 let now = th.band(d, as_of);
@@ -288,8 +315,12 @@ impl Tenant {
                     out.push(((d.clone(), *band), -1));
                     out.push(((d.clone(), now), 1));
                     *band = now;
+                    rebanded += 1;
                 }
             }
+        }
+        for (i, n) in [(0, 1), (1, self.deals.len()), (2, visited), (3, rebanded)] {
+            count(i, n);
         }
     }
 }

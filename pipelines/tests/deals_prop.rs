@@ -387,7 +387,7 @@ fn as_of_on_and_just_past_a_threshold() {
         };
         (Topic::Payments, Text::from("clock"), Some(Event::Payment(p)))
     };
-    let msgs = vec![
+    let msgs = [
         (Topic::Deals, Text::from("d"), Some(Event::Deal(deal))),
         clock(30, false),
         clock(30, true),

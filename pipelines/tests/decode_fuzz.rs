@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use revpulse_pipelines::event::{decode, decode_value, Topic};
 
-const SAMPLES: [(Topic, &str); 5] = [
+const SAMPLES: [(Topic, &str); 6] = [
     (
         Topic::Impressions,
         r#"{"tenant_id":"t","ts":"2026-11-01T12:34:56.789Z","event_id":"e","channel":"maps","intent_cluster":"i","impressions":10,"share_ai_snippet":0.5,"ctr_baseline":0.1,"ctr_drop_when_ai":0.5,"lead_cr":0.1,"close_rate":0.2,"recoverable_share":0.3,"avg_gross":1000}"#,
@@ -26,6 +26,10 @@ const SAMPLES: [(Topic, &str); 5] = [
         Topic::RoUpdates,
         r#"{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","ro_id":"r","subject_id":"s","status":"closed","opened_at":"2026-10-01T00:00:00Z","closed_at":"2026-11-01T00:00:00Z","lines":[{"code":"LOF","amount_cents":4999,"offer_id":"o"}]}"#,
     ),
+    (
+        Topic::Deals,
+        r#"{"tenant_id":"t","ts":"2026-11-01T00:00:00Z","deal_id":"d","stage":"proposal","amount_cents":500000,"currency":"EUR","stage_entered_at":"2026-10-01T00:00:00Z","last_activity_at":"2026-10-20T00:00:00Z","expected_close":"2026-12-15T00:00:00Z","champion_identified":true,"competitors_mentioned":1,"interactions":4}"#,
+    ),
 ];
 
 fn check(topic: Topic, bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -42,13 +46,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), t in 0usize..5) {
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), t in 0usize..6) {
         check(SAMPLES[t].0, &bytes)?;
     }
 
     #[test]
     fn mutated_events_never_panic(
-        t in 0usize..5,
+        t in 0usize..6,
         edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..6),
     ) {
         let (topic, sample) = SAMPLES[t];

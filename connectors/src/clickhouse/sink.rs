@@ -253,6 +253,9 @@ impl ClickHouseSink {
                         ", concat(replaceOne(toString(argMax(tuple({n}), version).1, 'UTC'), ' ', 'T'), 'Z') AS {n}"
                     )
                 }
+                ColType::DateTime => {
+                    format!(", concat(replaceOne(toString(argMax({n}, version), 'UTC'), ' ', 'T'), 'Z') AS {n}")
+                }
                 _ => format!(", {}", super::current::latest(n, *ty)),
             })
             .collect();
