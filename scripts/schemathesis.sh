@@ -41,9 +41,10 @@ for l in open(sys.argv[1]):
     r = json.loads(l)
     if r['table'] == sys.argv[2] and r['tenant_id'] == 'dealer-000':
         print(r[sys.argv[3]]); break" "$work/rows.jsonl" "$1" "$2"; }
-export REVPULSE_ST_SUBJECT REVPULSE_ST_CONVERSATION REVPULSE_API_KEY=st-key
+export REVPULSE_ST_SUBJECT REVPULSE_ST_CONVERSATION REVPULSE_ST_DEAL REVPULSE_API_KEY=st-key
 REVPULSE_ST_SUBJECT=$(pick lead_scores subject_id)
 REVPULSE_ST_CONVERSATION=$(pick conversation_rpm conversation_id)
+REVPULSE_ST_DEAL=$(pick deal_health deal_id)
 
 "$bin" api --config "$work/api.toml" >"$work/api.log" 2>&1 &
 api_pid=$!
