@@ -46,12 +46,29 @@ async fn serve(ch: clickhouse::Client, timeout: Duration) -> SocketAddr {
         readiness: Arc::new(Readiness::default()),
         keys: Arc::new(keys),
         ingest: None,
+        rows: None,
+        in_flight: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = revpulse_api::router(state, timeout);
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// A fresh database loaded with the replay of 30,000 generated events of
+/// `tenants` tenants, and the API serving it: the replayed state, the
+/// API's address, the generated files' directory.
+async fn loaded(name: &str, tenants: usize) -> (replay::State, SocketAddr, std::path::PathBuf) {
+    let cfg = common::fresh_clickhouse(name).await;
+    let dir = std::env::temp_dir().join(format!("revpulse-{name}-{}", std::process::id()));
+    write_dir(&dir, GenConfig { tenants, ..GenConfig::default() }, 30_000).expect("generate");
+    let (lines, _) = replay::read_dir(&dir).expect("read");
+    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
+    let sink = ClickHouseSink::new(cfg.clone(), None);
+    sink.write(&state.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect::<Vec<_>>()).await.expect("load");
+    let addr = serve(sink.client().clone(), Duration::from_secs(5)).await;
+    (state, addr, dir)
 }
 
 /// Rows of one table of the replayed state, as JSON.
@@ -68,14 +85,7 @@ fn close(a: &Value, b: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_status_and_tenant_isolation() {
-    let cfg = common::fresh_clickhouse("api").await;
-    let dir = std::env::temp_dir().join(format!("revpulse-api-{}", std::process::id()));
-    write_dir(&dir, GenConfig { tenants: 3, ..GenConfig::default() }, 30_000).expect("generate");
-    let (lines, _) = replay::read_dir(&dir).expect("read");
-    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
-    let sink = ClickHouseSink::new(cfg.clone(), None);
-    sink.write(&state.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect::<Vec<_>>()).await.expect("load");
-    let addr = serve(sink.client().clone(), Duration::from_secs(5)).await;
+    let (state, addr, dir) = loaded("api", 3).await;
     let t0 = "dealer-000";
 
     // RaR.
@@ -461,14 +471,7 @@ fn f(v: &Value) -> f64 {
 /// every route; all four in the OpenAPI document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deal_routes_serve_the_stored_figures() {
-    let cfg = common::fresh_clickhouse("api_deals").await;
-    let dir = std::env::temp_dir().join(format!("revpulse-api-deals-{}", std::process::id()));
-    write_dir(&dir, GenConfig { tenants: 2, ..GenConfig::default() }, 30_000).expect("generate");
-    let (lines, _) = replay::read_dir(&dir).expect("read");
-    let state = replay::run(lines, &Default::default(), 1, 100_000).expect("replay");
-    let sink = ClickHouseSink::new(cfg.clone(), None);
-    sink.write(&state.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect::<Vec<_>>()).await.expect("load");
-    let addr = serve(sink.client().clone(), Duration::from_secs(5)).await;
+    let (state, addr, dir) = loaded("api_deals", 2).await;
     let t0 = "dealer-000";
     let mine = |table| rows(&state, table).into_iter().filter(|r| r["tenant_id"] == t0).collect::<Vec<_>>();
 

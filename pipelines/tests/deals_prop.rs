@@ -38,15 +38,6 @@ fn opt<S: Strategy>(s: S) -> impl Strategy<Value = Option<S::Value>> {
     prop::option::weighted(0.6, s)
 }
 
-const STAGES: [DealStage; 6] = [
-    DealStage::Discovery,
-    DealStage::Qualified,
-    DealStage::Proposal,
-    DealStage::Negotiation,
-    DealStage::Won,
-    DealStage::Lost,
-];
-
 fn arb_deal(key: Text) -> impl Strategy<Value = Event> {
     (
         (0u8..2, 0u8..90, any::<bool>(), 0usize..6),
@@ -62,7 +53,7 @@ fn arb_deal(key: Text) -> impl Strategy<Value = Event> {
                     ts: t(slot, past),
                     deal_id: Str(key.clone()),
                     subject_id: None,
-                    stage: STAGES[stage],
+                    stage: DealStage::ALL[stage],
                     amount_cents: Count(amount),
                     currency: Str("USD".into()),
                     stage_entered_at: t(entered.0, entered.1),
@@ -319,22 +310,7 @@ fn deal_tables(state: &State) -> State {
 }
 
 fn check(workers: usize, msgs: &[Msg], cuts: &[usize]) -> Result<(), TestCaseError> {
-    let batches = harness::split(msgs, cuts);
-    let states = harness::run_dataflow(workers, batches.clone(), send);
-    let mut prefix = 0;
-    for (i, (batch, state)) in batches.iter().zip(&states).enumerate() {
-        prefix += batch.len();
-        let expected = naive_rows(&msgs[..prefix]);
-        let actual = deal_tables(state);
-        prop_assert!(
-            actual == expected,
-            "after batch {} of {} ({workers} workers):\n{}",
-            i + 1,
-            batches.len(),
-            harness::diff(&actual, &expected)
-        );
-    }
-    Ok(())
+    harness::check_tables(workers, msgs, cuts, send, naive_rows, |t| DEAL_TABLES.contains(&t))
 }
 
 proptest! {
