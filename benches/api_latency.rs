@@ -83,6 +83,8 @@ fn main() {
             readiness: Arc::new(Readiness::default()),
             keys: Arc::new(keys),
             ingest: None,
+            rows: None,
+            in_flight: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

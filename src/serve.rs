@@ -58,6 +58,8 @@ pub fn start_api(
         readiness: shared.readiness.clone(),
         keys: Arc::new(keys),
         ingest,
+        rows: shared.rows.clone(),
+        in_flight: (cfg.max_in_flight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight))),
     };
     let app = revpulse_api::router(state, Duration::from_millis(cfg.request_timeout_ms));
     let stop = shared.stop.clone();

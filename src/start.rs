@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use revpulse_connectors::clickhouse::{migrate, ClickHouseSink};
+use revpulse_connectors::clickhouse::{migrate, ClickHouseSink, RowCache};
 use revpulse_connectors::kafka::KafkaConfig;
 use revpulse_pipelines::event::Topic;
 
@@ -62,7 +62,10 @@ impl Services {
     pub fn start(rt: &tokio::runtime::Runtime, cfg: &Config, opts: StartOptions) -> anyhow::Result<Services> {
         let applied = rt.block_on(migrate(&cfg.clickhouse)).context("applying ClickHouse migrations")?;
         tracing::info!(?applied, "migrations applied");
-        let shared = Shared::default();
+        let mut shared = Shared::default();
+        if opts.api && cfg.api.row_cache {
+            shared.rows = Some(Arc::new(RowCache::default()));
+        }
         let sink = Arc::new(ClickHouseSink::new(cfg.clickhouse.clone(), Some(shared.metrics.clone())));
         let api = if opts.api { Some(start_api(rt, cfg, sink.client().clone(), &shared)?) } else { None };
         if opts.signals {

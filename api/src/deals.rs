@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::select_current;
-use revpulse_pipelines::row::Table;
+use revpulse_pipelines::row::{DealHealthKey, Table};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -323,8 +323,23 @@ pub async fn get_deal(
 ) -> Result<Json<DealResponse>, ApiError> {
     let t = tenant(&t)?;
     let deal = id("deal", &deal)?;
-    let sql = select_current::<DealFigures>(Table::DealHealth, "tenant_id = ? AND deal_id = ?");
-    let row: Option<DealFigures> = s.ch.query(&sql).bind(t).bind(deal).fetch_optional().await?;
+    let key = DealHealthKey { tenant_id: t.into(), deal_id: deal.into() };
+    let row: Option<DealFigures> = match s.cached(key) {
+        Some(v) => Some(DealFigures {
+            deal_id: deal.to_owned(),
+            stage: v.stage.into(),
+            amount: v.amount,
+            close_probability: v.close_probability,
+            health: v.health,
+            category: v.category.into(),
+            risk_factors: v.risk_factors.into_iter().map(String::from).collect(),
+            expected_close: v.expected_close.0,
+        }),
+        None => {
+            let sql = select_current::<DealFigures>(Table::DealHealth, "tenant_id = ? AND deal_id = ?");
+            s.ch.query(&sql).bind(t).bind(deal).fetch_optional().await?
+        }
+    };
     let deal = row.ok_or_else(|| ApiError::not_found("open deal"))?;
     Ok(Json(DealResponse { tenant_id: t.to_owned(), deal }))
 }

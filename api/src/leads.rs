@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::select_current;
-use revpulse_pipelines::row::{Table, Tier};
+use revpulse_pipelines::row::{LeadScoreKey, Table, Tier};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -100,12 +100,24 @@ pub struct LeadList {
 pub async fn get_lead(State(s): State<AppState>, P((t, subject)): P<(String, String)>) -> Result<Json<Lead>, ApiError> {
     let t = tenant(&t)?;
     let subject = id("subject", &subject)?;
-    let row: Option<LeadRow> =
-        s.ch.query(&select_current::<LeadRow>(Table::LeadScores, "tenant_id = ? AND subject_id = ?"))
-            .bind(t)
-            .bind(subject)
-            .fetch_optional()
-            .await?;
+    let key = LeadScoreKey { tenant_id: t.into(), subject_id: subject.into() };
+    let row: Option<LeadRow> = match s.cached(key) {
+        Some(v) => Some(LeadRow {
+            subject_id: subject.to_owned(),
+            score: v.score,
+            base: v.base,
+            behavioral: v.behavioral,
+            timing: v.timing,
+            market: v.market,
+            tier: v.tier.as_str().to_owned(),
+            revenue_potential: v.revenue_potential,
+            conversion_probability: v.conversion_probability,
+        }),
+        None => {
+            let sql = select_current::<LeadRow>(Table::LeadScores, "tenant_id = ? AND subject_id = ?");
+            s.ch.query(&sql).bind(t).bind(subject).fetch_optional().await?
+        }
+    };
     row.map(|r| Json(Lead::from_row(t, r))).ok_or_else(|| ApiError::not_found("lead"))
 }
 

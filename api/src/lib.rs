@@ -30,7 +30,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use revpulse_connectors::clickhouse::RowCache;
 use revpulse_connectors::metrics::Metrics;
+use revpulse_pipelines::row::{RowKey, TableKey, TableValues};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -51,6 +53,15 @@ pub struct ApiConfig {
     /// request's events (retries included) before the request is answered
     /// 503, in milliseconds; keep it below `request_timeout_ms`.
     pub ingest_ack_timeout_ms: u64,
+    /// Most `/v1` requests served at once; one more is answered 503 at once
+    /// with `Retry-After: 1` instead of queueing until it times out
+    /// (0: no limit).
+    pub max_in_flight: usize,
+    /// Where the API runs in the pipeline's process: answer point lookups
+    /// (a lead, a conversation, a deal) from the rows the sink wrote, and
+    /// ClickHouse only for keys it did not (docs/api.md "Serving from the
+    /// sink"). `revpulse api` alone always asks ClickHouse.
+    pub row_cache: bool,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +71,8 @@ impl Default for ApiConfig {
             keys: Vec::new(),
             request_timeout_ms: 5_000,
             ingest_ack_timeout_ms: 4_000,
+            max_in_flight: 64,
+            row_cache: true,
         }
     }
 }
@@ -75,6 +88,19 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// HTTP ingest; `None` where no Kafka is configured (answered 503).
     pub ingest: Option<Arc<ingest::Ingest>>,
+    /// The rows the pipeline's sinks wrote, where it runs in this process.
+    pub rows: Option<Arc<RowCache>>,
+    /// Permits of `/v1` requests in flight (`None`: no limit).
+    pub in_flight: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl AppState {
+    /// The values of `key`'s row if the pipeline in this process wrote it
+    /// (see [`RowCache`]); `None` means "ask ClickHouse".
+    pub fn cached<K: TableKey>(&self, key: K) -> Option<K::Values> {
+        let key = RowKey::new(K::TABLE, key.into_cells());
+        self.rows.as_ref()?.get(&key).and_then(|v| K::Values::from_cells(&v))
+    }
 }
 
 /// The body of every error response.
@@ -241,7 +267,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/tenants/{tenant}/deals/at-risk", get(deals::at_risk))
         .route("/v1/tenants/{tenant}/deals/scenario", post(deals::post_scenario))
         .route("/v1/tenants/{tenant}/deals/{deal}", get(deals::get_deal))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed));
     // Ingest checks its key itself: the signature covers the raw body.
     let ingest = Router::new()
         .route("/v1/ingest/{topic}", post(ingest::ingest))
@@ -257,6 +284,20 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(move |req: Request, next: Next| timeout(req, next, request_timeout)))
         .with_state(state)
+}
+
+/// Answers 503 with `Retry-After: 1` at once when `max_in_flight`
+/// requests are being served: a client can back off instead of waiting
+/// out the timeout, and the requests in flight keep their latency.
+async fn shed(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(limit) = &s.in_flight else { return next.run(req).await };
+    let Ok(_permit) = Arc::clone(limit).try_acquire_owned() else {
+        let mut resp = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded: too many requests in flight, retry")
+            .into_response();
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return resp;
+    };
+    next.run(req).await
 }
 
 async fn timeout(req: Request, next: Next, limit: Duration) -> Response {

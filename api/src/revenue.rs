@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use revpulse_connectors::clickhouse::{current_query, select_current};
-use revpulse_pipelines::row::{Minute, Table};
+use revpulse_pipelines::row::{ConversationRpmKey, Minute, Table};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -61,12 +61,21 @@ pub async fn get_conversation(
 ) -> Result<Json<ConversationEfficiency>, ApiError> {
     let t = tenant(&t)?;
     let conversation = id("id", &conversation)?;
-    let row: Option<ConversationRow> =
-        s.ch.query(&select_current::<ConversationRow>(Table::ConversationRpm, "tenant_id = ? AND conversation_id = ?"))
-            .bind(t)
-            .bind(conversation)
-            .fetch_optional()
-            .await?;
+    let key = ConversationRpmKey { tenant_id: t.into(), conversation_id: conversation.into() };
+    let row: Option<ConversationRow> = match s.cached(key) {
+        Some(v) => Some(ConversationRow {
+            subject_id: v.subject_id.into(),
+            duration_minutes: v.duration_minutes,
+            revenue_potential: v.revenue_potential,
+            revenue_per_minute: v.revenue_per_minute,
+            active: v.active,
+        }),
+        None => {
+            let sql =
+                select_current::<ConversationRow>(Table::ConversationRpm, "tenant_id = ? AND conversation_id = ?");
+            s.ch.query(&sql).bind(t).bind(conversation).fetch_optional().await?
+        }
+    };
     let r = row.ok_or_else(|| ApiError::not_found("conversation"))?;
     Ok(Json(ConversationEfficiency {
         tenant_id: t.to_owned(),

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use revpulse_connectors::clickhouse::{ClickHouseSink, DriverError, SinkBatch, SinkDriver, SinkError};
+use revpulse_connectors::clickhouse::{ClickHouseSink, DriverError, RowCache, SinkBatch, SinkDriver, SinkError};
 use revpulse_connectors::kafka::{CommitError, KafkaSource, Offsets};
 use revpulse_connectors::metrics::Metrics;
 use revpulse_connectors::schema_registry::AvroCodec;
@@ -59,6 +59,10 @@ pub struct Shared {
     /// A worker of this process failed: the others stop without further
     /// commits or reconciliation (their rows may depend on it).
     pub failed: Arc<AtomicBool>,
+    /// Current rows of the point-lookup tables as the sinks wrote them, for
+    /// an API in this process (`None`: no API here, or `[api] row_cache`
+    /// is off).
+    pub rows: Option<Arc<RowCache>>,
 }
 
 impl Shared {
@@ -500,7 +504,7 @@ fn drive(
             capacity,
             rt,
             (Arc::clone(&shared.readiness), Arc::clone(&shared.abort)),
-            shared.metrics.clone(),
+            (shared.metrics.clone(), shared.rows.clone()),
         ),
         reconciler,
         source,

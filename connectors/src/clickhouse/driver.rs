@@ -21,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use revpulse_pipelines::row::{RowKey, RowVals};
 use tokio::sync::mpsc;
 
+use super::cache::RowCache;
 use super::sink::{ClickHouseSink, SinkError};
 use crate::metrics::Metrics;
 use crate::Readiness;
@@ -57,17 +58,18 @@ impl SinkDriver {
     /// Starts the driver on `rt` with room for `capacity` queued batches.
     /// `ready`'s ClickHouse half is set once a write succeeds;
     /// `abort` makes a write that is still being retried give up.
-    /// It records `sink_in_flight` and `freshness` into `metrics`.
+    /// It records `sink_in_flight` and `freshness` into `metrics`, and
+    /// applies every acknowledged batch to `rows` if given.
     pub fn spawn(
         sink: Arc<ClickHouseSink>,
         capacity: usize,
         rt: &tokio::runtime::Handle,
         (ready, abort): (Arc<Readiness>, Arc<AtomicBool>),
-        metrics: Metrics,
+        (metrics, rows): (Metrics, Option<Arc<RowCache>>),
     ) -> SinkDriver {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (ack_tx, acks) = std::sync::mpsc::channel();
-        let task = rt.spawn(drive(sink, rx, ack_tx, (ready, abort), metrics.clone()));
+        let task = rt.spawn(drive(sink, rx, ack_tx, (ready, abort), (metrics.clone(), rows)));
         SinkDriver { tx: Some(tx), acks, task: Some(task), metrics }
     }
 
@@ -138,7 +140,7 @@ async fn drive(
     mut rx: mpsc::Receiver<SinkBatch>,
     acks: std::sync::mpsc::Sender<u64>,
     (ready, abort): (Arc<Readiness>, Arc<AtomicBool>),
-    metrics: Metrics,
+    (metrics, cache): (Metrics, Option<Arc<RowCache>>),
 ) -> Result<(), SinkError> {
     while let Some(first) = rx.recv().await {
         let (batch, merged) = coalesce(first, &mut rx);
@@ -149,6 +151,9 @@ async fn drive(
                 }
                 tracing::warn!(error = %e, rows = batch.rows.len(), "sink stopped with unacknowledged rows; they are re-derived on restart");
                 return Err(e);
+            }
+            if let Some(cache) = &cache {
+                cache.apply(&batch.rows);
             }
         }
         ready.clickhouse.store(true, Ordering::Relaxed);
