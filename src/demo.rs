@@ -126,7 +126,10 @@ fn stream_events(kafka: &KafkaConfig, opts: &DemoOptions, shared: &Shared) -> an
 
 pub fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let mut cfg = Config::default();
+    // No file, but `REVPULSE__…` variables still override the defaults
+    // (e.g. `REVPULSE__API__MAX_IN_FLIGHT`); the demo sets its own broker,
+    // ClickHouse, state directory and key over them.
+    let mut cfg = Config::resolve(None).context("REVPULSE__ environment overrides")?;
     cfg.clickhouse.url = opts.clickhouse_url.clone();
     cfg.clickhouse.database = opts.database.clone();
     rt.block_on(ensure_clickhouse(&cfg.clickhouse))?;

@@ -106,6 +106,16 @@ struct BenchArgs {
     /// With --ingest: concurrent HTTP connections.
     #[arg(long, default_value_t = 8)]
     ingest_connections: usize,
+    /// Instead of the phases above: the query API under load while `revpulse
+    /// demo` streams (lead lookups at 50 and 200 clients, RaR at 200).
+    #[arg(long)]
+    api: bool,
+    /// With --api: seconds of load per phase.
+    #[arg(long, default_value_t = 10)]
+    api_secs: u64,
+    /// With --api: the demo's backlog of history.
+    #[arg(long, default_value_t = 20_000)]
+    api_backlog: usize,
 }
 
 #[derive(Subcommand)]
@@ -358,7 +368,19 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         restart_rounds,
         ingest,
         ingest_connections,
+        api,
+        api_secs,
+        api_backlog,
     } = args;
+    if api {
+        return revpulse::bench::api::api(&revpulse::bench::api::ApiOptions {
+            backlog: api_backlog,
+            rate: 2_000,
+            secs: api_secs,
+            tenants: 5,
+            clickhouse: load(config.as_ref())?.clickhouse,
+        });
+    }
     if ingest {
         return revpulse::bench::ingest::ingest(&revpulse::bench::ingest::IngestOptions {
             events,

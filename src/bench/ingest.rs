@@ -51,14 +51,14 @@ fn payment(i: usize) -> String {
     )
 }
 
-/// A keep-alive HTTP/1.1 connection that posts NDJSON and reads answers.
-struct Connection {
+/// A keep-alive HTTP/1.1 connection that sends requests and reads answers.
+pub(crate) struct Connection {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Connection { stream, buf: Vec::new() })
@@ -72,6 +72,18 @@ impl Connection {
         );
         self.stream.write_all(head.as_bytes()).await?;
         self.stream.write_all(body).await?;
+        self.answer().await
+    }
+
+    /// GETs `path`; returns the status.
+    pub(crate) async fn get(&mut self, path: &str, key: &str) -> anyhow::Result<u16> {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\r\n");
+        self.stream.write_all(head.as_bytes()).await?;
+        self.answer().await
+    }
+
+    /// Reads one answer; returns its status.
+    async fn answer(&mut self) -> anyhow::Result<u16> {
         // Headers, then exactly Content-Length bytes of body.
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {

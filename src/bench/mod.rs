@@ -41,6 +41,7 @@ use crate::generate::{write_dir, GenConfig, Generator, Record};
 use crate::replay::{self, Line};
 use crate::runner::{run_cluster, Cluster, Shared};
 
+pub mod api;
 pub mod ingest;
 pub mod restart;
 
