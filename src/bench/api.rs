@@ -92,7 +92,8 @@ async fn wait_caught_up(addr: SocketAddr, backlog: usize) -> anyhow::Result<()> 
             let req = "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
             let mut text = String::new();
             if stream.write_all(req.as_bytes()).await.is_ok() && stream.read_to_string(&mut text).await.is_ok() {
-                let read = counter_sum(&text, "revpulse_consumed_total") + counter_sum(&text, "revpulse_rejected_total");
+                let read =
+                    counter_sum(&text, "revpulse_consumed_total") + counter_sum(&text, "revpulse_rejected_total");
                 if read >= backlog as f64 {
                     return Ok(());
                 }
@@ -189,10 +190,7 @@ pub fn api(opts: &ApiOptions) -> anyhow::Result<()> {
     println!("\n| serving | route | clients | requests/s | p50 ms | p99 ms | non-2xx | no answer |");
     println!("|---|---|---:|---:|---:|---:|---|---:|");
     let variants: [(&str, &[(&str, &str)]); 2] = [
-        (
-            "ClickHouse, no limit",
-            &[("REVPULSE__API__ROW_CACHE", "false"), ("REVPULSE__API__MAX_IN_FLIGHT", "0")],
-        ),
+        ("ClickHouse, no limit", &[("REVPULSE__API__ROW_CACHE", "false"), ("REVPULSE__API__MAX_IN_FLIGHT", "0")]),
         ("sink's rows, max_in_flight 64", &[]),
     ];
     for (i, (name, env)) in variants.iter().enumerate() {
@@ -218,8 +216,7 @@ pub fn api(opts: &ApiOptions) -> anyhow::Result<()> {
             Arc::new(leads.iter().map(|(t, s)| format!("/v1/tenants/{t}/leads/{s}")).collect());
         let rar_paths: Arc<Vec<String>> =
             Arc::new(months.iter().map(|(t, m)| format!("/v1/tenants/{t}/rar?month={m}")).collect());
-        for (route, paths, clients) in
-            [("lead", &lead_paths, 50), ("lead", &lead_paths, 200), ("rar", &rar_paths, 200)]
+        for (route, paths, clients) in [("lead", &lead_paths, 50), ("lead", &lead_paths, 200), ("rar", &rar_paths, 200)]
         {
             let p = rt.block_on(load(addr, Arc::clone(paths), clients, opts.secs));
             let non_2xx = if p.non_2xx.is_empty() {
