@@ -1,8 +1,9 @@
 //! The deal routes (SPEC §5, §3.11): the pipeline, at-risk deals, one
 //! deal, and the scenario calculator.
 //!
-//! `/deals/pipeline` and `/deals/at-risk` are fixed segments, so a deal
-//! whose id is `pipeline` or `at-risk` cannot be read by `/deals/{deal}`.
+//! `/deals/pipeline`, `/deals/at-risk` and `/deals/scenario` are fixed
+//! segments, so a deal whose id is one of those cannot be read by
+//! `/deals/{deal}`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -204,8 +205,13 @@ pub fn scenario(open_value: f64, won: u64, lost: u64, input: ScenarioInput) -> S
 
 /// Parses and checks a scenario body.
 fn scenario_input(body: &[u8]) -> Result<ScenarioInput, ApiError> {
-    let input: ScenarioInput =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", &e.to_string()))?;
+    let bad = |e: serde_json::Error| ApiError::bad_request("body", &e.to_string());
+    // An object only: serde would also read a struct from an array.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("body", "a JSON object"));
+    }
+    let input: ScenarioInput = serde_json::from_value(value).map_err(bad)?;
     for (name, v) in [
         ("win_rate_increase", input.win_rate_increase),
         ("deal_size_increase", input.deal_size_increase),
@@ -291,7 +297,8 @@ pub async fn at_risk(
     let limit = int("limit", q.limit.as_deref(), 100, 1, 1_000)?;
     // Fixed point: ClickHouse 18.16 cannot parse every float literal;
     // amounts are whole cents, so rounding up to cents keeps `>=` exact.
-    let min_value = format!("{:.2}", (min_value * 100.0).ceil() / 100.0);
+    // (Less a millionth of a cent: 1.1 × 100 is 110.00000000000001.)
+    let min_value = format!("{:.2}", (min_value * 100.0 - 1e-6).ceil() / 100.0);
     let sql = select_current::<DealFigures>(Table::DealHealth, "tenant_id = ?")
         + " WHERE category IN ('at_risk', 'critical') AND amount >= toFloat64(?) ORDER BY amount DESC, deal_id LIMIT ?";
     let deals: Vec<DealFigures> = s.ch.query(&sql).bind(t).bind(min_value).bind(limit).fetch_all().await?;
@@ -305,7 +312,7 @@ pub async fn at_risk(
     tag = "metrics",
     params(
         ("tenant" = String, Path, description = "Tenant id", min_length = 1, max_length = 128),
-        ("deal" = String, Path, description = "Deal id (not `pipeline` or `at-risk`)", min_length = 1, max_length = 1024),
+        ("deal" = String, Path, description = "Deal id (not `pipeline`, `at-risk` or `scenario`)", min_length = 1, max_length = 1024),
     ),
     responses(
         (status = 200, description = "The open deal's figures", body = DealResponse),

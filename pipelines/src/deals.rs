@@ -50,7 +50,9 @@
 //!
 //! Limits: thresholds are taken to the microsecond; deals are never
 //! released by retention (open deals stay until they close or are
-//! deleted; closed deals stay with their month).
+//! deleted; closed deals stay with their month); with retention the other
+//! topics' versions are released, and the as-of time is the greatest `ts`
+//! still held (docs/metrics.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -21,7 +21,7 @@
 //! What closing keeps in lifetime sums is logged as state rows
 //! ([`cumulative_rows`]) that a start takes back ([`restorable`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
@@ -39,7 +39,8 @@ use timely::progress::frontier::MutableAntichain;
 
 use crate::config::MetricsConfig;
 use crate::row::{
-    Cell, ExperimentClosedKey, LeadsClosedKey, OfferClosedKey, OpenSubjectKey, RowKey, RowVals, Table, TableKey,
+    Cell, ExperimentClosedKey, LeadsClosedKey, OfferClosedKey, OpenSubjectKey, OpenSubjectValues, RowKey, RowVals,
+    Table, TableKey,
 };
 use crate::time::{
     civil_from_days, days_from_civil, Day, Micros, MICROS_PER_DAY, MICROS_PER_MINUTE, MICROS_PER_SECOND,
@@ -536,7 +537,7 @@ pub struct Restorable {
     /// superseded (closed lives but each subject's newest, older totals).
     pub stale: Vec<RowKey>,
     /// Rows left as they are: each subject's newest life closed under `w0`,
-    /// the evidence that its rows are final ([`final_subjects`]).
+    /// the evidence that its rows are final ([`finals`]).
     pub kept: Vec<RowKey>,
 }
 
@@ -546,27 +547,67 @@ fn covered_by(tag: u64, w0: Micros) -> bool {
     w0 != NO_WATERMARK && tag <= w0.max(0) as u64
 }
 
+/// Which subjects' rows a start may leave untouched when the rebuild does
+/// not write them (start-up reconciliation, with subject retention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finals {
+    /// The state keeps each subject's newest closed life (it carries
+    /// [`evidence_marker`]): only subjects whose lives all closed under
+    /// the committed watermark have final rows. Any other subject's row the
+    /// rebuild does not write is stale — also one a killed run wrote before
+    /// the life row that would explain it (two tables, possibly two
+    /// workers' sinks: the writes are not atomic).
+    Evidence(HashSet<(Text, Text)>),
+    /// State an earlier release wrote, which deleted closed lives at every
+    /// start: a subject without lives may be a closed one, so every subject
+    /// but those with a life the start rebuilds (this set) keeps its rows,
+    /// and the start writes the evidence ([`evidence_life`] for the
+    /// subjects it keeps, and the marker) so later starts know.
+    Legacy(HashSet<(Text, Text)>),
+}
+
+impl Finals {
+    /// Whether `subject`'s untouched rows stay.
+    pub fn keeps(&self, subject: &(Text, Text)) -> bool {
+        match self {
+            Finals::Evidence(finals) => finals.contains(subject),
+            Finals::Legacy(rebuilt) => !rebuilt.contains(subject),
+        }
+    }
+}
+
+/// The `state_open_subjects` row saying that the state keeps each
+/// subject's newest closed life (a life of the empty subject, closed at
+/// the start of time, which every start keeps).
+pub fn evidence_marker() -> (RowKey, RowVals) {
+    let key = OpenSubjectKey { tenant_id: Text::default(), subject_id: Text::default(), opened_us: 0 };
+    key.row(OpenSubjectValues { since_us: 0, closed_us: 1 })
+}
+
+/// A closed life standing for a subject whose final rows a start kept
+/// from a state without evidence (see [`Finals::Legacy`]): closed under the
+/// committed watermark `w0`.
+pub fn evidence_life((tenant_id, subject_id): (Text, Text), w0: Micros) -> (RowKey, RowVals) {
+    let key = OpenSubjectKey { tenant_id, subject_id, opened_us: 0 };
+    key.row(OpenSubjectValues { since_us: 0, closed_us: state_us(w0) })
+}
+
 /// The subjects whose rows are final at a start, given the state rows and
-/// the committed watermark `w0`: those whose newest life closed under `w0`
-/// and that have no life a start rebuilds (one open under `w0`, taken back
-/// with its records, or opened after it, whose records are all in the
-/// input read again). Only their rows may stay untouched by a rebuild; any
-/// other subject's row the rebuild does not write is stale, including one
-/// a killed run wrote before the life row that would explain it (two
-/// tables, possibly two workers' sinks: the writes are not atomic).
-pub fn final_subjects(rows: &[(RowKey, RowVals)], w0: Micros) -> std::collections::HashSet<(Text, Text)> {
+/// the committed watermark `w0` (see [`Finals`]).
+pub fn finals(rows: &[(RowKey, RowVals)], w0: Micros) -> Finals {
     let covered = |tag: u64| covered_by(tag, w0);
-    let lives: Vec<_> = rows.iter().filter_map(OpenSubjectKey::parse).collect();
-    let rebuilt: std::collections::HashSet<(&Text, &Text)> = lives
+    let marker = evidence_marker().0;
+    let lives: Vec<_> = rows.iter().filter(|(k, _)| *k != marker).filter_map(OpenSubjectKey::parse).collect();
+    let rebuilt: HashSet<(Text, Text)> = lives
         .iter()
         .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
-        .map(|(life, _)| (&life.tenant_id, &life.subject_id))
-        .collect();
-    lives
-        .iter()
-        .filter(|(life, _)| !rebuilt.contains(&(&life.tenant_id, &life.subject_id)))
         .map(|(life, _)| (life.tenant_id.clone(), life.subject_id.clone()))
-        .collect()
+        .collect();
+    if !rows.iter().any(|(k, _)| *k == marker) {
+        return Finals::Legacy(rebuilt);
+    }
+    let all = lives.into_iter().map(|(life, _)| (life.tenant_id, life.subject_id));
+    Finals::Evidence(all.filter(|s| !rebuilt.contains(s)).collect())
 }
 
 /// Splits state rows (of [`crate::row::Table::STATE`]) into what a start takes back
@@ -587,6 +628,10 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
             Table::StateLeadsClosed => LeadsClosedKey::of(&row.0).map(|k| k.closed_us),
             _ => None,
         };
+        if row.0 == evidence_marker().0 {
+            out.kept.push(row.0);
+            continue;
+        }
         match (OpenSubjectKey::parse(&row), total_tag) {
             (Some((life, v)), _) => {
                 if covered(life.opened_us) && (v.closed_us == 0 || !covered(v.closed_us)) {
@@ -738,13 +783,24 @@ mod tests {
         let none = restorable(rows.clone(), NO_WATERMARK);
         assert!(none.restore.is_empty());
         assert_eq!(none.stale.len(), rows.len());
-        // Only the subject whose lives all closed before the commit is final.
-        let done = final_subjects(&rows, 100);
-        assert_eq!(done.into_iter().map(|(_, s)| s).collect::<Vec<_>>(), [Text::from("closed-before")]);
-        assert!(final_subjects(&rows, NO_WATERMARK).is_empty());
+        // Without the marker the state is an earlier release's: every
+        // subject but those rebuilt keeps its rows.
+        let subject = |s: &str| (Text::from("t"), Text::from(s));
+        let Finals::Legacy(rebuilt) = finals(&rows, 100) else { panic!("no marker: legacy") };
+        assert_eq!(rebuilt, ["open", "closed-after", "opened-after"].map(subject).into());
+        // With it, only the subject whose lives all closed before the commit is final.
+        let mut marked = rows.clone();
+        marked.push(evidence_marker());
+        assert_eq!(finals(&marked, 100), Finals::Evidence([subject("closed-before")].into()));
+        assert_eq!(finals(&marked, NO_WATERMARK), Finals::Evidence(HashSet::new()));
+        assert!(!finals(&marked, 100).keeps(&subject("never-had-a-life")));
+        assert!(finals(&rows, 100).keeps(&subject("never-had-a-life")));
         // A subject closed before the commit and open again is rebuilt.
-        let reopened = [life("closed-before", 50, 90), life("closed-before", 95, 0)];
-        assert!(final_subjects(&reopened, 100).is_empty());
+        let reopened = [life("closed-before", 50, 90), life("closed-before", 95, 0), evidence_marker()];
+        assert_eq!(finals(&reopened, 100), Finals::Evidence(HashSet::new()));
+        // The marker is kept by every start, with or without a watermark.
+        assert_eq!(restorable(marked.clone(), NO_WATERMARK).kept, vec![evidence_marker().0]);
+        assert!(restorable(marked, 100).kept.contains(&evidence_marker().0));
     }
 
     #[test]

@@ -22,7 +22,9 @@ use anyhow::Context;
 use revpulse_connectors::clickhouse::ClickHouseSink;
 use revpulse_connectors::kafka::{KafkaSource, Offsets};
 use revpulse_pipelines::dataflow::row_owner;
-use revpulse_pipelines::retention::{final_subjects, restorable, Restorable, NO_WATERMARK};
+use revpulse_pipelines::retention::{
+    evidence_life, evidence_marker, finals, restorable, Finals, Restorable, NO_WATERMARK,
+};
 use revpulse_pipelines::row::{RowKey, RowVals, Table};
 use revpulse_pipelines::subject::{key_subject, SubjectKey, SUBJECT_TABLES};
 use revpulse_pipelines::time::{format_micros, Micros};
@@ -44,8 +46,8 @@ pub struct TakenBack {
     pub stale: Vec<RowKey>,
     /// Every retention state row's key, as read at start (with retention).
     pub state_keys: Option<Vec<RowKey>>,
-    /// Subjects whose rows are final ([`final_subjects`]).
-    pub final_subjects: HashSet<SubjectKey>,
+    /// Subjects whose untouched rows stay ([`finals`]).
+    pub finals: Option<Finals>,
 }
 
 impl TakenBack {
@@ -85,7 +87,7 @@ impl TakenBack {
                 .with_context(|| format!("reading retention state from {}", table.name()))?;
             rows.extend(state);
         }
-        let final_subjects = final_subjects(&rows, watermark);
+        let finals = Some(finals(&rows, watermark));
         let Restorable { restore, stale, kept } = restorable(rows.clone(), watermark);
         // Kept rows are neither rewritten nor stale.
         let kept: HashSet<RowKey> = kept.into_iter().collect();
@@ -100,7 +102,7 @@ impl TakenBack {
                 "retention: state taken back"
             );
         }
-        Ok(TakenBack { committed, watermark, restored, stale, state_keys, final_subjects })
+        Ok(TakenBack { committed, watermark, restored, stale, state_keys, finals })
     }
 }
 
@@ -125,7 +127,10 @@ pub struct Reconciler {
     /// rebuild did not emit is stale. Conversation rows, whose key does not
     /// name the subject, are never deleted.
     keep_subject_rows: bool,
-    finals: HashSet<SubjectKey>,
+    finals: Finals,
+    /// The committed watermark, which closed the lives written as evidence
+    /// for a state without it ([`Finals::Legacy`]).
+    watermark: revpulse_pipelines::time::Micros,
     /// Delete markers of stale retention state, sent with the first batch,
     /// which every worker acknowledges before anything is committed: state
     /// newer than the committed watermark must not become covered by a
@@ -164,7 +169,10 @@ impl Reconciler {
         });
         let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
         let mut r = Reconciler::new(targets, suspects, subject_retention, stale_state);
-        r.finals = std::mem::take(&mut taken.final_subjects);
+        if let Some(finals) = taken.finals.take() {
+            r.finals = finals;
+        }
+        r.watermark = taken.watermark;
         r.listing = Some((listing, rt.clone()));
         Ok(r)
     }
@@ -191,7 +199,8 @@ impl Reconciler {
             listing: None,
             started: Instant::now(),
             keep_subject_rows,
-            finals: HashSet::new(),
+            finals: Finals::Evidence(HashSet::new()),
+            watermark: NO_WATERMARK,
             stale_state,
             reconcile_at: None,
             done: false,
@@ -217,6 +226,26 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// For a state without evidence ([`Finals::Legacy`]): a closed life for
+    /// every subject whose rows this start keeps, and the marker, so that
+    /// later starts tell final rows from a killed run's partial writes.
+    fn write_evidence(
+        &self,
+        suspects: &HashSet<RowKey>,
+        kept: &impl Fn(&RowKey) -> bool,
+        rows: &mut Vec<(RowKey, Option<RowVals>)>,
+    ) {
+        let subjects: std::collections::BTreeSet<SubjectKey> =
+            suspects.iter().filter(|k| kept(k)).filter_map(key_subject).collect();
+        let written: HashSet<RowKey> = rows.iter().map(|(k, _)| k.clone()).collect();
+        let mut evidence: Vec<(RowKey, RowVals)> = vec![evidence_marker()];
+        if self.watermark != NO_WATERMARK {
+            evidence.extend(subjects.into_iter().map(|s| evidence_life(s, self.watermark)));
+        }
+        tracing::info!(lives = evidence.len() - 1, "retention: closed lives written for the subjects whose rows stay");
+        rows.extend(evidence.into_iter().filter(|(k, _)| !written.contains(k)).map(|(k, v)| (k, Some(v))));
     }
 
     /// Closes this worker's side of `caught_up` once it read up to its
@@ -250,11 +279,13 @@ impl Reconciler {
         self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
-        let finals = std::mem::take(&mut self.finals);
-        let subject_closed = |k: &RowKey| {
-            keep && SUBJECT_TABLES.contains(&k.table) && key_subject(k).is_none_or(|s| finals.contains(&s))
-        };
+        let finals = std::mem::replace(&mut self.finals, Finals::Evidence(HashSet::new()));
+        let subject_closed =
+            |k: &RowKey| keep && SUBJECT_TABLES.contains(&k.table) && key_subject(k).is_none_or(|s| finals.keeps(&s));
         let mut suspects = std::mem::take(&mut self.suspects);
+        if keep && matches!(finals, Finals::Legacy(_)) {
+            self.write_evidence(&suspects, &subject_closed, rows);
+        }
         suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
             seconds = self.started.elapsed().as_secs_f64(),
@@ -285,7 +316,7 @@ mod tests {
             key(Table::LeadScores, "c"),
         ]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
-        r.finals = HashSet::from([("t".into(), "c".into())]);
+        r.finals = Finals::Evidence(HashSet::from([("t".into(), "c".into())]));
         let mut rows = vec![(key(Table::OfferAcceptance, "a"), Some(vec![Cell::U64(1), Cell::f64(1.0)]))];
         r.absorb(&mut rows).ok();
         r.reconcile_at = Some(5);
@@ -306,11 +337,28 @@ mod tests {
     fn untouched_rows_are_deleted_unless_their_subject_is_final() {
         let suspects = HashSet::from([key(Table::NextBuy, "open"), key(Table::NextBuy, "closed")]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
-        r.finals = HashSet::from([("t".into(), "closed".into())]);
+        r.finals = Finals::Evidence(HashSet::from([("t".into(), "closed".into())]));
         r.reconcile_at = Some(1);
         let mut rows = Vec::new();
         r.finish_if_due(1, |_| false, &mut rows).ok();
         assert_eq!(rows, vec![(key(Table::NextBuy, "open"), None)]);
+    }
+
+    /// A state an earlier release wrote (no marker) keeps every subject's
+    /// untouched rows but those it rebuilds, and gets the evidence: a
+    /// closed life per kept subject and the marker.
+    #[test]
+    fn a_state_without_evidence_keeps_rows_and_gets_evidence() {
+        let suspects = HashSet::from([key(Table::NextBuy, "open"), key(Table::NextBuy, "closed")]);
+        let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
+        r.finals = Finals::Legacy(HashSet::from([("t".into(), "open".into())]));
+        r.watermark = 100;
+        r.reconcile_at = Some(1);
+        let mut rows = Vec::new();
+        r.finish_if_due(1, |_| false, &mut rows).ok();
+        let life = evidence_life(("t".into(), "closed".into()), 100);
+        let marker = evidence_marker();
+        assert_eq!(rows, vec![(key(Table::NextBuy, "open"), None), (marker.0, Some(marker.1)), (life.0, Some(life.1))]);
     }
 
     #[test]

@@ -58,6 +58,13 @@ impl RowCache {
         }
     }
 
+    /// Forgets the keys of rows whose write failed part way.
+    pub fn forget(&self, rows: &[(RowKey, Option<RowVals>)]) {
+        for (key, _) in rows.iter().filter(|(k, _)| RowCache::TABLES.contains(&k.table)) {
+            self.shard(key).write().unwrap_or_else(|e| e.into_inner()).remove(key);
+        }
+    }
+
     /// The row of `key` if this process wrote it last.
     pub fn get(&self, key: &RowKey) -> Option<RowVals> {
         self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()

@@ -146,6 +146,11 @@ async fn drive(
         let (batch, merged) = coalesce(first, &mut rx);
         if !batch.rows.is_empty() {
             if let Err(e) = sink.write_retrying(&batch.rows, &abort).await {
+                // Some tables of the batch may be in ClickHouse, some not:
+                // forget its keys, so lookups ask ClickHouse.
+                if let Some(cache) = &cache {
+                    cache.forget(&batch.rows);
+                }
                 if !matches!(e, SinkError::Shutdown) {
                     ready.clickhouse.store(false, Ordering::Relaxed);
                 }
