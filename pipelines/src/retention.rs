@@ -558,11 +558,12 @@ pub enum Finals {
     /// the life row that would explain it (two tables, possibly two
     /// workers' sinks: the writes are not atomic).
     Evidence(HashSet<(Text, Text)>),
-    /// State an earlier release wrote, which deleted closed lives at every
-    /// start: a subject without lives may be a closed one, so every subject
-    /// but those with a life the start rebuilds (this set) keeps its rows,
-    /// and the start writes the evidence ([`evidence_life`] for the
-    /// subjects it keeps, and the marker) so later starts know.
+    /// A committed state without the marker, written by an earlier release
+    /// (which deleted closed lives at every start): a subject without lives
+    /// may be a closed one, so every subject but those with a life the
+    /// start rebuilds (this set) keeps its rows, and the start writes the
+    /// evidence ([`evidence_life`] for the subjects it keeps, and the
+    /// marker) with its first batch, so later starts know.
     Legacy(HashSet<(Text, Text)>),
 }
 
@@ -603,7 +604,9 @@ pub fn finals(rows: &[(RowKey, RowVals)], w0: Micros) -> Finals {
         .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
         .map(|(life, _)| (life.tenant_id.clone(), life.subject_id.clone()))
         .collect();
-    if !rows.iter().any(|(k, _)| *k == marker) {
+    // Nothing is final without a commit; a commit of this release always
+    // carries the marker (the first batch of every start writes it).
+    if w0 != NO_WATERMARK && !rows.iter().any(|(k, _)| *k == marker) {
         return Finals::Legacy(rebuilt);
     }
     let all = lives.into_iter().map(|(life, _)| (life.tenant_id, life.subject_id));
@@ -793,6 +796,7 @@ mod tests {
         marked.push(evidence_marker());
         assert_eq!(finals(&marked, 100), Finals::Evidence([subject("closed-before")].into()));
         assert_eq!(finals(&marked, NO_WATERMARK), Finals::Evidence(HashSet::new()));
+        assert_eq!(finals(&rows, NO_WATERMARK), Finals::Evidence(HashSet::new()), "nothing final without a commit");
         assert!(!finals(&marked, 100).keeps(&subject("never-had-a-life")));
         assert!(finals(&rows, 100).keeps(&subject("never-had-a-life")));
         // A subject closed before the commit and open again is rebuilt.

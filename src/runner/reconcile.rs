@@ -131,6 +131,9 @@ pub struct Reconciler {
     /// The committed watermark, which closed the lives written as evidence
     /// for a state without it ([`Finals::Legacy`]).
     watermark: revpulse_pipelines::time::Micros,
+    /// The evidence ([`Reconciler::evidence`]) is still to go with the
+    /// first batch.
+    evidence_due: bool,
     /// Delete markers of stale retention state, sent with the first batch,
     /// which every worker acknowledges before anything is committed: state
     /// newer than the committed watermark must not become covered by a
@@ -158,7 +161,13 @@ impl Reconciler {
         let known_state = taken.state_keys.is_some();
         suspects.extend(taken.state_keys.take().into_iter().flatten().filter(|k| row_owner(k, peers) == index));
         let sink = Arc::clone(sink);
+        let began = Instant::now();
         let listing = rt.spawn(async move {
+            // A killed predecessor's last write may still be landing.
+            let settled = sink.settle_older_inserts(began.elapsed(), Duration::from_secs(10)).await;
+            if !matches!(settled, Ok(true)) {
+                tracing::warn!(?settled, "listing live keys while older inserts may still run");
+            }
             let mut keys = HashSet::new();
             for table in Table::all().filter(|t| !(known_state && t.is_state())) {
                 let live =
@@ -173,6 +182,7 @@ impl Reconciler {
             r.finals = finals;
         }
         r.watermark = taken.watermark;
+        r.evidence_due = subject_retention;
         r.listing = Some((listing, rt.clone()));
         Ok(r)
     }
@@ -201,6 +211,7 @@ impl Reconciler {
             keep_subject_rows,
             finals: Finals::Evidence(HashSet::new()),
             watermark: NO_WATERMARK,
+            evidence_due: false,
             stale_state,
             reconcile_at: None,
             done: false,
@@ -211,8 +222,12 @@ impl Reconciler {
     /// state is deleted in the first batch (unless the dataflow writes the
     /// key anew), and every key they touch is no longer a suspect.
     pub fn absorb(&mut self, rows: &mut Vec<(RowKey, Option<RowVals>)>) -> anyhow::Result<()> {
-        if !rows.is_empty() || !self.stale_state.is_empty() {
+        if !rows.is_empty() || !self.stale_state.is_empty() || self.evidence_due {
             self.listed()?;
+        }
+        if std::mem::take(&mut self.evidence_due) {
+            let evidence = self.evidence();
+            self.stale_state.extend(evidence);
         }
         if !self.stale_state.is_empty() {
             let written: HashSet<&RowKey> = rows.iter().map(|(k, _)| k).collect();
@@ -228,24 +243,26 @@ impl Reconciler {
         Ok(())
     }
 
-    /// For a state without evidence ([`Finals::Legacy`]): a closed life for
-    /// every subject whose rows this start keeps, and the marker, so that
-    /// later starts tell final rows from a killed run's partial writes.
-    fn write_evidence(
-        &self,
-        suspects: &HashSet<RowKey>,
-        kept: &impl Fn(&RowKey) -> bool,
-        rows: &mut Vec<(RowKey, Option<RowVals>)>,
-    ) {
-        let subjects: std::collections::BTreeSet<SubjectKey> =
-            suspects.iter().filter(|k| kept(k)).filter_map(key_subject).collect();
-        let written: HashSet<RowKey> = rows.iter().map(|(k, _)| k.clone()).collect();
-        let mut evidence: Vec<(RowKey, RowVals)> = vec![evidence_marker()];
-        if self.watermark != NO_WATERMARK {
-            evidence.extend(subjects.into_iter().map(|s| evidence_life(s, self.watermark)));
+    /// With subject retention, the first batch carries the evidence of
+    /// final subjects: the marker, and for a state without it
+    /// ([`Finals::Legacy`]) a closed life for every listed subject whose
+    /// rows this start keeps. It goes with the stale state, which every
+    /// worker acknowledges before anything is committed: a committed state
+    /// always has the marker.
+    fn evidence(&self) -> Vec<(RowKey, Option<RowVals>)> {
+        let mut out = vec![evidence_marker()];
+        if matches!(self.finals, Finals::Legacy(_)) {
+            let subjects: std::collections::BTreeSet<SubjectKey> = self
+                .suspects
+                .iter()
+                .filter(|k| SUBJECT_TABLES.contains(&k.table))
+                .filter_map(key_subject)
+                .filter(|s| self.finals.keeps(s))
+                .collect();
+            tracing::info!(lives = subjects.len(), "retention: closed lives written for the subjects whose rows stay");
+            out.extend(subjects.into_iter().map(|s| evidence_life(s, self.watermark)));
         }
-        tracing::info!(lives = evidence.len() - 1, "retention: closed lives written for the subjects whose rows stay");
-        rows.extend(evidence.into_iter().filter(|(k, _)| !written.contains(k)).map(|(k, v)| (k, Some(v))));
+        out.into_iter().map(|(k, v)| (k, Some(v))).collect()
     }
 
     /// Closes this worker's side of `caught_up` once it read up to its
@@ -283,9 +300,6 @@ impl Reconciler {
         let subject_closed =
             |k: &RowKey| keep && SUBJECT_TABLES.contains(&k.table) && key_subject(k).is_none_or(|s| finals.keeps(&s));
         let mut suspects = std::mem::take(&mut self.suspects);
-        if keep && matches!(finals, Finals::Legacy(_)) {
-            self.write_evidence(&suspects, &subject_closed, rows);
-        }
         suspects.retain(|k| !closed(k) && !subject_closed(k));
         tracing::info!(
             seconds = self.started.elapsed().as_secs_f64(),
@@ -345,20 +359,26 @@ mod tests {
     }
 
     /// A state an earlier release wrote (no marker) keeps every subject's
-    /// untouched rows but those it rebuilds, and gets the evidence: a
-    /// closed life per kept subject and the marker.
+    /// untouched rows but those it rebuilds, and its first batch carries
+    /// the evidence: the marker and a closed life per kept subject.
     #[test]
-    fn a_state_without_evidence_keeps_rows_and_gets_evidence() {
+    fn a_state_without_evidence_keeps_rows_and_gets_evidence_first() {
         let suspects = HashSet::from([key(Table::NextBuy, "open"), key(Table::NextBuy, "closed")]);
         let mut r = Reconciler::new(Offsets::new(), suspects, true, Vec::new());
         r.finals = Finals::Legacy(HashSet::from([("t".into(), "open".into())]));
         r.watermark = 100;
+        r.evidence_due = true;
+        let mut first = Vec::new();
+        r.absorb(&mut first).ok();
+        let (marker, life) = (evidence_marker(), evidence_life(("t".into(), "closed".into()), 100));
+        assert_eq!(first, vec![(marker.0, Some(marker.1)), (life.0, Some(life.1))]);
+        let mut next = Vec::new();
+        r.absorb(&mut next).ok();
+        assert!(next.is_empty(), "only in the first batch");
         r.reconcile_at = Some(1);
         let mut rows = Vec::new();
         r.finish_if_due(1, |_| false, &mut rows).ok();
-        let life = evidence_life(("t".into(), "closed".into()), 100);
-        let marker = evidence_marker();
-        assert_eq!(rows, vec![(key(Table::NextBuy, "open"), None), (marker.0, Some(marker.1)), (life.0, Some(life.1))]);
+        assert_eq!(rows, vec![(key(Table::NextBuy, "open"), None)]);
     }
 
     #[test]

@@ -192,6 +192,31 @@ impl ClickHouseSink {
         }
     }
 
+    /// Waits until no row insert that began at least `age` ago runs on the
+    /// server, for at most `limit` (false: some still ran). A process
+    /// killed while writing leaves its last INSERT to the server, which
+    /// may land after a successor listed the live keys; the successor
+    /// waits for its predecessor's writes before it lists. (Inserts that
+    /// began later are not a dead predecessor's.)
+    pub async fn settle_older_inserts(&self, age: Duration, limit: Duration) -> Result<bool, SinkError> {
+        let started = std::time::Instant::now();
+        loop {
+            let older = (age + started.elapsed()).as_secs_f64();
+            let sql = format!(
+                "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO % FORMAT RowBinary%' \
+                 AND elapsed >= {older:.3}"
+            );
+            let running: u64 = self.client.query(&sql).fetch_one().await?;
+            if running == 0 {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The keys of every live (not deleted) row of `table`.
     pub async fn live_keys(&self, table: Table) -> Result<Vec<RowKey>, SinkError> {
         // Key columns only, unordered: a start reads every live key, and
