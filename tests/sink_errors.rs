@@ -49,3 +49,33 @@ fn a_permanent_clickhouse_error_fails_the_run() {
         "readiness reports ClickHouse down"
     );
 }
+
+/// A start waits for row inserts that began before it (a killed
+/// predecessor's last write, still landing) before it lists the live keys:
+/// `settle_older_inserts` reports one still running (here an insert that
+/// sleeps), returns at once for inserts younger than the given age, and
+/// once the insert ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_older_inserts() {
+    let cfg = common::fresh_clickhouse("settle").await;
+    let sink = Arc::new(ClickHouseSink::new(cfg.clone(), None));
+    assert_eq!(sink.settle_older_inserts(Duration::ZERO, Duration::from_secs(1)).await.ok(), Some(true));
+    let slow = {
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let sql = "INSERT INTO offer_acceptance (tenant_id, offer_id, accepted_lines, revenue, version, deleted) \
+                       SELECT 't', 'o', 1, 1.0, 1, 0 FROM system.numbers WHERE sleep(2) = 0 LIMIT 1";
+            sink.client().query(sql).execute().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let settled = sink.settle_older_inserts(Duration::ZERO, Duration::from_millis(300)).await;
+    assert_eq!(settled.ok(), Some(false), "the running insert is waited for");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    // Inserts that began after the start are not waited for.
+    let later = sink.settle_older_inserts(Duration::from_secs(3600), Duration::from_millis(100)).await;
+    assert_eq!(later.ok(), Some(true));
+    assert_eq!(sink.settle_older_inserts(Duration::ZERO, Duration::from_secs(10)).await.ok(), Some(true));
+    assert!(slow.await.is_ok_and(|r| r.is_ok()), "the insert itself succeeded");
+}

@@ -192,19 +192,22 @@ impl ClickHouseSink {
         }
     }
 
-    /// Waits until no row insert that began at least `age` ago runs on the
+    /// Waits until no insert that began at least `age` ago runs on the
     /// server, for at most `limit` (false: some still ran). A process
     /// killed while writing leaves its last INSERT to the server, which
     /// may land after a successor listed the live keys; the successor
     /// waits for its predecessor's writes before it lists. (Inserts that
-    /// began later are not a dead predecessor's.)
+    /// began later are not a dead predecessor's. An HTTP insert shows in
+    /// `system.processes` once the server has its whole body — the window
+    /// in which a dead client's write can still land; a body cut off by
+    /// the death is discarded. Any table's inserts count: the server's
+    /// other clients can only make the wait longer, up to `limit`.)
     pub async fn settle_older_inserts(&self, age: Duration, limit: Duration) -> Result<bool, SinkError> {
         let started = std::time::Instant::now();
         loop {
             let older = (age + started.elapsed()).as_secs_f64();
             let sql = format!(
-                "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO % FORMAT RowBinary%' \
-                 AND elapsed >= {older:.3}"
+                "SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO %' AND elapsed >= {older:.3}"
             );
             let running: u64 = self.client.query(&sql).fetch_one().await?;
             if running == 0 {
