@@ -243,16 +243,42 @@ pub struct AsOfStats {
     pub rebanded: u64,
 }
 
-static STATS: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+impl AsOfStats {
+    /// The counts since `before` was read.
+    pub fn since(self, before: AsOfStats) -> AsOfStats {
+        AsOfStats {
+            moves: self.moves - before.moves,
+            open_deals: self.open_deals - before.open_deals,
+            visited: self.visited - before.visited,
+            rebanded: self.rebanded - before.rebanded,
+        }
+    }
+}
+
+/// The process-wide counters behind [`as_of_stats`].
+struct Counters {
+    moves: AtomicU64,
+    open_deals: AtomicU64,
+    visited: AtomicU64,
+    rebanded: AtomicU64,
+}
+
+static STATS: Counters = Counters {
+    moves: AtomicU64::new(0),
+    open_deals: AtomicU64::new(0),
+    visited: AtomicU64::new(0),
+    rebanded: AtomicU64::new(0),
+};
 
 /// The counts of [`AsOfStats`] so far.
 pub fn as_of_stats() -> AsOfStats {
-    let get = |i: usize| STATS[i].load(Ordering::Relaxed);
-    AsOfStats { moves: get(0), open_deals: get(1), visited: get(2), rebanded: get(3) }
-}
-
-fn count(i: usize, n: usize) {
-    STATS[i].fetch_add(n as u64, Ordering::Relaxed);
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    AsOfStats {
+        moves: get(&STATS.moves),
+        open_deals: get(&STATS.open_deals),
+        visited: get(&STATS.visited),
+        rebanded: get(&STATS.rebanded),
+    }
 }
 
 /// One tenant's open deals as [`banded`] holds them.
@@ -312,8 +338,13 @@ impl Tenant {
                 }
             }
         }
-        for (i, n) in [(0, 1), (1, self.deals.len()), (2, visited), (3, rebanded)] {
-            count(i, n);
+        for (counter, n) in [
+            (&STATS.moves, 1),
+            (&STATS.open_deals, self.deals.len()),
+            (&STATS.visited, visited),
+            (&STATS.rebanded, rebanded),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }

@@ -567,6 +567,13 @@ pub enum Finals {
     Legacy(HashSet<(Text, Text)>),
 }
 
+/// No subject's rows are final (as without a committed watermark).
+impl Default for Finals {
+    fn default() -> Self {
+        Finals::Evidence(HashSet::new())
+    }
+}
+
 impl Finals {
     /// Whether `subject`'s untouched rows stay.
     pub fn keeps(&self, subject: &(Text, Text)) -> bool {
@@ -593,15 +600,38 @@ pub fn evidence_life((tenant_id, subject_id): (Text, Text), w0: Micros) -> (RowK
     key.row(OpenSubjectValues { since_us: 0, closed_us: state_us(w0) })
 }
 
+/// Whether a life opened and closed under `w0`: its subject's rows from it
+/// are final, and a start neither takes it back nor rebuilds it.
+fn closed_under(life: &OpenSubjectKey, v: &OpenSubjectValues, w0: Micros) -> bool {
+    covered_by(life.opened_us, w0) && v.closed_us != 0 && covered_by(v.closed_us, w0)
+}
+
+/// Keeps, per `id`, the item with the greatest `tag` in `newest`; the keys
+/// of the items it displaces (or that lose to it) go to `stale`.
+fn keep_newest<I: Ord, V>(
+    newest: &mut BTreeMap<I, (u64, RowKey, V)>,
+    (id, tag): (I, u64),
+    (key, value): (RowKey, V),
+    stale: &mut Vec<RowKey>,
+) {
+    match newest.get(&id) {
+        Some((t, _, _)) if *t >= tag => stale.push(key),
+        _ => {
+            if let Some((_, older, _)) = newest.insert(id, (tag, key, value)) {
+                stale.push(older);
+            }
+        }
+    }
+}
+
 /// The subjects whose rows are final at a start, given the state rows and
 /// the committed watermark `w0` (see [`Finals`]).
 pub fn finals(rows: &[(RowKey, RowVals)], w0: Micros) -> Finals {
-    let covered = |tag: u64| covered_by(tag, w0);
     let marker = evidence_marker().0;
     let lives: Vec<_> = rows.iter().filter(|(k, _)| *k != marker).filter_map(OpenSubjectKey::parse).collect();
     let rebuilt: HashSet<(Text, Text)> = lives
         .iter()
-        .filter(|(life, v)| !covered(life.opened_us) || v.closed_us == 0 || !covered(v.closed_us))
+        .filter(|(life, v)| !closed_under(life, v, w0))
         .map(|(life, _)| (life.tenant_id.clone(), life.subject_id.clone()))
         .collect();
     // Nothing is final without a commit; a commit of this release always
@@ -623,7 +653,8 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
     // covered row so far.
     let mut best: BTreeMap<(Table, Vec<Cell>), (u64, RowKey, RowVals)> = BTreeMap::new();
     // Per subject: its newest life closed under `w0` so far.
-    let mut last_closed: BTreeMap<(Text, Text), (u64, RowKey)> = BTreeMap::new();
+    let mut last_closed: BTreeMap<(Text, Text), (u64, RowKey, ())> = BTreeMap::new();
+    let marker = evidence_marker().0;
     for row in rows {
         let total_tag = match row.0.table {
             Table::StateExperimentClosed => ExperimentClosedKey::of(&row.0).map(|k| k.closed_us),
@@ -631,47 +662,26 @@ pub fn restorable(rows: Vec<(RowKey, RowVals)>, w0: Micros) -> Restorable {
             Table::StateLeadsClosed => LeadsClosedKey::of(&row.0).map(|k| k.closed_us),
             _ => None,
         };
-        if row.0 == evidence_marker().0 {
+        if row.0 == marker {
             out.kept.push(row.0);
             continue;
         }
         match (OpenSubjectKey::parse(&row), total_tag) {
-            (Some((life, v)), _) => {
-                if covered(life.opened_us) && (v.closed_us == 0 || !covered(v.closed_us)) {
-                    out.restore.push(row);
-                } else if covered(life.opened_us) {
-                    let opened = life.opened_us;
-                    match last_closed.get(&(life.tenant_id.clone(), life.subject_id.clone())) {
-                        Some((newest, _)) if *newest >= opened => out.stale.push(row.0),
-                        _ => {
-                            let subject = (life.tenant_id, life.subject_id);
-                            if let Some((_, older)) = last_closed.insert(subject, (opened, row.0)) {
-                                out.stale.push(older);
-                            }
-                        }
-                    }
-                } else {
-                    out.stale.push(row.0);
-                }
+            (Some((life, v)), _) if closed_under(&life, &v, w0) => {
+                let id = ((life.tenant_id, life.subject_id), life.opened_us);
+                keep_newest(&mut last_closed, id, (row.0, ()), &mut out.stale);
             }
+            (Some((life, _)), _) if covered(life.opened_us) => out.restore.push(row),
             (None, Some(tag)) if covered(tag) => {
-                let (key, vals) = row;
                 // The lifetime sum's identity: its key without the watermark.
-                let id = (key.table, key.key[..key.key.len() - 1].to_vec());
-                match best.get(&id) {
-                    Some((t, _, _)) if *t >= tag => out.stale.push(key),
-                    _ => {
-                        if let Some((_, old, _)) = best.insert(id, (tag, key, vals)) {
-                            out.stale.push(old);
-                        }
-                    }
-                }
+                let id = (row.0.table, row.0.key[..row.0.key.len() - 1].to_vec());
+                keep_newest(&mut best, (id, tag), row, &mut out.stale);
             }
             _ => out.stale.push(row.0),
         }
     }
     out.restore.extend(best.into_values().map(|(_, key, vals)| (key, vals)));
-    out.kept.extend(last_closed.into_values().map(|(_, key)| key));
+    out.kept.extend(last_closed.into_values().map(|(_, key, ())| key));
     out
 }
 

@@ -160,16 +160,7 @@ fn replay_phase(lines: &[Line], cfg: &Config, decode_secs: f64) -> anyhow::Resul
 fn as_of_cost<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, AsOfStats)> {
     let before = as_of_stats();
     let out = f()?;
-    let after = as_of_stats();
-    Ok((
-        out,
-        AsOfStats {
-            moves: after.moves - before.moves,
-            open_deals: after.open_deals - before.open_deals,
-            visited: after.visited - before.visited,
-            rebanded: after.rebanded - before.rebanded,
-        },
-    ))
+    Ok((out, as_of_stats().since(before)))
 }
 
 /// Freshness at a steady `rate`: Kafka message timestamp → its rows

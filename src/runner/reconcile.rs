@@ -47,7 +47,7 @@ pub struct TakenBack {
     /// Every retention state row's key, as read at start (with retention).
     pub state_keys: Option<Vec<RowKey>>,
     /// Subjects whose untouched rows stay ([`finals`]).
-    pub finals: Option<Finals>,
+    pub finals: Finals,
 }
 
 impl TakenBack {
@@ -87,11 +87,12 @@ impl TakenBack {
                 .with_context(|| format!("reading retention state from {}", table.name()))?;
             rows.extend(state);
         }
-        let finals = Some(finals(&rows, watermark));
-        let Restorable { restore, stale, kept } = restorable(rows.clone(), watermark);
+        let finals = finals(&rows, watermark);
+        let keys: Vec<RowKey> = rows.iter().map(|(k, _)| k.clone()).collect();
+        let Restorable { restore, stale, kept } = restorable(rows, watermark);
         // Kept rows are neither rewritten nor stale.
         let kept: HashSet<RowKey> = kept.into_iter().collect();
-        let state_keys = Some(rows.into_iter().map(|(k, _)| k).filter(|k| !kept.contains(k)).collect());
+        let state_keys = Some(keys.into_iter().filter(|k| !kept.contains(k)).collect());
         let stale: Vec<RowKey> = stale.into_iter().filter(|k| row_owner(k, peers) == index).collect();
         let restored = if index == 0 { restore } else { Vec::new() };
         if !restored.is_empty() || !stale.is_empty() {
@@ -178,9 +179,7 @@ impl Reconciler {
         });
         let stale_state = std::mem::take(&mut taken.stale).into_iter().map(|k| (k, None)).collect();
         let mut r = Reconciler::new(targets, suspects, subject_retention, stale_state);
-        if let Some(finals) = taken.finals.take() {
-            r.finals = finals;
-        }
+        r.finals = std::mem::take(&mut taken.finals);
         r.watermark = taken.watermark;
         r.evidence_due = subject_retention;
         r.listing = Some((listing, rt.clone()));
@@ -209,7 +208,7 @@ impl Reconciler {
             listing: None,
             started: Instant::now(),
             keep_subject_rows,
-            finals: Finals::Evidence(HashSet::new()),
+            finals: Finals::default(),
             watermark: NO_WATERMARK,
             evidence_due: false,
             stale_state,
@@ -296,7 +295,7 @@ impl Reconciler {
         self.listed()?;
         self.done = true;
         let keep = self.keep_subject_rows;
-        let finals = std::mem::replace(&mut self.finals, Finals::Evidence(HashSet::new()));
+        let finals = std::mem::take(&mut self.finals);
         let subject_closed =
             |k: &RowKey| keep && SUBJECT_TABLES.contains(&k.table) && key_subject(k).is_none_or(|s| finals.keeps(&s));
         let mut suspects = std::mem::take(&mut self.suspects);
